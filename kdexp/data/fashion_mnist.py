@@ -1,0 +1,98 @@
+"""Fashion-MNIST from IDX gzip files: Debian's `dataset-fashion-mnist` package, or a download."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from kdexp.data.base import ImageDataModule
+
+DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# IDX type codes → numpy dtypes (big-endian where multi-byte).
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MEAN, STD = (0.2860,), (0.3530,)  # Fashion-MNIST training-set pixel statistics
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a numpy array of its declared shape."""
+    path = Path(path)
+    data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    zero, type_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or type_code not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=_IDX_DTYPES[type_code], offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {array.size} values, its header declares shape {shape}")
+    return array.reshape(shape).astype(array.dtype.newbyteorder("="))
+
+
+class TensorImageDataset(Dataset):
+    """uint8 images (N, C, H, W) and int64 labels held in memory, with a tensor transform."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: v2.Transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+def find_idx_root(root: str | None, download_dir: str | None) -> Path:
+    """The first folder that holds all four IDX files: ``root``, Debian's folder, or a download."""
+    candidates = [Path(p) for p in (root, DEBIAN_ROOT) if p]
+    for folder in candidates:
+        if all((folder / name).exists() for pair in FILES.values() for name in pair):
+            return folder
+    if download_dir is None:
+        raise FileNotFoundError(
+            f"Fashion-MNIST IDX files not found in {[str(c) for c in candidates]}; install the "
+            "Debian package `dataset-fashion-mnist`, set data.root, or set data.download=true"
+        )
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(download_dir, download=True)  # writes <download_dir>/FashionMNIST/raw/*.gz
+    return Path(download_dir) / "FashionMNIST" / "raw"
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    name = "fashion_mnist"
+    num_classes = 10
+    input_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download_dir: str | None = None,
+        augment: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download_dir, self.augment = root, download_dir, augment
+
+    def make_datasets(self):
+        folder = find_idx_root(self.root, self.download_dir)
+        splits = {}
+        for split, (images_file, labels_file) in FILES.items():
+            images = torch.from_numpy(read_idx(folder / images_file).copy()).unsqueeze(1)
+            labels = torch.from_numpy(read_idx(folder / labels_file).astype(np.int64))
+            splits[split] = (images, labels)
+        plain = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+        augmented = v2.Compose([v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip(), plain])
+        train = TensorImageDataset(*splits["train"], augmented if self.augment else plain)
+        train_eval = TensorImageDataset(*splits["train"], plain)
+        test = TensorImageDataset(*splits["test"], plain)
+        return train, train_eval, test

@@ -1,0 +1,60 @@
+"""One LightningModule per method; ``build_method`` picks one from ``method.name``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from kdexp.methods.base import DistillationModule
+from kdexp.methods.kd import KDModule
+from kdexp.methods.vanilla import VanillaModule
+from kdexp.models import BuiltModel
+
+METHODS: dict[str, type[DistillationModule]] = {
+    "vanilla": VanillaModule,
+    "kd": KDModule,
+}
+
+
+def method_class(name: str) -> type[DistillationModule]:
+    if name not in METHODS:
+        raise ValueError(f"method.name={name!r} is unknown; choose one of: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def allowed_hparams(cls: type[DistillationModule]) -> list[str]:
+    """Keyword arguments a method accepts from its config (its own and its bases')."""
+    internal = {"self", "student", "teacher", "num_classes", "optimizer", "scheduler", "kwargs"}
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if not issubclass(klass, DistillationModule):
+            continue
+        for param in inspect.signature(klass.__init__).parameters.values():
+            if param.kind is param.VAR_KEYWORD or param.name in internal or param.name in names:
+                continue
+            names.append(param.name)
+    return names
+
+
+def build_method(
+    cfg: dict[str, Any],
+    student: BuiltModel,
+    teacher: BuiltModel | None,
+    num_classes: int,
+    optimizer: dict[str, Any],
+    scheduler: dict[str, Any],
+) -> DistillationModule:
+    """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its weights."""
+    hparams = dict(cfg)
+    cls = method_class(hparams.pop("name"))
+    unknown = sorted(set(hparams) - set(allowed_hparams(cls)))
+    if unknown:
+        raise ValueError(
+            f"method {cfg['name']!r} has no option(s) {unknown}; allowed: {allowed_hparams(cls)}"
+        )
+    return cls(
+        student, teacher, num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, **hparams
+    )
+
+
+__all__ = ["METHODS", "DistillationModule", "build_method", "method_class"]

@@ -1,0 +1,172 @@
+"""The shared base of every method: a student, an optional frozen teacher, CE + logits KD, metrics.
+
+A method subclass adds its own loss terms in ``extra_losses``; the base weights and sums them with
+``ce_weight * CE`` and ``kd_weight * kd_loss`` (Hinton), logs every raw term as ``train/<name>_loss``
+and the weighted total as ``train/loss``, and reports student and teacher accuracy and their
+top-1 agreement on the test set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from kdexp.losses import kd_loss
+from kdexp.models import BuiltModel
+from kdexp.optim import build_optimizer, build_scheduler
+
+
+def accuracy_metrics(num_classes: int) -> MetricCollection:
+    """Top-1 accuracy, plus top-5 where there are more than 10 classes."""
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes > 10:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class DistillationModule(pl.LightningModule):
+    """Train ``student`` on ``ce_weight * CE + kd_weight * KD + Σ extra terms``.
+
+    The teacher is held outside the module's registered children, so it is never in the
+    optimizer, the checkpoint or the DDP wrapper; it stays in eval mode without gradients and runs
+    under ``torch.no_grad()``.
+    """
+
+    needs_teacher = True  # False for methods that train without one (vanilla)
+
+    def __init__(
+        self,
+        student: BuiltModel,
+        teacher: BuiltModel | None,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        ce_weight: float = 1.0,
+        kd_weight: float = 0.0,
+        temperature: float = 4.0,
+        **method_hparams: Any,
+    ) -> None:
+        super().__init__()
+        if kd_weight > 0 and teacher is None:
+            raise ValueError("method.kd_weight > 0 needs a teacher")
+        self.save_hyperparameters(
+            {
+                "num_classes": num_classes,
+                "optimizer": dict(optimizer),
+                "scheduler": dict(scheduler),
+                "method": {
+                    "ce_weight": ce_weight,
+                    "kd_weight": kd_weight,
+                    "temperature": temperature,
+                    **method_hparams,
+                },
+            },
+            logger=False,  # kdexp logs one HParams row, with the final metrics, at the end
+        )
+        self.student = student.module
+        self.student_info = student
+        self.teacher_info = teacher
+        self._teacher_box = [teacher.module.eval().requires_grad_(False)] if teacher else []
+        self.ce_weight, self.kd_weight, self.temperature = ce_weight, kd_weight, temperature
+        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
+        self.test_student = accuracy_metrics(num_classes).clone(prefix="test/student_")
+        if teacher is not None:
+            self.test_teacher = accuracy_metrics(num_classes).clone(prefix="test/teacher_")
+            self.test_agreement = MeanMetric()
+
+    # --- the teacher -------------------------------------------------------------------------
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher_box[0] if self._teacher_box else None
+
+    def _place_teacher(self) -> None:
+        if self.teacher is not None:
+            dtype = next(self.student.parameters()).dtype
+            self.teacher.to(device=self.device, dtype=dtype).eval()
+
+    def on_fit_start(self) -> None:
+        self._place_teacher()
+
+    def on_validation_start(self) -> None:
+        self._place_teacher()
+
+    def on_test_start(self) -> None:
+        self._place_teacher()
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # never leaves eval mode (BN statistics stay frozen)
+        return self
+
+    @torch.no_grad()
+    def teacher_forward(self, x: Tensor) -> Tensor:
+        return self.teacher(x)
+
+    # --- the loss ----------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    def extra_losses(
+        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
+    ) -> dict[str, tuple[float, Tensor]]:
+        """Method-specific terms: name → (weight, raw loss). Called after both forwards."""
+        return {}
+
+    def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
+        teacher_logits = self.teacher_forward(x) if self.teacher is not None else None
+        logits = self.student(x)
+        terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
+        if self.kd_weight > 0:
+            terms["kd"] = (self.kd_weight, kd_loss(logits, teacher_logits, self.temperature))
+        terms.update(self.extra_losses(x, y, logits, teacher_logits))
+        return logits, terms
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits, terms = self.training_losses(x, y)
+        loss = sum(weight * value for weight, value in terms.values())
+        self.log("train/loss", loss, prog_bar=True)
+        for name, (_, value) in terms.items():
+            self.log(f"train/{name}_loss", value)
+        self.log("train/acc", (logits.argmax(1) == y).float().mean())
+        return loss
+
+    # --- evaluation --------------------------------------------------------------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_metrics.update(self.student(x), y)
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        student_logits = self.student(x)
+        self.test_student.update(student_logits, y)
+        self.log_dict(self.test_student)
+        if self.teacher is not None:
+            teacher_logits = self.teacher_forward(x)
+            self.test_teacher.update(teacher_logits, y)
+            agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+            self.test_agreement.update(agree)
+            self.log_dict(self.test_teacher)
+            self.log("test/agreement", self.test_agreement)
+
+    # --- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, self.hparams["optimizer"])
+        scheduler = build_scheduler(
+            optimizer,
+            self.hparams["scheduler"],
+            max_epochs=self.trainer.max_epochs or 1,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

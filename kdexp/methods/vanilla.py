@@ -1,0 +1,17 @@
+"""``vanilla``: one model trained alone on cross-entropy (teachers, and the student baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdexp.methods.base import DistillationModule
+from kdexp.models import BuiltModel
+
+
+class VanillaModule(DistillationModule):
+    """loss = CE(student, labels). No teacher."""
+
+    needs_teacher = False
+
+    def __init__(self, student: BuiltModel, teacher: None, **kwargs: Any) -> None:
+        super().__init__(student, None, **kwargs)

@@ -1,0 +1,117 @@
+"""A run's final numbers: teacher vs student, as results.json, a Rich table and a TensorBoard row."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS_FILE = "results.json"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, float | None]:
+    """How the student compares: >1 means the student is smaller / faster by that factor."""
+    acc_t, acc_s = teacher.get("acc_top1"), student.get("acc_top1")
+    return {
+        "acc_gap_top1": None if acc_t is None or acc_s is None else acc_t - acc_s,
+        "compression_params": _ratio(teacher.get("params"), student.get("params")),
+        "compression_size": _ratio(teacher.get("size_mb"), student.get("size_mb")),
+        "macs_ratio": _ratio(teacher.get("macs"), student.get("macs")),
+        "speedup_latency_b1": _ratio(teacher.get("latency_ms_b1"), student.get("latency_ms_b1")),
+        "speedup_throughput": _ratio(student.get("throughput_ips"), teacher.get("throughput_ips")),
+    }
+
+
+def write_results(results: dict[str, Any], output_dir: str | Path) -> Path:
+    """Write ``results.json`` atomically (a crash mid-write leaves the previous version)."""
+    path = Path(output_dir) / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def hparams_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The final numbers, flat, for the TensorBoard HParams tab (same values as results.json)."""
+    flat: dict[str, float] = {}
+    for role in ("teacher", "student"):
+        for key, value in results.get(role, {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"final/{role}_{key}"] = float(value)
+    for key, value in results.get("comparison", {}).items():
+        if isinstance(value, (int, float)):
+            flat[f"final/{key}"] = float(value)
+    return flat
+
+
+# --- the table ---------------------------------------------------------------------------------
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "macs":
+        return f"{value / 1e6:,.2f} M"
+    if kind == "x":
+        return f"{value:.2f}×"
+    return f"{value:,.3g}" if kind == "g" else f"{value:,.2f}"
+
+
+ROWS = [  # (label, key, format, comparison key)
+    ("top-1 accuracy", "acc_top1", "pct", "acc_gap_top1"),
+    ("top-5 accuracy", "acc_top5", "pct", None),
+    ("parameters", "params", "int", "compression_params"),
+    ("size (MB)", "size_mb", "f", "compression_size"),
+    ("MACs / image", "macs", "macs", "macs_ratio"),
+    ("latency b=1 (ms, median)", "latency_ms_b1", "f", "speedup_latency_b1"),
+    ("latency b=1 IQR (ms)", "latency_iqr_ms_b1", "f", None),
+    ("throughput (img/s)", "throughput_ips", "g", "speedup_throughput"),
+]
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    run, teacher, student = results["run"], results.get("teacher", {}), results.get("student", {})
+    cmp = results.get("comparison", {})
+    title = f"{run.get('method')}: {run.get('teacher') or '—'} → {run.get('student')} on {run.get('data')}"
+    table = Table(title=title, title_style="bold")
+    table.add_column("")
+    table.add_column(f"teacher ({run.get('teacher') or '—'})", justify="right")
+    table.add_column(f"student ({run.get('student')})", justify="right")
+    table.add_column("teacher / student", justify="right")
+    for label, key, kind, cmp_key in ROWS:
+        if key not in teacher and key not in student:
+            continue
+        ratio = cmp.get(cmp_key) if cmp_key else None
+        ratio_text = (
+            (f"{100 * ratio:+.2f} pts" if cmp_key == "acc_gap_top1" else _fmt(ratio, "x"))
+            if ratio is not None
+            else ""
+        )
+        table.add_row(label, _fmt(teacher.get(key), kind), _fmt(student.get(key), kind), ratio_text)
+    if "agreement_top1" in cmp:
+        table.add_row("top-1 agreement", "", _fmt(cmp["agreement_top1"], "pct"), "")
+    profile = student or teacher
+    if "macs" in profile:
+        table.caption = (
+            f"MACs: torch.utils.flop_counter (conv/linear/matmul), batch 1. Timing: "
+            f"torch.utils.benchmark on {profile.get('device')}, {profile.get('threads')} threads; "
+            f"throughput at batch {profile.get('throughput_batch')}. MB = 10^6 bytes of state_dict."
+        )
+    return table
+
+
+def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(results_table(results))
