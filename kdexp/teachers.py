@@ -81,13 +81,22 @@ def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
             f"teacher.checkpoint={str(path)!r} predicts {head.shape[0]} classes but the data has "
             f"{num_classes}; use a teacher trained on this dataset"
         )
-    missing, unexpected = model.module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} does not fit teacher.name={model.name!r}: "
-            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+    expected = model.module.state_dict()
+    problems = {
+        "missing keys": [k for k in expected if k not in state],
+        "unexpected keys": [k for k in state if k not in expected],
+        "shape mismatches": [
+            k for k in expected if k in state and state[k].shape != expected[k].shape
+        ],
+    }
+    if any(problems.values()):
+        listed = "; ".join(
+            f"{kind} {keys[:4]}{' ...' if len(keys) > 4 else ''}" for kind, keys in problems.items() if keys
         )
+        raise ValueError(
+            f"teacher.checkpoint={str(path)!r} does not fit teacher.name={model.name!r}: {listed}"
+        )
+    model.module.load_state_dict(state)
 
 
 @contextmanager

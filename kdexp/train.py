@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from kdexp.data import build_datamodule
-from kdexp.methods import build_method, method_class
+from kdexp.methods import build_method, check_method_cfg, method_class
+from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.models import build_model
 from kdexp.profile import profile_model
 from kdexp.results import comparison, hparams_metrics, print_results, write_results
@@ -69,11 +70,14 @@ def hparams_row(cfg: DictConfig) -> dict[str, Any]:
 def setup(cfg: DictConfig) -> tuple[Any, ...]:
     """Build everything a run needs; bad inputs raise SetupError before any training."""
     try:
+        method_cls, _ = check_method_cfg(_plain(cfg.method))  # before any teacher training
+        probe = build_optimizer([torch.zeros(1, requires_grad=True)], _plain(cfg.optimizer))
+        build_scheduler(probe, _plain(cfg.scheduler), max_epochs=1, total_steps=1)
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = build_datamodule(_plain(cfg.data))
         datamodule.prepare_data()
         datamodule.setup("fit")
-        method_cls = method_class(cfg.method.name)
+        student = build_model(_plain(cfg.student), datamodule.num_classes, datamodule.input_shape[0])
         teacher, teacher_info = None, {}
         if method_cls.needs_teacher:
             teacher, teacher_info = provide_teacher(
@@ -84,8 +88,7 @@ def setup(cfg: DictConfig) -> tuple[Any, ...]:
                 cache_dir=cfg.paths.cache_dir,
                 log_dir=Path(cfg.paths.output_dir) / "teacher",
             )
-        pl.seed_everything(cfg.seed, workers=True)  # the student's init does not depend on the teacher's path
-        student = build_model(_plain(cfg.student), datamodule.num_classes, datamodule.input_shape[0])
+        pl.seed_everything(cfg.seed, workers=True)  # data order: same whether the teacher was cached
         module = build_method(
             _plain(cfg.method),
             student,

@@ -36,6 +36,18 @@ def allowed_hparams(cls: type[DistillationModule]) -> list[str]:
     return names
 
 
+def check_method_cfg(cfg: dict[str, Any]) -> tuple[type[DistillationModule], dict[str, Any]]:
+    """The method's class and its options, or a clear error naming the unknown keys."""
+    hparams = dict(cfg)
+    cls = method_class(hparams.pop("name"))
+    unknown = sorted(set(hparams) - set(allowed_hparams(cls)))
+    if unknown:
+        raise ValueError(
+            f"method {cfg['name']!r} has no option(s) {unknown}; allowed: {allowed_hparams(cls)}"
+        )
+    return cls, hparams
+
+
 def build_method(
     cfg: dict[str, Any],
     student: BuiltModel,
@@ -45,16 +57,10 @@ def build_method(
     scheduler: dict[str, Any],
 ) -> DistillationModule:
     """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its weights."""
-    hparams = dict(cfg)
-    cls = method_class(hparams.pop("name"))
-    unknown = sorted(set(hparams) - set(allowed_hparams(cls)))
-    if unknown:
-        raise ValueError(
-            f"method {cfg['name']!r} has no option(s) {unknown}; allowed: {allowed_hparams(cls)}"
-        )
+    cls, hparams = check_method_cfg(cfg)
     return cls(
         student, teacher, num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, **hparams
     )
 
 
-__all__ = ["METHODS", "DistillationModule", "build_method", "method_class"]
+__all__ = ["METHODS", "DistillationModule", "build_method", "check_method_cfg", "method_class"]

@@ -1,0 +1,98 @@
+"""Teacher provisioning: cache keys, checkpoint formats, clear errors, one training per key."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdexp import teachers
+from kdexp.data.fake import FakeDataModule
+from kdexp.models import build_model
+
+TEACHER = {"source": "kdexp", "name": "cnn_tiny", "checkpoint": None, "seed": 0,
+           "train": {"max_epochs": 1, "optimizer": {"name": "sgd", "lr": 0.1}, "scheduler": {"name": "none"}}}
+DATA = {"name": "fake", "image_shape": [1, 28, 28], "num_classes": 10, "batch_size": 32, "num_workers": 0}
+
+
+def test_cache_key_tracks_what_changes_the_weights() -> None:
+    key = teachers.teacher_cache_key(TEACHER, DATA)
+    assert key == teachers.teacher_cache_key(dict(TEACHER), dict(DATA))
+    assert key == teachers.teacher_cache_key(TEACHER, {**DATA, "num_workers": 8})  # loader only
+    assert key == teachers.teacher_cache_key({**TEACHER, "checkpoint": None}, DATA)
+    assert key != teachers.teacher_cache_key({**TEACHER, "seed": 1}, DATA)
+    assert key != teachers.teacher_cache_key({**TEACHER, "name": "cnn_small"}, DATA)
+    assert key != teachers.teacher_cache_key(TEACHER, {**DATA, "batch_size": 64})
+    recipe = {**TEACHER["train"], "max_epochs": 2}
+    assert key != teachers.teacher_cache_key({**TEACHER, "train": recipe}, DATA)
+
+
+@pytest.mark.parametrize("wrap", ["raw", "lightning", "repdistiller", "ddp"])
+def test_load_weights_accepts_common_checkpoint_formats(tmp_path: Path, wrap: str) -> None:
+    source = build_model({"name": "cnn_tiny"}, 10, 1)
+    state = source.module.state_dict()
+    blob = {
+        "raw": state,
+        "lightning": {"state_dict": {f"student.{k}": v for k, v in state.items()}, "epoch": 3},
+        "repdistiller": {"model": state, "epoch": 240},
+        "ddp": {f"module.{k}": v for k, v in state.items()},
+    }[wrap]
+    torch.save(blob, tmp_path / "t.pt")
+    target = build_model({"name": "cnn_tiny"}, 10, 1)
+    teachers.load_weights(target, tmp_path / "t.pt", num_classes=10)
+    for k, v in target.module.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    model = build_model({"name": "cnn_tiny"}, 10, 1)
+    with pytest.raises(FileNotFoundError, match="teacher.checkpoint=.*does not exist"):
+        teachers.load_weights(model, tmp_path / "nope.pt", 10)
+
+
+def test_corrupt_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    model = build_model({"name": "cnn_tiny"}, 10, 1)
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
+        teachers.load_weights(model, tmp_path / "bad.pt", 10)
+
+
+def test_wrong_number_of_classes(tmp_path: Path) -> None:
+    torch.save(build_model({"name": "cnn_tiny"}, 100, 1).module.state_dict(), tmp_path / "c100.pt")
+    model = build_model({"name": "cnn_tiny"}, 10, 1)
+    with pytest.raises(ValueError, match="predicts 100 classes but the data has 10"):
+        teachers.load_weights(model, tmp_path / "c100.pt", 10)
+
+
+def test_wrong_architecture(tmp_path: Path) -> None:
+    torch.save(build_model({"name": "cnn_small"}, 10, 1).module.state_dict(), tmp_path / "s.pt")
+    model = build_model({"name": "cnn_tiny"}, 10, 1)
+    with pytest.raises(ValueError, match="does not fit teacher.name='cnn_tiny'"):
+        teachers.load_weights(model, tmp_path / "s.pt", 10)
+
+
+def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def slow_train(teacher, datamodule, recipe, trainer_cfg, log_dir):
+        calls.append(1)
+        time.sleep(0.5)  # long enough for the other job to arrive while this one trains
+        return {"test_acc": 0.5}
+
+    monkeypatch.setattr(teachers, "train_teacher", slow_train)
+    dm = FakeDataModule(image_shape=(1, 28, 28))
+    sources = []
+
+    def job() -> None:
+        _, info = teachers.provide_teacher(TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log")
+        sources.append(info["source"])
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(sources) == ["cache", "cache", "trained"]
+    assert len(list((tmp_path / "cache").glob("cnn_tiny-*.pt"))) == 1
