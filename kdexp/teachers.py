@@ -124,7 +124,12 @@ def train_teacher(
     recipe = dict(recipe)
     optimizer, scheduler = recipe.pop("optimizer"), recipe.pop("scheduler")
     module = VanillaModule(
-        teacher, None, num_classes=datamodule.num_classes, optimizer=optimizer, scheduler=scheduler
+        teacher,
+        None,
+        num_classes=datamodule.num_classes,
+        input_shape=datamodule.input_shape,
+        optimizer=optimizer,
+        scheduler=scheduler,
     )
     kwargs = {k: v for k, v in trainer_cfg.items() if not k.startswith("_") and not k.startswith("limit_")}
     kwargs.update(recipe)

@@ -94,6 +94,7 @@ def setup(cfg: DictConfig) -> tuple[Any, ...]:
             student,
             teacher,
             datamodule.num_classes,
+            datamodule.input_shape,
             _plain(cfg.optimizer),
             _plain(cfg.scheduler),
         )

@@ -15,7 +15,7 @@ def make_kd(**method):
     torch.manual_seed(0)
     teacher = build_model({"name": "cnn_small"}, 10, 1)
     student = build_model({"name": "cnn_tiny"}, 10, 1)
-    module = build_method({"name": "kd", **method}, student, teacher, 10, SGD, NO_SCHED)
+    module = build_method({"name": "kd", **method}, student, teacher, 10, (1, 28, 28), SGD, NO_SCHED)
     return module, teacher.module, student.module
 
 
@@ -61,6 +61,6 @@ def test_unknown_option_names_allowed_keys() -> None:
 
 def test_vanilla_needs_no_teacher() -> None:
     student = build_model({"name": "cnn_tiny"}, 10, 1)
-    module = build_method({"name": "vanilla"}, student, None, 10, SGD, NO_SCHED)
+    module = build_method({"name": "vanilla"}, student, None, 10, (1, 28, 28), SGD, NO_SCHED)
     _, terms = module.training_losses(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
     assert set(terms) == {"ce"} and module.teacher is None

@@ -24,7 +24,7 @@ def method_class(name: str) -> type[DistillationModule]:
 
 def allowed_hparams(cls: type[DistillationModule]) -> list[str]:
     """Keyword arguments a method accepts from its config (its own and its bases')."""
-    internal = {"self", "student", "teacher", "num_classes", "optimizer", "scheduler", "kwargs"}
+    internal = {"self", "student", "teacher", "num_classes", "input_shape", "optimizer", "scheduler"}
     names: list[str] = []
     for klass in cls.__mro__:
         if not issubclass(klass, DistillationModule):
@@ -53,13 +53,20 @@ def build_method(
     student: BuiltModel,
     teacher: BuiltModel | None,
     num_classes: int,
+    input_shape: tuple[int, int, int],
     optimizer: dict[str, Any],
     scheduler: dict[str, Any],
 ) -> DistillationModule:
     """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its weights."""
     cls, hparams = check_method_cfg(cfg)
     return cls(
-        student, teacher, num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, **hparams
+        student,
+        teacher,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        **hparams,
     )
 
 

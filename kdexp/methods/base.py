@@ -45,6 +45,7 @@ class DistillationModule(pl.LightningModule):
         student: BuiltModel,
         teacher: BuiltModel | None,
         num_classes: int,
+        input_shape: tuple[int, int, int],
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
         ce_weight: float = 1.0,
@@ -58,6 +59,7 @@ class DistillationModule(pl.LightningModule):
         self.save_hyperparameters(
             {
                 "num_classes": num_classes,
+                "input_shape": list(input_shape),
                 "optimizer": dict(optimizer),
                 "scheduler": dict(scheduler),
                 "method": {
@@ -69,6 +71,7 @@ class DistillationModule(pl.LightningModule):
             },
             logger=False,  # kdexp logs one HParams row, with the final metrics, at the end
         )
+        self.input_shape = tuple(input_shape)  # (C, H, W): methods size their connectors with it
         self.student = student.module
         self.student_info = student
         self.teacher_info = teacher
