@@ -67,7 +67,7 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{value / 1e6:,.2f} M"
     if kind == "x":
         return f"{value:.2f}×"
-    return f"{value:,.3g}" if kind == "g" else f"{value:,.2f}"
+    return f"{value:,.0f}" if kind == "g" else f"{value:,.2f}"
 
 
 ROWS = [  # (label, key, format, comparison key)
@@ -82,33 +82,57 @@ ROWS = [  # (label, key, format, comparison key)
 ]
 
 
+def result_columns(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(header, stats) for every model the run reports, in a sensible order."""
+    run = results["run"]
+    if "generations" in results:  # Born-Again: generation 0 is the teacher
+        return [
+            (f"gen {g['generation']}" + (" (teacher)" if g["generation"] == 0 else ""), g)
+            for g in results["generations"]
+        ]
+    if "cohort" in run:  # DML: every member, best marked
+        columns = [("teacher", results["teacher"])] if results.get("teacher") else []
+        for role in run["cohort"]:
+            mark = " (best)" if role == run.get("best_student") else ""
+            columns.append((f"{role}{mark}", results[role]))
+        return columns
+    columns = [(f"teacher ({run.get('teacher')})", results["teacher"])] if results.get("teacher") else []
+    return columns + [(f"student ({run.get('student')})", results.get("student", {}))]
+
+
 def results_table(results: dict[str, Any]) -> Table:
-    run, teacher, student = results["run"], results.get("teacher", {}), results.get("student", {})
-    cmp = results.get("comparison", {})
+    """Teacher vs student (and every generation or cohort member), with the ratios."""
+    run, cmp = results["run"], results.get("comparison", {})
+    columns = result_columns(results)
+    pair = len(columns) == 2 and bool(results.get("teacher"))
     title = f"{run.get('method')}: {run.get('teacher') or '—'} → {run.get('student')} on {run.get('data')}"
     table = Table(title=title, title_style="bold")
     table.add_column("")
-    table.add_column(f"teacher ({run.get('teacher') or '—'})", justify="right")
-    table.add_column(f"student ({run.get('student')})", justify="right")
-    table.add_column("teacher / student", justify="right")
+    for header, _ in columns:
+        table.add_column(header, justify="right")
+    if pair:
+        table.add_column("teacher / student", justify="right")
     for label, key, kind, cmp_key in ROWS:
-        if key not in teacher and key not in student:
+        if not any(key in stats for _, stats in columns):
             continue
-        ratio = cmp.get(cmp_key) if cmp_key else None
-        ratio_text = (
-            (f"{100 * ratio:+.2f} pts" if cmp_key == "acc_gap_top1" else _fmt(ratio, "x"))
-            if ratio is not None
-            else ""
-        )
-        table.add_row(label, _fmt(teacher.get(key), kind), _fmt(student.get(key), kind), ratio_text)
+        cells = [_fmt(stats.get(key), kind) for _, stats in columns]
+        if pair:
+            ratio = cmp.get(cmp_key) if cmp_key else None
+            if ratio is None:
+                cells.append("")
+            else:
+                cells.append(f"{100 * ratio:+.2f} pts" if cmp_key == "acc_gap_top1" else _fmt(ratio, "x"))
+        table.add_row(label, *cells)
     if "agreement_top1" in cmp:
-        table.add_row("top-1 agreement", "", _fmt(cmp["agreement_top1"], "pct"), "")
-    profile = student or teacher
-    if "macs" in profile:
+        table.add_row("top-1 agreement", *[""] * (len(columns) - 1), _fmt(cmp["agreement_top1"], "pct"), "")
+    if "ensemble" in results:
+        table.add_row("ensemble top-1", *[""] * (len(columns) - 1), _fmt(results["ensemble"]["acc_top1"], "pct"))
+    measured = next((stats for _, stats in columns if "macs" in stats), None)
+    if measured:
         table.caption = (
             f"MACs: torch.utils.flop_counter (conv/linear/matmul), batch 1. Timing: "
-            f"torch.utils.benchmark on {profile.get('device')}, {profile.get('threads')} threads; "
-            f"throughput at batch {profile.get('throughput_batch')}. MB = 10^6 bytes of state_dict."
+            f"torch.utils.benchmark on {measured.get('device')}, {measured.get('threads')} threads; "
+            f"throughput at batch {measured.get('throughput_batch')}. MB = 10^6 bytes of state_dict."
         )
     return table
 

@@ -83,6 +83,15 @@ class DistillationModule(pl.LightningModule):
             self.test_teacher = accuracy_metrics(num_classes).clone(prefix="test/teacher_")
             self.test_agreement = MeanMetric()
 
+    @classmethod
+    def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
+        """Whether a run of this method with options ``hparams`` needs a teacher."""
+        return cls.needs_teacher or float(hparams.get("kd_weight", 0.0)) > 0
+
+    def report_models(self) -> dict[str, nn.Module]:
+        """The models the run profiles and reports, by role (metrics: ``test/<role>_acc``)."""
+        return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
+
     # --- the teacher -------------------------------------------------------------------------
     @property
     def teacher(self) -> nn.Module | None:

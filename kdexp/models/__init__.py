@@ -6,7 +6,7 @@ source's options) and returns a ``BuiltModel``: the module plus where its featur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -30,25 +30,23 @@ class BuiltModel:
     name: str
     stages: tuple[str, ...]  # module paths of the feature stages, shallow → deep
     classifier: str  # module path of the final linear layer
+    cfg: dict[str, Any] = field(default_factory=dict)  # the config that builds it afresh
 
 
 def build_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BuiltModel:
     """Build the model a teacher/student config describes (keys: source, name, weights...)."""
     source, name = cfg.get("source", "kdexp"), cfg["name"]
+    cfg = dict(cfg)
     if source == "kdexp":
         spec = get_spec(name)
-        return BuiltModel(
-            spec.build(num_classes=num_classes, in_channels=in_channels),
-            name,
-            spec.stages,
-            spec.classifier,
-        )
+        model = spec.build(num_classes=num_classes, in_channels=in_channels)
+        return BuiltModel(model, name, spec.stages, spec.classifier, cfg)
     if source == "torchvision":
         model = create_torchvision_model(name, num_classes, in_channels, cfg.get("weights"))
-        return BuiltModel(model, name, torchvision_stages(name), last_linear_path(model))
+        return BuiltModel(model, name, torchvision_stages(name), last_linear_path(model), cfg)
     if source == "timm":
         model = create_timm_model(name, num_classes, in_channels, bool(cfg.get("pretrained")))
-        return BuiltModel(model, name, timm_stages(model), last_linear_path(model))
+        return BuiltModel(model, name, timm_stages(model), last_linear_path(model), cfg)
     raise ValueError(f"model source {source!r} is unknown; choose one of: {', '.join(SOURCES)}")
 
 
