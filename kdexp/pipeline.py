@@ -67,7 +67,14 @@ def prepare(cfg: DictConfig) -> Prepared:
         datamodule.setup("fit")
         student = build_model(plain(cfg.student), datamodule.num_classes, datamodule.input_shape[0])
         teacher, teacher_info = None, {}
-        if method_cls.requires_teacher(plain(cfg.method)):
+        needs_teacher = method_cls.requires_teacher(plain(cfg.method))
+        # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
+        bare = {**plain(cfg.teacher), "weights": None, "pretrained": False}  # no downloads here
+        teacher_arch = (
+            build_model(bare, datamodule.num_classes, datamodule.input_shape[0]) if needs_teacher else None
+        )
+        method_cls.check_models(student, teacher_arch, plain(cfg.method))
+        if needs_teacher:
             teacher, teacher_info = provide_teacher(
                 plain(cfg.teacher),
                 plain(cfg.data),

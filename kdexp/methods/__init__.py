@@ -5,14 +5,26 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from kdexp.methods.at import AttentionTransferModule
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.born_again import BornAgainModule
+from kdexp.methods.dml import DMLModule
+from kdexp.methods.hints import HintsModule
 from kdexp.methods.kd import KDModule
+from kdexp.methods.rkd import RelationalKDModule
+from kdexp.methods.sp import SimilarityPreservingModule
 from kdexp.methods.vanilla import VanillaModule
 from kdexp.models import BuiltModel
 
 METHODS: dict[str, type[DistillationModule]] = {
     "vanilla": VanillaModule,
     "kd": KDModule,
+    "hints": HintsModule,
+    "at": AttentionTransferModule,
+    "sp": SimilarityPreservingModule,
+    "rkd": RelationalKDModule,
+    "born_again": BornAgainModule,
+    "dml": DMLModule,
 }
 
 

@@ -88,6 +88,10 @@ class DistillationModule(pl.LightningModule):
         """Whether a run of this method with options ``hparams`` needs a teacher."""
         return cls.needs_teacher or float(hparams.get("kd_weight", 0.0)) > 0
 
+    @classmethod
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
+        """Checks that need only the architectures; run before any teacher is trained."""
+
     def report_models(self) -> dict[str, nn.Module]:
         """The models the run profiles and reports, by role (metrics: ``test/<role>_acc``)."""
         return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}

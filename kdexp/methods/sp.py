@@ -1,0 +1,62 @@
+"""``sp``: Tung & Mori 2019, "Similarity-Preserving Knowledge Distillation"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from kdexp.losses import sp_loss
+from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.models import BuiltModel
+
+
+class SimilarityPreservingModule(FeatureDistillationModule):
+    """loss = ce_weight · CE + kd_weight · KD + sp_weight · Σ_pairs ||G_s - G_t||_F^2 / b^2.
+
+    ``G = normalize_rows(F F^T)`` with ``F`` the (b, -1)-flattened feature of a batch of b samples
+    (:func:`kdexp.losses.sp_loss`): the b x b similarity of the samples, so feature sizes may
+    differ between student and teacher. Summed over the layer pairs (the paper's sum over pairs).
+
+    Defaults (RepDistiller CIFAR-100): ``sp_weight=3000`` (γ), ``ce_weight=1``, ``kd_weight=0``, on
+    the last declared stage of each model.
+    """
+
+    method_name = "sp"
+
+    def __init__(
+        self,
+        student: BuiltModel,
+        teacher: BuiltModel,
+        sp_weight: float = 3000.0,
+        ce_weight: float = 1.0,
+        kd_weight: float = 0.0,
+        temperature: float = 4.0,
+        student_layers: Sequence[str] | None = None,
+        teacher_layers: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            student,
+            teacher,
+            student_layers=student_layers,
+            teacher_layers=teacher_layers,
+            ce_weight=ce_weight,
+            kd_weight=kd_weight,
+            temperature=temperature,
+            sp_weight=sp_weight,
+            **kwargs,
+        )
+        self.sp_weight = float(sp_weight)
+
+    @classmethod
+    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
+        """The last declared stage (RepDistiller ``feat[-2]``)."""
+        return list(model.stages[-1:]), False
+
+    def feature_losses(
+        self, student_feats: list[Tensor], teacher_feats: list[Tensor]
+    ) -> dict[str, tuple[float, Tensor]]:
+        loss = sum(sp_loss(fs, ft) for fs, ft in zip(student_feats, teacher_feats))
+        return {"sp": (self.sp_weight, loss)}
