@@ -65,6 +65,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{int(value):,}"
     if kind == "macs":
         return f"{value / 1e6:,.2f} M"
+    if kind == "ms":
+        return f"{value:.3g}"
     if kind == "x":
         return f"{value:.2f}×"
     return f"{value:,.0f}" if kind == "g" else f"{value:,.2f}"
@@ -76,8 +78,8 @@ ROWS = [  # (label, key, format, comparison key)
     ("parameters", "params", "int", "compression_params"),
     ("size (MB)", "size_mb", "f", "compression_size"),
     ("MACs / image", "macs", "macs", "macs_ratio"),
-    ("latency b=1 (ms, median)", "latency_ms_b1", "f", "speedup_latency_b1"),
-    ("latency b=1 IQR (ms)", "latency_iqr_ms_b1", "f", None),
+    ("latency b=1 (ms, median)", "latency_ms_b1", "ms", "speedup_latency_b1"),
+    ("latency b=1 IQR (ms)", "latency_iqr_ms_b1", "ms", None),
     ("throughput (img/s)", "throughput_ips", "g", "speedup_throughput"),
 ]
 

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,15 @@ from kdexp.pipeline import SetupError, run_single
 
 # The repository's configs/ folder (an absolute path: Hydra would read "../configs" as a module).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def quiet_library_noise() -> None:
+    """Drop messages that are advertising or internal deprecations, not about the user's run."""
+    warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡")
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -32,6 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    quiet_library_noise()
     try:
         results = run(cfg)
     except SetupError as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -32,23 +31,13 @@ class AttentionTransferModule(FeatureDistillationModule):
         teacher: BuiltModel,
         at_weight: float = 1000.0,
         p: float = 2.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
     ) -> None:
         if not float(p) > 0:
             raise ValueError(f"method.p must be > 0 (the paper uses 2), got {p!r}")
         super().__init__(
             student,
             teacher,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
             at_weight=at_weight,
             p=p,
             **kwargs,

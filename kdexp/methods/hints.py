@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_warn
@@ -51,29 +50,19 @@ class HintsModule(FeatureDistillationModule):
         teacher: BuiltModel,
         hint_weight: float = 100.0,
         hint_epochs: int = 0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
         kd_weight_end: float | None = None,
-        temperature: float = 4.0,
         regressor_relu: bool = True,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
     ) -> None:
         if isinstance(hint_epochs, bool) or not isinstance(hint_epochs, int) or hint_epochs < 0:
             raise ValueError(
                 f"method.hint_epochs must be an integer >= 0 (0 = single stage), got {hint_epochs!r}"
             )
-        if kd_weight_end is not None and kd_weight_end > 0 and kd_weight <= 0:
+        if kd_weight_end is not None and kd_weight_end > 0 and kwargs.get("kd_weight", 0.0) <= 0:
             raise ValueError("method.kd_weight_end needs method.kd_weight > 0 (the KD weight it decays from)")
         super().__init__(
             student,
             teacher,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
             hint_weight=hint_weight,
             hint_epochs=hint_epochs,
             kd_weight_end=kd_weight_end,
@@ -82,7 +71,7 @@ class HintsModule(FeatureDistillationModule):
         )
         self.hint_weight = float(hint_weight)
         self.hint_epochs = hint_epochs
-        self.kd_weight_start = kd_weight
+        self.kd_weight_start = self.kd_weight
         self.kd_weight_end = kd_weight_end
         s_shapes, t_shapes = self.feature_shapes
         self.regressors = nn.ModuleList(

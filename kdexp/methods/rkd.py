@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -38,21 +37,11 @@ class RelationalKDModule(FeatureDistillationModule):
         distance_weight: float = 25.0,
         angle_weight: float = 50.0,
         rkd_weight: float = 1.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
     ) -> None:
         super().__init__(
             student,
             teacher,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
             distance_weight=distance_weight,
             angle_weight=angle_weight,
             rkd_weight=rkd_weight,

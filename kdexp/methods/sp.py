@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -30,21 +29,11 @@ class SimilarityPreservingModule(FeatureDistillationModule):
         student: BuiltModel,
         teacher: BuiltModel,
         sp_weight: float = 3000.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
     ) -> None:
         super().__init__(
             student,
             teacher,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
             sp_weight=sp_weight,
             **kwargs,
         )
