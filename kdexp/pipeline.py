@@ -106,6 +106,8 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
 def make_trainer(cfg: DictConfig) -> pl.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

@@ -80,13 +80,20 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rows_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="kdexp runs (accuracy: mean ± std over seeds)")
-    for header in ("data", "teacher", "student", "method", "options", "n"):
+    """One row per setting; columns that every row shares (e.g. the dataset) move to the title."""
+    datasets = sorted({row["data"] for row in rows})
+    title = "kdexp runs" + (f" on {datasets[0]}" if len(datasets) == 1 else "")
+    table = Table(title=f"{title} (accuracy %: mean ± std over seeds)")
+    if len(datasets) > 1:
+        table.add_column("data")
+    for header in ("teacher → student", "method", "n"):
         table.add_column(header, justify="right" if header == "n" else "left")
     for header, _ in COLUMNS:
         table.add_column(header, justify="right")
     for row in rows:
-        cells = [str(row[h]) for h in ("data", "teacher", "student", "method", "options", "n")]
+        models = row["student"] if row["teacher"] == "—" else f"{row['teacher']} → {row['student']}"
+        method = row["method"] + (f"\n[dim]{row['options']}[/]" if row["options"] else "")
+        cells = ([row["data"]] if len(datasets) > 1 else []) + [models, method, str(row["n"])]
         for header, _ in COLUMNS:
             mean, std = row[f"{header} mean"], row[f"{header} std"]
             cells.append("—" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}")
