@@ -20,9 +20,9 @@ What is measured, and in which units:
 Timing runs the model in ``eval()`` under :func:`torch.inference_mode`, with the Timer's explicit
 ``num_threads`` (default: ``torch.get_num_threads()``), after up to 3 untimed warm-up forwards
 (the Timer's own warm-up is a single call for a slow model); on CUDA the Timer synchronises the
-device around each timed block. The Measurement's median and IQR are over *blocks* of runs; with
-fewer than ~4 blocks (a slow model and a short ``min_run_time``) the IQR is 0 and means nothing —
-raise ``min_run_time``. Timings on a machine shared with other jobs are meaningless, and with
+device around each timed block. The Measurement's median and IQR are over *blocks* of runs; when
+``blocked_autorange`` gives fewer than ``MIN_BLOCKS`` (7) blocks, the model is re-timed in 7 smaller
+blocks, so the IQR always has blocks to spread over. Timings on a machine shared with other jobs are meaningless, and with
 ``threads`` > free cores they degrade badly (threads wait on descheduled siblings).
 
 The caller's model is never modified: everything runs on a deep copy (mode, device,
@@ -191,6 +191,9 @@ def _count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops()) // 2
 
 
+MIN_BLOCKS = 7  # fewest timing blocks a median and IQR are computed from
+
+
 def _measure(
     model: nn.Module,
     shape: tuple[int, ...],
@@ -215,6 +218,9 @@ def _measure(
     with torch.inference_mode(), cuda_ctx:
         _warm_up(model, x, threads, min_run_time)
         m = timer.blocked_autorange(min_run_time=min_run_time)
+        if len(m.times) < MIN_BLOCKS:  # too few blocks for a meaningful IQR: re-time in more, smaller ones
+            number = max(1, int(min_run_time / (MIN_BLOCKS * m.median)))
+            m = Measurement.merge([timer.timeit(number) for _ in range(MIN_BLOCKS)])[0]
     if not (math.isfinite(m.median) and m.median > 0):
         name = type(model).__name__
         raise RuntimeError(f"timing {name} gave a non-positive median {m.median!r} s")
