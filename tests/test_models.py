@@ -64,3 +64,10 @@ def test_every_registered_model_has_a_linear_classifier() -> None:
     for name in available_models():
         built = build_model({"name": name}, 10, 3)
         assert isinstance(built.module.get_submodule(built.classifier), nn.Linear), name
+
+
+def test_timm_model_by_name() -> None:
+    pytest.importorskip("timm")
+    built = build_model({"source": "timm", "name": "resnet18"}, 10, 1)
+    assert built.module(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert built.stages[-2:] == ("layer3", "layer4") and built.classifier == "fc"
