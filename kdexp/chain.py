@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -89,9 +90,13 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
             teacher_info = {"source": f"generation {gen - 1}"} if gen > 1 else prep.teacher_info
             gen_prep = Prepared(datamodule, student, teacher, teacher_info)
             results = fit_and_report(sub, gen_prep, make_module(sub, gen_prep), {"generation": gen})
-        generations.append({"generation": gen, **results["student"]})
+        if results:  # empty on DDP ranks other than 0, which train but do not report
+            generations.append({"generation": gen, **results["student"]})
         students.append(student.module)
         teacher = frozen_copy(student)
+
+    if rank_zero_only.rank != 0:
+        return {}
 
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     teacher_stats = _first_teacher_stats(cfg)

@@ -4,7 +4,7 @@ prepare (data, student, teacher) → fit → test → profile → results.
 
 from __future__ import annotations
 
-import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,6 @@ from kdexp.profile import profile_model
 from kdexp.results import comparison, hparams_metrics, print_results, write_results
 from kdexp.teachers import provide_teacher
 
-log = logging.getLogger("kdexp")
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
 CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
@@ -156,7 +155,12 @@ def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, d
     }
 
 
-def fit_and_report(cfg: DictConfig, prep: Prepared, module: DistillationModule, extra_run: dict[str, Any] | None = None) -> dict[str, Any]:
+def fit_and_report(
+    cfg: DictConfig,
+    prep: Prepared,
+    module: DistillationModule,
+    extra_run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Fit, test, write results.json (accuracies first, then profiles), log HParams, print."""
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
@@ -206,15 +210,17 @@ def fit_and_report(cfg: DictConfig, prep: Prepared, module: DistillationModule, 
     return results
 
 
-def add_method_summaries(results: dict[str, Any], metrics: dict[str, float], last_val: dict[str, Any]) -> None:
+def add_method_summaries(
+    results: dict[str, Any], metrics: dict[str, float], last_val: dict[str, Any]
+) -> None:
     """Cohort methods: the ensemble's accuracy and the best member, chosen on validation."""
     ensemble = accuracies(metrics, "ensemble")
     if ensemble:
         results["ensemble"] = ensemble
-    members = sorted(k for k in results if k.startswith("student") and k[7:].isdigit())
+    members = sorted((k for k in results if re.fullmatch(r"student\d+", k)), key=lambda k: int(k[7:]))
     if members:
-        val = {m: float(last_val.get(f"val/{m}_acc", float("nan"))) for m in members}
-        best = max(members, key=lambda m: val[m] if val[m] == val[m] else -1.0)
+        val = {m: float(last_val.get(f"val/{m}_acc", -1.0)) for m in members}
+        best = max(members, key=val.__getitem__)
         results["run"]["best_student"] = best
         results["run"]["cohort"] = members
         results["student"] = results[best]
