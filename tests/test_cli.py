@@ -95,3 +95,19 @@ def test_print_config(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0
     assert "temperature: 2" in proc.stdout and "name: fashion_mnist" in proc.stdout
+
+
+def test_resume_from_last_checkpoint(two_runs, tmp_path: Path) -> None:
+    """ckpt_path= continues a run where its last checkpoint left it, with the cached teacher."""
+    cache = two_runs[2]
+    constant_lr = (*QUICK, "scheduler=none")  # a one-cycle schedule cannot be extended
+    proc = run_cli(*constant_lr, "trainer.max_epochs=1", cache_dir=cache, run_dir=tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(
+        *constant_lr, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/a/checkpoints/last.ckpt",
+        cache_dir=cache, run_dir=tmp_path / "resumed",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert results["run"]["epochs"] == 3 and results["run"]["teacher_source"]["source"] == "cache"
