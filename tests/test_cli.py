@@ -54,7 +54,9 @@ def test_results_json_has_teacher_student_and_ratios(two_runs) -> None:
         results["teacher"]["acc_top1"] - results["student"]["acc_top1"]
     )
     assert (two_runs[0] / "student.pt").is_file()
+    # Checkpoints are written at every epoch's end (a crash keeps the last finished epoch).
     assert (two_runs[0] / "checkpoints" / "last.ckpt").is_file()
+    assert [p.name for p in (two_runs[0] / "checkpoints").glob("epoch=*.ckpt")] == ["epoch=1-step=4.ckpt"]
 
 
 def test_tensorboard_has_curves_and_an_hparams_row(two_runs) -> None:
