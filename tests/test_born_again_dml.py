@@ -32,6 +32,16 @@ def test_dml_cohort_of_mixed_architectures() -> None:
     assert len({id(m) for m in module.members}) == 3
 
 
+@pytest.mark.parametrize("options", [{"cohort_size": 3}, {"cohort": ["cnn_tiny"] * 3}])
+def test_dml_members_start_from_different_weights(options) -> None:
+    torch.manual_seed(0)
+    student = build_model({"name": "cnn_tiny"}, 10, 1)
+    torch.manual_seed(0)  # as the pipeline does before building the method
+    module = build_method({"name": "dml", **options}, student, None, 10, SHAPE, SGD, NONE)
+    weights = [m.fc.weight for m in module.members]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+
+
 def test_dml_one_summed_loss_reaches_every_student() -> None:
     module = dml(cohort_size=3)
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))

@@ -40,14 +40,19 @@ class DMLModule(DistillationModule):
         temperature: float = 4.0,
         **kwargs: Any,
     ) -> None:
-        num_classes, input_shape = kwargs["num_classes"], kwargs["input_shape"]
+        num_classes, channels = kwargs["num_classes"], kwargs["input_shape"][0]
+
+        def fresh(cfg: dict[str, Any], index: int) -> BuiltModel:
+            # Each member gets its own initialisation: identical peers would stay identical.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed() + 1000 * index)
+                return build_model(cfg, num_classes, channels)
+
         if cohort:
-            members = [build_model({"name": n}, num_classes, input_shape[0]) for n in cohort]
+            members = [fresh({"name": n}, i) for i, n in enumerate(cohort)]
         else:
-            members = [student] + [
-                build_model(student.cfg or {"name": student.name}, num_classes, input_shape[0])
-                for _ in range(cohort_size - 1)
-            ]
+            student_cfg = student.cfg or {"name": student.name}
+            members = [student] + [fresh(student_cfg, i) for i in range(1, cohort_size)]
         if len(members) < 2:
             raise ValueError(f"method.cohort needs at least 2 students, got {len(members)}")
         super().__init__(
