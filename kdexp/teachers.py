@@ -34,13 +34,21 @@ _MODEL_SOURCE_KEYS = {"checkpoint", "train", "seed"}
 _PREFIXES = ("student.", "module.", "model.")
 
 
-def teacher_cache_key(teacher_cfg: dict[str, Any], data_cfg: dict[str, Any]) -> str:
-    """A short, stable hash of (model config, data config, training recipe, seed)."""
+def teacher_cache_key(
+    teacher_cfg: dict[str, Any], data_cfg: dict[str, Any], trainer_cfg: dict[str, Any] | None = None
+) -> str:
+    """A short, stable hash of (model config, data config, training recipe, seed).
+
+    The recipe includes the numeric precision, which the teacher inherits from the run's
+    ``trainer.precision`` unless its recipe sets one.
+    """
+    recipe = teacher_cfg.get("train", {})
     identity = {
         "model": {k: v for k, v in teacher_cfg.items() if k not in _MODEL_SOURCE_KEYS},
         "data": {k: v for k, v in data_cfg.items() if k not in _LOADER_KEYS},
-        "recipe": teacher_cfg.get("train", {}),
+        "recipe": recipe,
         "seed": teacher_cfg.get("seed", 0),
+        "precision": str(recipe.get("precision", (trainer_cfg or {}).get("precision", "32-true"))),
     }
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -160,7 +168,7 @@ def provide_teacher(
         load_weights(teacher, teacher_cfg["checkpoint"], datamodule.num_classes)
         info = {"source": "checkpoint", "path": str(teacher_cfg["checkpoint"])}
     else:
-        key = teacher_cache_key(teacher_cfg, data_cfg)
+        key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
         path = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
         with file_lock(path.with_suffix(".lock")):
             if path.is_file():

@@ -26,6 +26,9 @@ def test_cache_key_tracks_what_changes_the_weights() -> None:
     assert key != teachers.teacher_cache_key(TEACHER, {**DATA, "batch_size": 64})
     recipe = {**TEACHER["train"], "max_epochs": 2}
     assert key != teachers.teacher_cache_key({**TEACHER, "train": recipe}, DATA)
+    # Precision is part of the recipe: inherited from the run's trainer unless the recipe sets it.
+    assert key == teachers.teacher_cache_key(TEACHER, DATA, {"precision": "32-true", "devices": 4})
+    assert key != teachers.teacher_cache_key(TEACHER, DATA, {"precision": "16-mixed"})
 
 
 @pytest.mark.parametrize("wrap", ["raw", "lightning", "repdistiller", "ddp"])
