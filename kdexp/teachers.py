@@ -19,7 +19,6 @@ from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 
 from kdexp.data import ImageDataModule
 from kdexp.models import BuiltModel, build_model

@@ -1,7 +1,7 @@
 """Print kdexp.profile numbers for a few reference models as a Rich table.
 
 Models: torchvision resnet18 and mobilenet_v3_small at 3x224x224 (random weights, nothing is
-downloaded) and a tiny CNN at 1x28x28. Units: MB = 10^6 bytes, MACs per image, latency in ms at
+downloaded) and the default run's teacher and student (cnn_large, cnn_tiny) at 1x28x28. Units: MB = 10^6 bytes, MACs per image, latency in ms at
 batch 1 (median and IQR), throughput in images/s at ``--throughput-batch``.
 
     python scripts/bench_profile.py [--device cpu|cuda] [--threads N] [--min-run-time S]
@@ -14,39 +14,32 @@ import sys
 from pathlib import Path
 
 import torch
-import torchvision
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 try:
+    from kdexp.models import build_model
     from kdexp.profile import profile_model
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from kdexp.models import build_model
     from kdexp.profile import profile_model
-
-
-def tiny_cnn(num_classes: int = 10) -> nn.Module:
-    """A small 28x28 grayscale CNN (two conv blocks + linear head)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, num_classes),
-    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="default: torch's"
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--throughput-batch", type=int, default=64)
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing")
     args = parser.parse_args(argv)
 
-    models: list[tuple[str, nn.Module, tuple[int, ...]]] = [
-        ("resnet18", torchvision.models.resnet18(weights=None), (3, 224, 224)),
-        ("mobilenet_v3_small", torchvision.models.mobilenet_v3_small(weights=None), (3, 224, 224)),
-        ("tiny_cnn", tiny_cnn(), (1, 28, 28)),
+    # (model config, classes, input shape): the default run's pair and two torchvision references.
+    specs = [
+        ({"source": "torchvision", "name": "resnet18"}, 1000, (3, 224, 224)),
+        ({"source": "torchvision", "name": "mobilenet_v3_small"}, 1000, (3, 224, 224)),
+        ({"name": "cnn_large"}, 10, (1, 28, 28)),
+        ({"name": "cnn_tiny"}, 10, (1, 28, 28)),
     ]
 
     table = Table(title=f"kdexp.profile — torch {torch.__version__}")
@@ -57,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     table.add_column("device")
     table.add_column("threads", justify="right")
 
-    for name, model, shape in models:
+    for cfg, num_classes, shape in specs:
+        name = cfg["name"]
+        model = build_model(cfg, num_classes, shape[0]).module
         p = profile_model(
             model, shape, device=args.device, threads=args.threads,
             throughput_batch=args.throughput_batch, min_run_time=args.min_run_time,
