@@ -22,7 +22,7 @@ from kdexp.models import BuiltModel, build_model
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.profile import profile_model
 from kdexp.results import comparison, hparams_metrics, print_results, write_results
-from kdexp.teachers import provide_teacher
+from kdexp.teachers import architecture_cfg, provide_teacher
 
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
@@ -64,17 +64,20 @@ def prepare(cfg: DictConfig) -> Prepared:
         datamodule = build_datamodule(plain(cfg.data))
         datamodule.prepare_data()
         datamodule.setup("fit")
-        student = build_model(plain(cfg.student), datamodule.num_classes, datamodule.input_shape[0])
+        num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
+        student = build_model(plain(cfg.student), num_classes, channels)
         teacher, teacher_info = None, {}
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
-        bare = {**plain(cfg.teacher), "weights": None, "pretrained": False}  # no downloads here
         teacher_arch = (
-            build_model(bare, datamodule.num_classes, datamodule.input_shape[0]) if needs_teacher else None
+            build_model(architecture_cfg(plain(cfg.teacher)), num_classes, channels)
+            if needs_teacher
+            else None
         )
         method_cls.check_models(student, teacher_arch, plain(cfg.method))
         if needs_teacher:
             teacher, teacher_info = provide_teacher(
+                teacher_arch,
                 plain(cfg.teacher),
                 plain(cfg.data),
                 datamodule,

@@ -152,7 +152,13 @@ def train_teacher(
     return {k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}
 
 
+def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config without pretrained weights: the architecture that a checkpoint fills."""
+    return {**teacher_cfg, "weights": None, "pretrained": False}
+
+
 def provide_teacher(
+    architecture: BuiltModel,
     teacher_cfg: dict[str, Any],
     data_cfg: dict[str, Any],
     datamodule: ImageDataModule,
@@ -160,9 +166,13 @@ def provide_teacher(
     cache_dir: str | Path,
     log_dir: str | Path,
 ) -> tuple[BuiltModel, dict[str, Any]]:
-    """Return the teacher (frozen) and where it came from: checkpoint, cache or trained now."""
-    channels = datamodule.input_shape[0]
-    teacher = build_model(teacher_cfg, datamodule.num_classes, channels)
+    """Return the teacher (frozen) and where it came from: checkpoint, cache or trained now.
+
+    ``architecture`` (built from ``architecture_cfg``) receives checkpoint or cached weights; only
+    training builds the model again from ``teacher_cfg``, with the teacher's seed and any
+    pretrained initialisation.
+    """
+    teacher = architecture
     if teacher_cfg.get("checkpoint"):
         load_weights(teacher, teacher_cfg["checkpoint"], datamodule.num_classes)
         info = {"source": "checkpoint", "path": str(teacher_cfg["checkpoint"])}
@@ -176,7 +186,7 @@ def provide_teacher(
             else:
                 log.info("Training teacher %s (cache key %s)", teacher_cfg["name"], key)
                 pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
-                teacher = build_model(teacher_cfg, datamodule.num_classes, channels)
+                teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
                 metrics = train_teacher(
                     teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir)
                 )

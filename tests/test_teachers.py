@@ -88,7 +88,10 @@ def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> 
     sources = []
 
     def job() -> None:
-        _, info = teachers.provide_teacher(TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log")
+        architecture = build_model(teachers.architecture_cfg(TEACHER), 10, 1)
+        _, info = teachers.provide_teacher(
+            architecture, TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log"
+        )
         sources.append(info["source"])
 
     threads = [threading.Thread(target=job) for _ in range(3)]
