@@ -4,6 +4,7 @@ prepare (data, student, teacher) → fit → test → profile → results.
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from dataclasses import dataclass, field
@@ -170,7 +171,9 @@ def fit_and_report(
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = make_trainer(cfg)
     trainer.fit(module, datamodule=prep.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    last_val = dict(trainer.callback_metrics)  # the last epoch's val/* (test resets them)
     (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
+    best_epoch, best_metrics = test_best_checkpoint(trainer, module, prep.datamodule)
     if not trainer.is_global_zero:
         return {}
     models = module.report_models()
@@ -193,7 +196,12 @@ def fit_and_report(
         "test_metrics": {k: float(v) for k, v in metrics.items()},
     }
     results.setdefault("teacher", {})
-    add_method_summaries(results, metrics, trainer.callback_metrics)
+    for role in models:
+        if role != "teacher":
+            add_epoch_summaries(results[role], role, last_val, best_metrics)
+    if best_epoch is not None:
+        results["run"]["best_epoch"] = best_epoch
+    add_method_summaries(results, metrics, last_val)
     write_results(results, output_dir)  # the accuracies are safe before profiling starts
 
     device = trainer.strategy.root_device
@@ -211,6 +219,41 @@ def fit_and_report(
         logger.finalize("success")
     print_results(results)
     return results
+
+
+def test_best_checkpoint(
+    trainer: pl.Trainer, module: DistillationModule, datamodule: ImageDataModule
+) -> tuple[int | None, dict[str, float]]:
+    """Test metrics of the epoch with the best validation accuracy, and that epoch (1-based).
+
+    The checkpoint callback keeps that epoch (``monitor: val/acc``). Its numbers go to
+    results.json only, not to the curves; the module gets its last weights back afterwards.
+    """
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None and callback.monitor else ""
+    if not path or not Path(path).is_file():
+        return None, {}
+    last_weights = copy.deepcopy(module.state_dict())
+    loggers = trainer.loggers
+    trainer.loggers = []
+    try:
+        (metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
+    finally:
+        trainer.loggers = loggers
+        module.load_state_dict(last_weights)
+    epoch = re.search(r"epoch=(\d+)", Path(path).name)
+    return (int(epoch.group(1)) + 1 if epoch else None), metrics
+
+
+def add_epoch_summaries(
+    stats: dict[str, Any], role: str, last_val: dict[str, Any], best: dict[str, float]
+) -> None:
+    """The last epoch's validation accuracy and the best-validation epoch's test accuracy."""
+    val = last_val.get(f"val/{role}_acc", last_val.get("val/acc") if role == "student" else None)
+    if val is not None:
+        stats["val_acc_top1"] = float(val)
+    if f"test/{role}_acc" in best:
+        stats["acc_top1_best_epoch"] = float(best[f"test/{role}_acc"])
 
 
 def add_method_summaries(

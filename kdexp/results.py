@@ -141,3 +141,22 @@ def results_table(results: dict[str, Any]) -> Table:
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
     (console or Console()).print(results_table(results))
+
+
+def write_failure(output_dir: str | Path, run: dict[str, Any], error: BaseException) -> Path | None:
+    """Record a failed run in ``results.json`` (``run.status: failed``) for reports and sweeps.
+
+    Never replaces the results of a run that finished: those are kept as they are.
+    """
+    path = Path(output_dir) / RESULTS_FILE
+    try:
+        if path.is_file() and json.loads(path.read_text()).get("run", {}).get("complete"):
+            return None
+    except (OSError, ValueError):
+        pass
+    message = f"{type(error).__name__}: {error}".strip()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_results({"run": {**run, "status": "failed", "error": message}}, path.parent)
+    except OSError:  # e.g. an unwritable output folder: the error itself is what the user sees
+        return None

@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from kdexp.pipeline import SetupError, run_single
+from kdexp.results import write_failure
+from kdexp.sweep import check_sweep, job_dirname
+
+log = logging.getLogger("kdexp")
+OmegaConf.register_new_resolver("kdexp_dirname", job_dirname, replace=True)
 
 # The repository's configs/ folder (an absolute path: Hydra would read "../configs" as a module).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -33,6 +40,12 @@ def quiet_library_noise() -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes; returns the results (also in results.json)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        try:
+            check_sweep(cfg, str(hydra_cfg.launcher.get("_target_", "")))
+        except ValueError as err:
+            raise SetupError(str(err)) from err
     if cfg.method.name == "born_again":
         from kdexp.chain import run_chain  # resolves one config per generation itself
 
@@ -41,16 +54,46 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return run_single(cfg)
 
 
+def record_failure(cfg: DictConfig, err: BaseException) -> None:
+    """Mark the run failed in its results.json, so sweeps and reports show it."""
+    try:
+        run_info = {
+            "method": cfg.method.name,
+            "data": cfg.data.name,
+            "teacher": cfg.teacher.name,
+            "student": cfg.student.name,
+            "seed": cfg.seed,
+            "output_dir": cfg.paths.output_dir,
+            "overrides": list(HydraConfig.get().overrides.task),
+        }
+        write_failure(cfg.paths.output_dir, run_info, err)
+    except Exception:  # noqa: BLE001 - recording must never hide the original error
+        log.debug("could not record the failure", exc_info=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Run; return the student's final validation accuracy (what a sweeper such as Optuna
+    maximises: never the test set). A failed sweep job is recorded and returns NaN, so the
+    other jobs go on; a failed single run exits non-zero."""
     quiet_library_noise()
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = run(cfg)
     except SetupError as err:
+        record_failure(cfg, err)
         Console(stderr=True).print(f"[bold red]kdexp: configuration error:[/] {err}")
-        sys.exit(2)
-    # Returned for sweepers that optimise a value (e.g. the Optuna sweeper).
-    return results.get("student", {}).get("acc_top1") if results else None
+        if not multirun:
+            sys.exit(2)
+        return float("nan")
+    except Exception as err:
+        record_failure(cfg, err)
+        if not multirun:
+            raise
+        log.exception("job failed: %s", err)
+        return float("nan")
+    student = (results or {}).get("student", {})
+    return student.get("val_acc_top1", student.get("acc_top1"))
 
 
 if __name__ == "__main__":

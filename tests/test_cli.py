@@ -54,9 +54,13 @@ def test_results_json_has_teacher_student_and_ratios(two_runs) -> None:
         results["teacher"]["acc_top1"] - results["student"]["acc_top1"]
     )
     assert (two_runs[0] / "student.pt").is_file()
-    # Checkpoints are written at every epoch's end (a crash keeps the last finished epoch).
+    # last.ckpt is written at every epoch's end (a crash keeps the last finished epoch), beside
+    # the epoch with the best validation accuracy, whose test accuracy results.json reports.
     assert (two_runs[0] / "checkpoints" / "last.ckpt").is_file()
-    assert [p.name for p in (two_runs[0] / "checkpoints").glob("epoch=*.ckpt")] == ["epoch=1-step=4.ckpt"]
+    (best,) = [p.name for p in (two_runs[0] / "checkpoints").glob("epoch=*.ckpt")]
+    assert best == f"epoch={results['run']['best_epoch'] - 1}-step={2 * results['run']['best_epoch']}.ckpt"
+    assert 0.0 <= results["student"]["acc_top1_best_epoch"] <= 1.0
+    assert 0.0 <= results["student"]["val_acc_top1"] <= 1.0
 
 
 def test_tensorboard_has_curves_and_an_hparams_row(two_runs) -> None:
