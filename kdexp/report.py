@@ -77,7 +77,7 @@ def run_options(run_dir: Path) -> tuple[list[str], list[str]]:
     config = run_dir / ".hydra" / "config.yaml"
     if config.is_file():
         method = OmegaConf.to_container(OmegaConf.load(config).get("method", {}), resolve=False)
-        parts += [f"{k}={v}" for k, v in method.items() if k != "name"]
+        parts += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in method.items() if k != "name"]
     overrides = run_dir / ".hydra" / "overrides.yaml"
     if overrides.is_file():
         for item in OmegaConf.to_container(OmegaConf.load(overrides)):

@@ -1,38 +1,87 @@
+"""kdexp-report: grouping over seeds, the vanilla baseline, failed runs, the files it writes."""
+
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from kdexp.report import main, summarise, find_runs
+from kdexp.report import find_runs, main, summarise
+from kdexp.sweep import job_dirname, relaunches
 
 
-def fake_run(folder: Path, method: str, seed: int, student_acc: float, temperature: float = 4) -> None:
+def fake_run(
+    folder: Path, method: str, seed: int, acc: float, temperature: float = 4, best: float | None = None,
+    overrides: tuple[str, ...] = (),
+) -> None:
     folder.mkdir(parents=True)
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "config.yaml").write_text(f"method:\n  name: {method}\n  temperature: {temperature}\n")
+    (folder / ".hydra" / "overrides.yaml").write_text(
+        "".join(f"- {o}\n" for o in (f"method={method}", f"seed={seed}", *overrides))
+    )
+    student = {"acc_top1": acc, "params": 6274, "macs": 4.0e5, "latency_ms_b1": 0.1}
+    if best is not None:
+        student["acc_top1_best_epoch"] = best
     results = {
-        "run": {"method": method, "data": "fashion_mnist", "teacher": "cnn_large", "student": "cnn_tiny", "seed": seed},
-        "student": {"acc_top1": student_acc},
-        "teacher": {"acc_top1": 0.93},
-        "comparison": {"agreement_top1": 0.9},
+        "run": {"method": method, "data": "fashion_mnist", "teacher": "cnn_large", "student": "cnn_tiny",
+                "seed": seed, "complete": True},
+        "student": student,
+        "teacher": {"acc_top1": 0.93, "params": 288170, "latency_ms_b1": 0.5},
+        "comparison": {"speedup_latency_b1": 5.0},
     }
     (folder / "results.json").write_text(json.dumps(results))
 
 
 def test_groups_by_everything_but_the_seed(tmp_path: Path) -> None:
     for seed, acc in enumerate((0.90, 0.91, 0.92)):
-        fake_run(tmp_path / f"kd{seed}", "kd", seed, acc)
+        fake_run(tmp_path / f"kd{seed}", "kd", seed, acc, best=acc + 0.01)
     fake_run(tmp_path / "kd_t2", "kd", 0, 0.5, temperature=2)
     rows = summarise(find_runs([tmp_path]))
     assert len(rows) == 2
     t4 = next(r for r in rows if "temperature=4" in r["options"])
-    assert t4["n"] == 3 and t4["seeds"] == [0, 1, 2]
-    assert t4["student acc mean"] == pytest.approx(0.91)
-    assert t4["student acc std"] == pytest.approx(0.01)
+    assert t4["n"] == 3 and t4["seeds"] == [0, 1, 2] and t4["failed"] == 0
+    assert t4["student_acc_last_mean"] == pytest.approx(0.91)
+    assert t4["student_acc_last_std"] == pytest.approx(0.01)
+    assert t4["student_acc_best_mean"] == pytest.approx(0.92)
+    assert t4["speedup"] == pytest.approx(5.0) and t4["student_params"] == 6274
 
 
-def test_cli_writes_csv_and_fails_on_empty(tmp_path: Path) -> None:
+def test_delta_against_the_vanilla_student_of_the_same_setting(tmp_path: Path) -> None:
+    for seed, acc in enumerate((0.88, 0.90)):
+        fake_run(tmp_path / f"v{seed}", "vanilla", seed, acc)
+        fake_run(tmp_path / f"kd{seed}", "kd", seed, acc + 0.02)
+    fake_run(tmp_path / "kd_long", "kd", 0, 0.95, overrides=("trainer.max_epochs=50",))
+    rows = {(r["method"], r["setting"]): r for r in summarise(find_runs([tmp_path]))}
+    assert rows[("kd", "")]["delta_vs_vanilla"] == pytest.approx(0.02)
+    assert rows[("vanilla", "")]["delta_vs_vanilla"] is None
+    assert rows[("kd", "trainer.max_epochs=50")]["delta_vs_vanilla"] is None  # no vanilla at 50 epochs
+
+
+def test_failed_runs_are_counted_and_listed_and_generations_skipped(tmp_path: Path) -> None:
+    fake_run(tmp_path / "ok", "kd", 0, 0.9)
+    bad = tmp_path / "bad"
+    fake_run(bad, "kd", 1, 0.0)  # then overwritten by the record of a failure
+    (bad / "results.json").write_text(json.dumps(
+        {"run": {"method": "kd", "data": "fashion_mnist", "teacher": "cnn_large", "student": "cnn_tiny",
+                 "seed": 1, "status": "failed", "error": "ValueError: boom"}}
+    ))
+    fake_run(tmp_path / "ok" / "gen1", "born_again", 0, 0.1)  # a chain's generation: not a run
+    gen = json.loads((tmp_path / "ok" / "gen1" / "results.json").read_text())
+    gen["run"]["generation"] = 1
+    (tmp_path / "ok" / "gen1" / "results.json").write_text(json.dumps(gen))
+    (row,) = summarise(find_runs([tmp_path]))
+    assert (row["n"], row["failed"]) == (1, 1)
+    assert "boom" in row["errors"][0]
+
+
+def test_cli_writes_markdown_csv_and_plots_and_fails_on_empty(tmp_path: Path) -> None:
     fake_run(tmp_path / "a", "vanilla", 0, 0.88)
-    assert main([str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
-    assert "vanilla" in (tmp_path / "t.csv").read_text()
+    fake_run(tmp_path / "b", "kd", 0, 0.90)
+    out = tmp_path / "report"
+    assert main([str(tmp_path), "--out", str(out)]) == 0
+    assert "| cnn_large → cnn_tiny | kd |" in (out / "report.md").read_text()
+    assert {r["method"] for r in csv.DictReader((out / "report.csv").open())} == {"vanilla", "kd"}
+    for plot in ("acc_vs_latency.png", "acc_vs_size.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"
     assert main([str(tmp_path / "a" / ".hydra")]) == 1

@@ -1,0 +1,100 @@
+"""Hydra multirun end to end: job folders, the report at the end of a sweep, failed jobs, the
+refusal of re-launching DDP strategies, and the Optuna search."""
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from kdexp.sweep import job_dirname, relaunches
+from tests.conftest import run_cli
+
+
+def test_job_folder_names_stay_short_and_distinct() -> None:
+    assert job_dirname("method=kd,seed=1") == "method=kd,seed=1"
+    long_a, long_b = "x" * 300 + "=1", "x" * 300 + "=2"
+    assert len(job_dirname(long_a)) <= 120 and job_dirname(long_a) != job_dirname(long_b)
+    assert "/" not in job_dirname("data.root=/a/b")
+
+
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [
+        ({"strategy": "ddp", "devices": 2}, True),
+        ({"strategy": "auto", "devices": -1}, True),
+        ({"strategy": "ddp", "devices": 1, "num_nodes": 2}, True),
+        ({"strategy": "ddp_spawn", "devices": 4}, False),
+        ({"strategy": "ddp", "devices": 1}, False),
+        ({"strategy": "auto", "devices": "0,1"}, True),
+    ],
+)
+def test_which_trainers_relaunch_the_command(trainer: dict, expected: bool) -> None:
+    assert relaunches(trainer) is expected
+
+
+SWEEP = ("data=fake", "data.train_size=64", "data.test_size=32", "teacher=cnn_tiny", "student=cnn_tiny",
+         "trainer.max_epochs=1", "teacher.train.max_epochs=1", "profile.enabled=false")
+
+
+def _sweep(tmp_path: Path, *overrides: str, flags: tuple[str, ...] = ()):
+    sweep_dir = tmp_path / "sweep"
+    return sweep_dir, run_cli(
+        *SWEEP, *overrides, f"hydra.sweep.dir={sweep_dir}", cache_dir=tmp_path / "cache",
+        run_dir=tmp_path / "unused", flags=("-m", *flags), timeout=600,
+    )
+
+
+def test_a_2x2_multirun_reports_the_mean_and_std_of_its_results(tmp_path: Path) -> None:
+    sweep_dir, proc = _sweep(tmp_path, "method=vanilla,kd", "seed=0,1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = sorted(sweep_dir.glob("*/results.json"))
+    assert len(files) == 4
+    for i, (method, seed) in enumerate((m, s) for m in ("vanilla", "kd") for s in (0, 1)):
+        (name,) = [f.parent.name for f in files if f.parent.name.startswith(f"{i}_")]
+        assert f"method={method}" in name and f"seed={seed}" in name  # readable job folders
+    by_method: dict[str, list[float]] = {}
+    for f in files:
+        results = json.loads(f.read_text())
+        by_method.setdefault(results["run"]["method"], []).append(results["student"]["acc_top1"])
+    rows = {r["method"]: r for r in csv.DictReader((sweep_dir / "report.csv").open())}
+    for method, accs in by_method.items():
+        assert float(rows[method]["student_acc_last_mean"]) == pytest.approx(statistics.fmean(accs))
+        assert float(rows[method]["student_acc_last_std"]) == pytest.approx(statistics.stdev(accs))
+        assert rows[method]["n"] == "2"
+    assert (sweep_dir / "report.md").is_file()
+    # The teacher was trained once for the whole sweep and shared through the cache.
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_a_sweep_with_a_failing_job_still_reports_the_others(tmp_path: Path) -> None:
+    sweep_dir, proc = _sweep(tmp_path, "method=kd", "method.temperature=4,-1")
+    assert proc.returncode != 0  # the sweep says that a job failed ...
+    assert "1 of 2 jobs failed" in proc.stdout + proc.stderr
+    failed = [json.loads(f.read_text()) for f in sweep_dir.glob("*/results.json")]
+    assert sorted(r["run"].get("status", "complete") for r in failed) == ["complete", "failed"]
+    rows = {r["options"].split()[0]: r for r in csv.DictReader((sweep_dir / "report.csv").open())}
+    assert (rows["temperature=4"]["n"], rows["temperature=4"]["failed"]) == ("1", "0")
+    assert (rows["temperature=-1"]["n"], rows["temperature=-1"]["failed"]) == ("0", "1")
+    assert "temperature" in (sweep_dir / "report.md").read_text().split("Failed runs:")[1]
+
+
+def test_multirun_with_a_relaunching_ddp_strategy_is_refused(tmp_path: Path) -> None:
+    sweep_dir, proc = _sweep(tmp_path, "method=vanilla,kd", "trainer.accelerator=cpu", "trainer.devices=2",
+                             "trainer.strategy=ddp")
+    assert proc.returncode == 2
+    assert "ddp_spawn" in proc.stderr and "trainer.strategy='ddp'" in proc.stderr
+    assert not list(sweep_dir.glob("*/results.json"))
+
+
+def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir, proc = _sweep(tmp_path, "hparams_search=kd_optuna", "hydra.sweeper.n_trials=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    trials = [json.loads(f.read_text()) for f in sweep_dir.glob("*/results.json")]
+    assert len(trials) == 2
+    assert best.best_value == pytest.approx(max(t["student"]["val_acc_top1"] for t in trials))
+    assert set(best.best_params) == {"method.temperature", "method.kd_weight", "method.ce_weight"}
