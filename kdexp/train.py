@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
-from kdexp.pipeline import SetupError, run_single
+from kdexp.pipeline import KdexpError, reported_errors, run_single
 
 # The repository's configs/ folder (an absolute path: Hydra would read "../configs" as a module).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -33,12 +36,13 @@ def quiet_library_noise() -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes; returns the results (also in results.json)."""
-    if cfg.method.name == "born_again":
-        from kdexp.chain import run_chain  # resolves one config per generation itself
+    with reported_errors():  # write errors and SIGTERM: clear messages, not tracebacks
+        if cfg.method.name == "born_again":
+            from kdexp.chain import run_chain  # resolves one config per generation itself
 
-        return run_chain(cfg)
-    OmegaConf.resolve(cfg)
-    return run_single(cfg)
+            return run_chain(cfg)
+        OmegaConf.resolve(cfg)
+        return run_single(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -46,9 +50,12 @@ def main(cfg: DictConfig) -> float | None:
     quiet_library_noise()
     try:
         results = run(cfg)
-    except SetupError as err:
-        Console(stderr=True).print(f"[bold red]kdexp: configuration error:[/] {err}")
-        sys.exit(2)
+    except KdexpError as err:  # bad input (exit 2), NaN loss (3), unwritable output (4), SIGTERM (143)
+        console = Console(stderr=True, soft_wrap=True)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the full stack trace
+            traceback.print_exception(err, file=sys.stderr)
+        console.print(f"[bold red]kdexp: {err.kind}:[/] {escape(str(err))}")
+        sys.exit(err.exit_code)
     # Returned for sweepers that optimise a value (e.g. the Optuna sweeper).
     return results.get("student", {}).get("acc_top1") if results else None
 
