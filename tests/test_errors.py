@@ -17,11 +17,8 @@ import torch
 
 from conftest import run_cli
 
+FAKE_DATA = ("data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32")
 QUICK = (
-    "data=fake",
-    "data.image_shape=[1,28,28]",
-    "data.train_size=64",
-    "data.test_size=32",
     "teacher=cnn_small",
     "student=cnn_tiny",
     "trainer.max_epochs=1",
@@ -36,15 +33,15 @@ def write_inputs(root: Path) -> dict[str, Path]:
     from kdexp.models import build_model
 
     root.mkdir(parents=True, exist_ok=True)
-    paths = {name: root / name for name in ("c100.pt", "foreign.pt", "truncated.pt", "text.pt", "objects.pt")}
-    torch.save(build_model({"name": "cnn_small"}, 100, 1).module.state_dict(), paths["c100.pt"])
-    torch.save({"state_dict": build_model({"name": "resnet8"}, 10, 1).module.state_dict()}, paths["foreign.pt"])
+    paths = {name: root / f"{name}.pt" for name in ("c100", "foreign", "truncated", "text", "objects")}
+    torch.save(build_model({"name": "cnn_small"}, 100, 1).module.state_dict(), paths["c100"])
+    torch.save({"state_dict": build_model({"name": "resnet8"}, 10, 1).module.state_dict()}, paths["foreign"])
     good = root / "good.pt"
     torch.save(build_model({"name": "cnn_small"}, 10, 1).module.state_dict(), good)
-    paths["truncated.pt"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    paths["text.pt"].write_text("not a checkpoint\n")
-    torch.save({"state_dict": {"w": torch.ones(1)}, "extra": Path("/x")}, paths["objects.pt"])
-    paths["good.pt"] = good
+    paths["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    paths["text"].write_text("not a checkpoint\n")
+    torch.save({"state_dict": {"w": torch.ones(1)}, "extra": Path("/x")}, paths["objects"])
+    paths["good"] = good
     paths["empty"] = root / "empty"
     paths["empty"].mkdir()
     imagenet = root / "imagenet"
@@ -77,7 +74,7 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     ),
     # different numbers of classes: a teacher checkpoint for 100, data with 10; a folder with 2 vs 3
     "classes_teacher": (
-        ("teacher.checkpoint={c100.pt}",), 2, ("teacher.checkpoint=", "predicts 100 classes but the data has 10")
+        ("teacher.checkpoint={c100}",), 2, ("teacher.checkpoint=", "predicts 100 classes but the data has 10")
     ),
     "classes_data": (
         ("data=imagenet", "data.root={imagenet}", "data.num_classes=3", "data.image_size=32"),
@@ -86,11 +83,11 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     ),
     # missing, truncated and foreign teacher checkpoints
     "ckpt_missing": (("teacher.checkpoint={empty}/missing.pt",), 2, ("teacher.checkpoint=", "does not exist")),
-    "ckpt_truncated": (("teacher.checkpoint={truncated.pt}",), 2, ("teacher.checkpoint=", "truncated or corrupt")),
-    "ckpt_text": (("teacher.checkpoint={text.pt}",), 2, ("teacher.checkpoint=", "not a file written by torch.save")),
-    "ckpt_objects": (("teacher.checkpoint={objects.pt}",), 2, ("teacher.checkpoint=", "other than tensors")),
+    "ckpt_truncated": (("teacher.checkpoint={truncated}",), 2, ("teacher.checkpoint=", "truncated or corrupt")),
+    "ckpt_text": (("teacher.checkpoint={text}",), 2, ("teacher.checkpoint=", "not a file written by torch.save")),
+    "ckpt_objects": (("teacher.checkpoint={objects}",), 2, ("teacher.checkpoint=", "other than tensors")),
     "ckpt_foreign": (
-        ("teacher.checkpoint={foreign.pt}",), 2, ("does not fit teacher.name='cnn_small'", "missing keys")
+        ("teacher.checkpoint={foreign}",), 2, ("does not fit teacher.name='cnn_small'", "missing keys")
     ),
     # a data folder without the dataset
     "fmnist_root": (("data=fashion_mnist", "data.root={empty}"), 2, ("data.root=", "does not hold Fashion-MNIST")),
@@ -108,7 +105,7 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "cohort": (("method=dml", "method.cohort=[cnn_tiny]"), 2, ("method.cohort must be a list of at least 2",)),
     # resuming without a checkpoint, or from a file that is not a training checkpoint
     "resume_none": (("ckpt_path=last",), 2, ("ckpt_path=last: there is no checkpoint to resume",)),
-    "resume_foreign": (("ckpt_path={good.pt}",), 2, ("is not a Lightning training checkpoint",)),
+    "resume_foreign": (("ckpt_path={good}",), 2, ("is not a Lightning training checkpoint",)),
 }
 
 
@@ -148,7 +145,9 @@ def outcomes(tmp_path_factory) -> dict:
         run_dir = tmp / case
         seed_run_dir(run_dir)
         before = snapshot(run_dir)
-        proc = run_cli(*QUICK, *(fill(o, paths) for o in overrides), cache_dir=cache, run_dir=run_dir, timeout=600)
+        data = () if any(o.startswith("data=") for o in overrides) else FAKE_DATA
+        overrides = tuple(fill(o, paths) for o in overrides)
+        proc = run_cli(*data, *QUICK, *overrides, cache_dir=cache, run_dir=run_dir, timeout=900)
         return proc, before, snapshot(run_dir)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -177,7 +176,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
     env_before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        proc = run_cli(*QUICK, "method.temperature=0", cache_dir=tmp_path, run_dir=tmp_path / "r")
+        proc = run_cli(*FAKE_DATA, *QUICK, "method.temperature=0", cache_dir=tmp_path, run_dir=tmp_path / "r")
     finally:
         if env_before is None:
             del os.environ["HYDRA_FULL_ERROR"]

@@ -36,20 +36,20 @@ BASE = (
 )
 
 
-def start_cli(*overrides: str, run_dir: Path, cache_dir: Path) -> subprocess.Popen:
-    """Start ``kdexp`` in the background (output to files in ``run_dir``'s parent)."""
+def start_cli(*overrides: str, run_dir: Path, cache_dir: Path, log_name: str) -> subprocess.Popen:
+    """Start ``kdexp`` in the background, its output going to ``<run_dir's parent>/<log_name>``."""
     env = {
         **os.environ,
         "KDEXP_CACHE_DIR": str(cache_dir),
         "PYTHONWARNINGS": "ignore",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
     }
-    log = run_dir.parent / f"{run_dir.name}.log"
+    log = (run_dir.parent / log_name).open("w")
     cmd = [sys.executable, "-m", "kdexp.train", f"hydra.run.dir={run_dir}", *overrides]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before reaching {path.name}"
@@ -66,34 +66,47 @@ def resume_runs(tmp_path_factory) -> dict:
     """An uninterrupted run, and two runs killed mid-epoch 1 (SIGTERM, SIGKILL) then resumed."""
     tmp = tmp_path_factory.mktemp("resume")
     cache = tmp / "cache"
-    full = start_cli(*BASE, run_dir=tmp / "full", cache_dir=cache)
-    killed = {}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        run_dir = tmp / sig.name
-        marker = tmp / f"{sig.name}.paused"
-        pause = (f"+callbacks.pause._target_=crash_helpers.PauseMidEpoch", f"+callbacks.pause.marker={marker}")
-        killed[sig] = (start_cli(*BASE, *pause, run_dir=run_dir, cache_dir=cache), marker, run_dir)
-    out = {"tmp": tmp, "cache": cache}
-    for sig, (proc, marker, run_dir) in killed.items():
-        wait_for(marker, proc)  # in the middle of epoch 1: epoch 0's checkpoint is on disk
-        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=300)
-        failure = run_dir / "failure.json"
-        out[sig] = {
-            "rc": rc,
-            "run_dir": run_dir,
-            "log": (tmp / f"{sig.name}.log").read_text(),
-            "left": sorted(p.name for p in run_dir.iterdir()),
-            "failure": json.loads(failure.read_text()) if failure.exists() else None,
+    started: list[subprocess.Popen] = []
+
+    def start(*overrides: str, run_dir: Path, log_name: str) -> subprocess.Popen:
+        started.append(start_cli(*overrides, run_dir=run_dir, cache_dir=cache, log_name=log_name))
+        return started[-1]
+
+    out: dict = {"tmp": tmp, "cache": cache, "full": tmp / "full"}
+    try:
+        full = start(*BASE, run_dir=tmp / "full", log_name="full.log")
+        killed = {}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            marker = tmp / f"{sig.name}.paused"
+            pause = ("+callbacks.pause._target_=crash_helpers.PauseMidEpoch", f"+callbacks.pause.marker={marker}")
+            killed[sig] = (start(*BASE, *pause, run_dir=tmp / sig.name, log_name=f"{sig.name}.log"), marker)
+        for sig, (proc, marker) in killed.items():
+            run_dir = tmp / sig.name
+            wait_for(marker, proc)  # in the middle of epoch 1: epoch 0's checkpoint is on disk
+            assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+            proc.send_signal(sig)
+            rc = proc.wait(timeout=900)
+            failure = run_dir / "failure.json"
+            out[sig] = {
+                "rc": rc,
+                "run_dir": run_dir,
+                "log": (tmp / f"{sig.name}.log").read_text(),
+                "left": sorted(p.name for p in run_dir.iterdir()),
+                "failure": json.loads(failure.read_text()) if failure.exists() else None,
+            }
+        assert full.wait(timeout=900) == 0, (tmp / "full.log").read_text()[-3000:]
+        resumed = {
+            sig: start(*BASE, "ckpt_path=last", run_dir=tmp / sig.name, log_name=f"{sig.name}.resumed.log")
+            for sig in killed
         }
-    assert full.wait(timeout=600) == 0, (tmp / "full.log").read_text()[-3000:]
-    out["full"] = tmp / "full"
-    resumed = {sig: start_cli(*BASE, "ckpt_path=last", run_dir=out[sig]["run_dir"], cache_dir=cache)
-               for sig in killed}
-    for sig, proc in resumed.items():
-        out[sig]["resumed_rc"] = proc.wait(timeout=600)
-        out[sig]["resumed_log"] = (tmp / f"{sig.name}.log").read_text()
+        for sig, proc in resumed.items():
+            out[sig]["resumed_rc"] = proc.wait(timeout=900)
+            out[sig]["resumed_log"] = (tmp / f"{sig.name}.resumed.log").read_text()
+    finally:
+        for proc in started:  # a failed wait must not leave runs behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return out
 
 
