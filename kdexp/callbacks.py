@@ -5,9 +5,9 @@ Lightning callbacks (configs/callbacks/default.yaml):
 - :class:`FiniteLossGuard` stops training at the first non-finite loss, *before* its backward pass
   and optimizer step, and refuses to write a checkpoint of non-finite weights, so ``last.ckpt``
   always holds the last good epoch.
-- :class:`EpochSeed` reseeds every RNG at the start of each training epoch from ``(seed, epoch)``,
-  so a run resumed from an end-of-epoch checkpoint sees the same data order, augmentation and
-  dropout as an uninterrupted one.
+
+(Exact resume — the same data order, augmentation and dropout after a restart — comes from the
+training sampler, :class:`kdexp.data.base.EpochShuffle`.)
 
 Hydra callback (configs/hydra/default.yaml):
 
@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -71,31 +69,6 @@ class FiniteLossGuard(pl.Callback):
                 f"the weights became non-finite by the end of epoch {trainer.current_epoch} "
                 f"(global step {trainer.global_step}; e.g. {bad[:3]}); this checkpoint was not saved"
             )
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) without Lightning's log line."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class EpochSeed(pl.Callback):
-    """Reseed every RNG at each training epoch's start from ``seed`` and the epoch number.
-
-    The data order of a shuffled DataLoader is drawn from torch's global RNG when the epoch's
-    iterator is created (after ``on_train_epoch_start``), and augmentation and dropout draw from it
-    during the epoch; checkpoints do not hold RNG states. Reseeding per epoch makes every epoch
-    a function of (seed, epoch), so a run resumed at an epoch boundary continues exactly as the
-    uninterrupted run would. (Multi-GPU runs shuffle with Lightning's DistributedSampler, which
-    seeds by epoch as well.)
-    """
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = int(seed)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        seed_all(self.seed * 1_000_003 + trainer.current_epoch + 1)
 
 
 # --- the output folder ---------------------------------------------------------------------------

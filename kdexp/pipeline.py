@@ -364,8 +364,8 @@ def train_and_test(
     except SIGTERMException:
         last = last_checkpoint(cfg)
         message = (
-            f"received SIGTERM; stopped after epoch {trainer.current_epoch - 1} with the checkpoints kept "
-            f"({last or 'no checkpoint yet'}). Resume with ckpt_path=last "
+            f"received SIGTERM; stopped at epoch {trainer.current_epoch}, global step {trainer.global_step}, "
+            f"with the checkpoints kept (the last: {last or 'none yet'}). Resume with ckpt_path=last "
             f"hydra.run.dir={cfg.paths.output_dir} (and the same overrides)"
         )
         record_failure(cfg, trainer, "interrupted", message)
@@ -392,6 +392,7 @@ def fit_and_report(
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     archive_finished(output_dir)
+    prep.datamodule.shuffle_seed = int(cfg.seed)  # each epoch's order from (seed, epoch): exact resume
     trainer = make_trainer(cfg)
     metrics, resumed_from = train_and_test(cfg, trainer, module, prep)
     if not trainer.is_global_zero:

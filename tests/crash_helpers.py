@@ -5,8 +5,9 @@ middle of an epoch (after at least one end-of-epoch checkpoint exists) it writes
 waits, so the test can kill the process at a known point without racing the training.
 
 ``LAUNCHER`` runs the CLI with an audit hook that makes every file opened for writing under
-``$KDEXP_TEST_FULL`` fail with ENOSPC: a faithful "disk full" (the same OSError a full file system
-raises), for every writer (checkpoints, results.json, weights) without a real full disk.
+``$KDEXP_TEST_FULL`` fail with ENOSPC, and every rename into it fail with EXDEV (as when temp files
+live on another file system, so the move falls back to a copy that then hits the full disk): the
+same OSErrors a full file system raises, for every writer (checkpoints, results.json, weights).
 """
 
 from __future__ import annotations
@@ -41,14 +42,23 @@ FULL = os.path.abspath(os.environ["KDEXP_TEST_FULL"])
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
+def under_full(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return False
+    path = os.path.abspath(os.fsdecode(path))
+    return path == FULL or path.startswith(FULL + os.sep)
+
+
 def disk_full(event, args):
-    if event != "open" or not isinstance(args[0], (str, bytes, os.PathLike)):
-        return
-    path = os.path.abspath(os.fsdecode(args[0]))
-    mode, flags = args[1], args[2]
-    writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & WRITE_FLAGS)
-    if writing and (path == FULL or path.startswith(FULL + os.sep)):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    if event == "open" and under_full(args[0]):
+        mode, flags = args[1], args[2]
+        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & WRITE_FLAGS)
+        if writing:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.abspath(os.fsdecode(args[0])))
+    if event == "os.rename" and under_full(args[1]):
+        # A file written elsewhere (fsspec writes checkpoints to a temp file first) is on another
+        # file system: the rename fails with EXDEV, and the copy that follows hits the full disk.
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), args[0], args[1])
 
 
 sys.addaudithook(disk_full)

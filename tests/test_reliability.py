@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,8 +117,8 @@ def test_sigterm_exits_nonzero_keeps_checkpoints_and_claims_nothing(resume_runs)
     assert "Traceback" not in run["log"]
     assert "kdexp: interrupted: received SIGTERM" in run["log"] and "ckpt_path=last" in run["log"]
     assert "results.json" not in run["left"] and "checkpoints" in run["left"]
-    # Lightning finishes the epoch it was in and checkpoints it before stopping.
-    assert run["failure"]["status"] == "interrupted" and run["failure"]["epoch"] == 2
+    # Lightning stops after the batch it was in; the last checkpoint is the last finished epoch's.
+    assert run["failure"]["status"] == "interrupted" and run["failure"]["epoch"] == 1
     assert run["failure"]["last_checkpoint"].endswith("last.ckpt")
 
 
@@ -165,15 +166,16 @@ def test_extending_a_finished_run_keeps_its_results(resume_runs) -> None:
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    # lr × 1e300 from epoch 1: the weights overflow at its first step, the next loss is NaN.
+    # lr × 1e36 from epoch 1: the weights blow up at its first step, the next losses overflow.
     proc = run_cli(
-        *BASE, "scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=1e300",
+        *BASE, "scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=1e36",
         cache_dir=tmp_path / "cache", run_dir=tmp_path / "run",
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    assert "kdexp: training failed: train/loss is nan at epoch 1" in proc.stderr
-    assert "ce_loss=nan (weight 1)" in proc.stderr and "last good checkpoint is kept" in proc.stderr
+    assert re.search(r"kdexp: training failed: train/loss is (nan|inf) at epoch 1, global step \d+", proc.stderr)
+    assert re.search(r"ce_loss=(nan|inf) \(weight 1\)", proc.stderr), proc.stderr[-2000:]
+    assert "last good checkpoint is kept" in proc.stderr
     run_dir = tmp_path / "run"
     assert not (run_dir / "results.json").exists()
     failure = json.loads((run_dir / "failure.json").read_text())
