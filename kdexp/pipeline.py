@@ -4,7 +4,11 @@ prepare (data, student, teacher) → fit → test → profile → results.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -17,21 +21,122 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from kdexp.callbacks import NonFiniteLossError, is_write_error
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
+from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.profile import profile_model
-from kdexp.results import comparison, hparams_metrics, print_results, write_results
+from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
 from kdexp.teachers import architecture_cfg, provide_teacher
 
+log = logging.getLogger("kdexp")
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
 CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
+# What a run that stopped early leaves in its folder (results.json is written only by a finished run).
+FAILURE_FILE = "failure.json"
 
 
-class SetupError(Exception):
+class KdexpError(Exception):
+    """A run that stops with a one-paragraph message (no traceback) and a non-zero exit status."""
+
+    kind = "error"
+    exit_code = 1
+
+
+class SetupError(KdexpError):
     """A bad input found before training started; its message names the key and what is allowed."""
+
+    kind = "configuration error"
+    exit_code = 2
+
+
+class TrainingFailed(KdexpError):
+    """Training diverged (a NaN or infinite loss); the last good checkpoint is kept."""
+
+    kind = "training failed"
+    exit_code = 3
+
+
+class OutputError(KdexpError):
+    """A file of the run could not be written (permissions, read-only or full file system)."""
+
+    kind = "cannot write output"
+    exit_code = 4
+
+
+class RunInterrupted(KdexpError):
+    """The run received SIGTERM; it stopped at an epoch boundary with its checkpoints kept."""
+
+    kind = "interrupted"
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+
+
+@contextlib.contextmanager
+def reported_errors() -> Any:
+    """Around a whole run: "cannot write" OSErrors (EACCES, EROFS, ENOSPC, ...) become an
+    OutputError naming the path; SIGTERM outside the student's training (e.g. while a teacher
+    trains) becomes RunInterrupted instead of Lightning's silent exit with status 0."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    try:
+        yield
+    except SIGTERMException:
+        raise RunInterrupted("received SIGTERM before the student's training finished") from None
+    except OSError as err:
+        if not is_write_error(err):
+            raise
+        where = err.filename or "the run's output folder"
+        raise OutputError(
+            f"{where}: {err.strerror or err} (errno {err.errno}); free space or choose a writable "
+            "folder (hydra.run.dir=..., paths.log_dir=...); files written before this one are kept"
+        ) from None
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where this run's checkpoints go (the model_checkpoint callback's dirpath)."""
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    return Path(dirpath) if dirpath else Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def resolve_ckpt_path(cfg: DictConfig, missing_ok: bool = False) -> str | None:
+    """``ckpt_path``: null, ``last`` (this run folder's checkpoints/last.ckpt) or a file path.
+
+    Fails before any training if the checkpoint is missing or is not a Lightning training
+    checkpoint; with ``missing_ok`` a missing ``last`` means "start afresh" (Born-Again chains,
+    whose later generations have not started yet).
+    """
+    value = cfg.get("ckpt_path")
+    if value in (None, ""):
+        return None
+    path = checkpoint_dir(cfg) / "last.ckpt" if str(value) == "last" else Path(str(value))
+    if not path.is_file():
+        if str(value) == "last":
+            if missing_ok:
+                return None
+            raise ValueError(
+                f"ckpt_path=last: there is no checkpoint to resume in this run folder ({path} does not "
+                "exist); rerun in the interrupted run's folder (hydra.run.dir=<that folder>) or give "
+                "ckpt_path=<path to a .ckpt file>"
+            )
+        raise FileNotFoundError(f"ckpt_path={str(value)!r} does not exist")
+    try:
+        # mmap: reads the structure, not the tensors; weights_only: plain containers and tensors only.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated, foreign or not a torch file
+        raise ValueError(
+            f"ckpt_path={str(value)!r} cannot be read as a Lightning checkpoint "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "epoch"} <= set(checkpoint):
+        raise ValueError(
+            f"ckpt_path={str(value)!r} is not a Lightning training checkpoint (expected the "
+            "'state_dict', 'loops' and 'epoch' of a kdexp run's checkpoints/*.ckpt); a teacher's "
+            "weights go in teacher.checkpoint"
+        )
+    return str(path)
 
 
 def plain(cfg: DictConfig | dict | None) -> dict[str, Any]:
@@ -54,7 +159,18 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     method_cls, _ = check_method_cfg(plain(cfg.method))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
+    resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
     return method_cls
+
+
+def build_role(role: str, cfg: dict[str, Any], num_classes: int, channels: int) -> BuiltModel:
+    """``build_model`` for the teacher or the student, with errors that name ``<role>.name``."""
+    try:
+        return build_model(cfg, num_classes, channels)
+    except UnknownModelError as err:
+        raise ValueError(f"{role}.name={err.name!r} is not a registered model; registered models are: {err.choices}") from None
+    except ValueError as err:
+        raise ValueError(f"{role} ({role}.source={cfg.get('source', 'kdexp')!r}, {role}.name={cfg.get('name')!r}): {err}") from None
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -66,12 +182,12 @@ def prepare(cfg: DictConfig) -> Prepared:
         datamodule.prepare_data()
         datamodule.setup("fit")
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
-        student = build_model(plain(cfg.student), num_classes, channels)
+        student = build_role("student", plain(cfg.student), num_classes, channels)
         teacher, teacher_info = None, {}
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
         teacher_arch = (
-            build_model(architecture_cfg(plain(cfg.teacher)), num_classes, channels)
+            build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels)
             if needs_teacher
             else None
         )
@@ -159,6 +275,115 @@ def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, d
     }
 
 
+def archive_finished(output_dir: Path) -> None:
+    """Keep an earlier finished run's results.json and weights in this folder under stamped names.
+
+    A run started (or resumed) in a folder that already holds finished results would otherwise
+    overwrite them: ``results.json`` becomes ``results.<time>.json`` (which ``kdexp-report`` does
+    not read) and ``student*.pt`` become ``student*.<time>.pt``.
+    """
+    previous = output_dir / RESULTS_FILE
+    try:
+        finished = json.loads(previous.read_text()).get("run", {}).get("complete", False)
+    except (OSError, ValueError, AttributeError):
+        return
+    if not finished:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(previous.stat().st_mtime))
+    for path in [previous, *output_dir.glob("student*.pt")]:
+        if re.fullmatch(r"student\d*\.pt|results\.json", path.name):
+            target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+            os.replace(path, target)
+            log.info("Kept the earlier finished run's %s as %s", path.name, target.name)
+
+
+def last_checkpoint(cfg: DictConfig) -> str | None:
+    path = checkpoint_dir(cfg) / "last.ckpt"
+    return str(path) if path.is_file() else None
+
+
+def record_failure(cfg: DictConfig, trainer: pl.Trainer, status: str, message: str) -> None:
+    """Write ``failure.json`` (status, message, epoch, step, last checkpoint); never results.json."""
+    record = {
+        "status": status,
+        "message": message,
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "last_checkpoint": last_checkpoint(cfg),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = Path(cfg.paths.output_dir) / FAILURE_FILE
+    with contextlib.suppress(OSError):  # a full disk must not hide the original error
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+
+
+def earlier_failures(output_dir: Path) -> list[dict[str, Any]]:
+    """The failure record of an earlier attempt in this folder (now resumed), removed from disk."""
+    path = output_dir / FAILURE_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    path.unlink(missing_ok=True)  # the finished run's results.json keeps it (run.earlier_failures)
+    return [record]
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """torch.save through a buffer and an atomic rename: a write error is an OSError naming
+    ``path``, and a crash never leaves a half-written file."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(buffer.getbuffer())
+    os.replace(tmp, path)
+
+
+def train_and_test(
+    cfg: DictConfig, trainer: pl.Trainer, module: DistillationModule, prep: Prepared
+) -> tuple[dict[str, float], str | None, dict[str, Any]]:
+    """fit (resuming from ``ckpt_path``) then test: (test metrics, the checkpoint resumed from,
+    the last epoch's logged metrics).
+
+    SIGTERM and a non-finite loss become clear errors, with ``failure.json`` written and the
+    checkpoints kept."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    ckpt_path = resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
+    try:
+        trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
+        if trainer.received_sigterm:  # arrived after the last epoch's check: still not a finished run
+            raise SIGTERMException
+        last_val = dict(trainer.callback_metrics)  # the last epoch's val/* (test resets them)
+        (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
+        if trainer.received_sigterm:
+            raise SIGTERMException
+    except SIGTERMException:
+        last = last_checkpoint(cfg)
+        message = (
+            f"received SIGTERM; stopped at epoch {trainer.current_epoch}, global step {trainer.global_step}, "
+            f"with the checkpoints kept (the last: {last or 'none yet'}). Resume with ckpt_path=last "
+            f"hydra.run.dir={cfg.paths.output_dir} (and the same overrides)"
+        )
+        record_failure(cfg, trainer, "interrupted", message)
+        raise RunInterrupted(message) from None
+    except NonFiniteLossError as err:
+        last = last_checkpoint(cfg)
+        message = (
+            f"{err}. The last good checkpoint is kept: {last or 'none (no epoch finished)'}. Lower "
+            "optimizer.lr, set trainer.gradient_clip_val, or check the loss weights"
+        )
+        record_failure(cfg, trainer, "non_finite_loss", message)
+        raise TrainingFailed(message) from None
+    return metrics, ckpt_path, last_val
+
+
 def fit_and_report(
     cfg: DictConfig,
     prep: Prepared,
@@ -169,17 +394,17 @@ def fit_and_report(
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    archive_finished(output_dir)
+    prep.datamodule.shuffle_seed = int(cfg.seed)  # each epoch's order from (seed, epoch): exact resume
     trainer = make_trainer(cfg)
-    trainer.fit(module, datamodule=prep.datamodule, ckpt_path=cfg.get("ckpt_path"))
-    last_val = dict(trainer.callback_metrics)  # the last epoch's val/* (test resets them)
-    (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
+    metrics, resumed_from, last_val = train_and_test(cfg, trainer, module, prep)
     best_epoch, best_metrics = test_best_checkpoint(trainer, module, prep.datamodule)
     if not trainer.is_global_zero:
         return {}
     models = module.report_models()
     for role, model in models.items():
         if role != "teacher":
-            torch.save(model.state_dict(), output_dir / f"{role}.pt")
+            save_weights(model.state_dict(), output_dir / f"{role}.pt")
     results: dict[str, Any] = {
         "run": {
             "method": cfg.method.name,
@@ -195,6 +420,11 @@ def fit_and_report(
         **{role: accuracies(metrics, role) for role in models},
         "test_metrics": {k: float(v) for k, v in metrics.items()},
     }
+    if resumed_from:
+        results["run"]["resumed_from"] = resumed_from
+    failures = earlier_failures(output_dir)
+    if failures:
+        results["run"]["earlier_failures"] = failures
     results.setdefault("teacher", {})
     for role in models:
         if role != "teacher":

@@ -73,15 +73,44 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
+def unreadable_reason(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` failed, in words: not a torch file, truncated, or unsafe objects."""
+    import pickle
+    import re
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not head.startswith(b"PK") and head[:1] != b"\x80":  # neither a zip archive nor a pickle
+        return "it is not a file written by torch.save"
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        return "the file is truncated or corrupt (an incomplete zip archive)"
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        return (
+            "it holds Python objects other than tensors and plain containers, which current torch "
+            "refuses to unpickle" + (f" (e.g. {found.group(1)})" if found else "")
+        )
+    return f"the file is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+
+
 def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
     """Load ``path`` into ``model``, failing with a clear message before any training starts."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher.checkpoint={str(path)!r} does not exist")
     try:
-        state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as err:  # any unreadable file is reported the same way
-        raise ValueError(f"teacher.checkpoint={str(path)!r} cannot be read as a checkpoint: {err}") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file is reported in one sentence
+        raise ValueError(
+            f"teacher.checkpoint={str(path)!r} cannot be read: {unreadable_reason(path, err)}; expected "
+            "a torch.save file of a state_dict, a Lightning checkpoint (weights under 'state_dict') "
+            "or a RepDistiller checkpoint (under 'model')"
+        ) from None
+    try:
+        state = extract_state_dict(checkpoint)
+    except ValueError as err:
+        raise ValueError(f"teacher.checkpoint={str(path)!r} {err}") from None
     head = state.get(f"{model.classifier}.weight")
     if head is not None and head.shape[0] != num_classes:
         raise ValueError(

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
-from kdexp.pipeline import SetupError, run_single
+from kdexp.pipeline import KdexpError, SetupError, reported_errors, run_single
 from kdexp.results import write_failure
 from kdexp.sweep import check_sweep, job_dirname
 
@@ -46,12 +49,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             check_sweep(cfg, str(hydra_cfg.launcher.get("_target_", "")))
         except ValueError as err:
             raise SetupError(str(err)) from err
-    if cfg.method.name == "born_again":
-        from kdexp.chain import run_chain  # resolves one config per generation itself
+    with reported_errors():  # write errors and SIGTERM: clear messages, not tracebacks
+        if cfg.method.name == "born_again":
+            from kdexp.chain import run_chain  # resolves one config per generation itself
 
-        return run_chain(cfg)
-    OmegaConf.resolve(cfg)
-    return run_single(cfg)
+            return run_chain(cfg)
+        OmegaConf.resolve(cfg)
+        return run_single(cfg)
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
@@ -80,11 +84,14 @@ def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = run(cfg)
-    except SetupError as err:
+    except KdexpError as err:  # bad input (exit 2), NaN loss (3), unwritable output (4), SIGTERM (143)
         record_failure(cfg, err)
-        Console(stderr=True).print(f"[bold red]kdexp: configuration error:[/] {err}")
+        console = Console(stderr=True, soft_wrap=True)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the full stack trace
+            traceback.print_exception(err, file=sys.stderr)
+        console.print(f"[bold red]kdexp: {err.kind}:[/] {escape(str(err))}")
         if not multirun:
-            sys.exit(2)
+            sys.exit(err.exit_code)
         return float("nan")
     except Exception as err:
         record_failure(cfg, err)

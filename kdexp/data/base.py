@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Iterator
+
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffled order of ``range(size)`` that is a function of (seed, epoch) alone.
+
+    When the epoch's first index is requested (after Lightning has created the iterator and run
+    ``on_train_epoch_start``, in a fresh and in a resumed run alike), it also reseeds Python's,
+    NumPy's and torch's global RNGs from (seed, epoch), which the epoch's augmentation (without
+    worker processes) and dropout draw from. Checkpoints hold no RNG state, so this is what makes a
+    run resumed at an epoch boundary train exactly like an uninterrupted one. (Augmentation in
+    DataLoader worker processes draws from the workers' own RNGs, which are not reproduced.)
+    """
+
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
+        self.size, self.seed, self.epoch = size, int(seed), epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        epoch_seed = (self.seed * 1_000_003 + int(self.epoch()) + 1) % 2**63
+        random.seed(epoch_seed)
+        np.random.seed(epoch_seed % 2**32)
+        torch.manual_seed(epoch_seed)
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(epoch_seed))
+        yield from order.tolist()
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -34,6 +64,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.val_size = val_size
         self.pin_memory = pin_memory
+        # The seed of the training order; None = torch.initial_seed() when the loader is built
+        # (the seed of the latest seed_everything: the run's, or the teacher's while it trains).
+        self.shuffle_seed: int | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -58,12 +91,19 @@ class ImageDataModule(pl.LightningDataModule):
             self.train_set, self.val_set = train, test
         self.test_set = test
 
+    def current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int) -> DataLoader:
         assert dataset is not None, "call setup() first"
+        sampler = None
+        if shuffle:  # the order of each epoch from (seed, epoch): exact resume (EpochShuffle)
+            seed = self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
+            sampler = EpochShuffle(len(dataset), seed, self.current_epoch)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -51,21 +51,47 @@ class TensorImageDataset(Dataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
+def _missing(folder: Path) -> list[str]:
+    return [name for pair in FILES.values() for name in pair if not (folder / name).is_file()]
+
+
 def find_idx_root(root: str | None, download_dir: str | None) -> Path:
-    """The first folder that holds all four IDX files: ``root``, Debian's folder, or a download."""
-    candidates = [Path(p) for p in (root, DEBIAN_ROOT) if p]
-    for folder in candidates:
-        if all((folder / name).exists() for pair in FILES.values() for name in pair):
-            return folder
+    """The folder that holds all four IDX files: ``root`` if given, else Debian's folder, else a
+    download into ``download_dir``. An explicit ``root`` without the files is an error (never a
+    silent fall-back to another copy)."""
+    expected = ", ".join(name for pair in FILES.values() for name in pair)
+    if root:
+        missing = _missing(Path(root))
+        if missing:
+            raise FileNotFoundError(
+                f"data.root={root!r} does not hold Fashion-MNIST: {missing} missing (the four "
+                "gzip IDX files of Debian's `dataset-fashion-mnist`); point data.root at a folder "
+                "holding them, or set data.root=null to use Debian's package or a download"
+            )
+        return Path(root)
+    if not _missing(Path(DEBIAN_ROOT)):
+        return Path(DEBIAN_ROOT)
     if download_dir is None:
         raise FileNotFoundError(
-            f"Fashion-MNIST IDX files not found in {[str(c) for c in candidates]}; install the "
-            "Debian package `dataset-fashion-mnist`, set data.root, or set data.download=true"
+            f"Fashion-MNIST IDX files ({expected}) not found in {DEBIAN_ROOT} and "
+            "data.download_dir=null; install the Debian package `dataset-fashion-mnist`, set "
+            "data.root to a folder holding them, or set data.download_dir to download them"
         )
+    raw = Path(download_dir) / "FashionMNIST" / "raw"
+    if not _missing(raw):
+        return raw
     from torchvision.datasets import FashionMNIST
 
-    FashionMNIST(download_dir, download=True)  # writes <download_dir>/FashionMNIST/raw/*.gz
-    return Path(download_dir) / "FashionMNIST" / "raw"
+    try:
+        FashionMNIST(download_dir, download=True)  # writes <download_dir>/FashionMNIST/raw/*.gz
+    except (OSError, RuntimeError) as err:  # no network, an HTTP error, a bad archive
+        raise FileNotFoundError(
+            f"Fashion-MNIST is not in {DEBIAN_ROOT} and could not be downloaded into "
+            f"data.download_dir={download_dir!r} ({type(err).__name__}: {err}); install the Debian "
+            "package `dataset-fashion-mnist` or set data.root to a folder holding the IDX files "
+            f"({expected})"
+        ) from None
+    return raw
 
 
 class FashionMNISTDataModule(ImageDataModule):

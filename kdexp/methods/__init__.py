@@ -48,8 +48,69 @@ def allowed_hparams(cls: type[DistillationModule]) -> list[str]:
     return names
 
 
+# Options whose value must lie in a range, by name (every method uses the same names).
+_POSITIVE = {
+    "temperature": "the softmax temperature T divides the logits",
+    "dml_temperature": "the softmax temperature divides the logits",
+    "p": "the exponent of the attention maps; the paper uses 2",
+}
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"method.{key} must be a number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"method.{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(key: str, value: Any, minimum: int, why: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"method.{key} must be an integer >= {minimum} ({why}), got {value!r}")
+
+
+def check_hparams(hparams: dict[str, Any]) -> None:
+    """Range checks of a method's options, before any data is loaded or a teacher trained.
+
+    Temperatures and exponents > 0; loss weights (``*_weight``, ``kd_weight_end``) >= 0;
+    ``generations`` >= 1; a DML cohort of at least 2 registered models; ``hint_epochs`` >= 0.
+    """
+    from kdexp.models import available_models
+
+    for key, value in hparams.items():
+        if key in _POSITIVE:
+            if not _number(key, value) > 0:
+                raise ValueError(f"method.{key} must be > 0 ({_POSITIVE[key]}), got {value!r}")
+        elif key.endswith("_weight") or key == "kd_weight_end":
+            if value is None and key == "kd_weight_end":
+                continue
+            if _number(key, value) < 0:
+                raise ValueError(
+                    f"method.{key} must be >= 0 (a loss weight; 0 switches the term off), got {value!r}"
+                )
+    if "generations" in hparams:
+        _integer("generations", hparams["generations"], 1, "students trained after the teacher")
+    if "hint_epochs" in hparams:
+        _integer("hint_epochs", hparams["hint_epochs"], 0, "0 = single stage")
+    cohort = hparams.get("cohort")
+    if cohort is not None:
+        if isinstance(cohort, str) or not isinstance(cohort, (list, tuple)) or len(cohort) < 2:
+            raise ValueError(
+                f"method.cohort must be a list of at least 2 model names (e.g. [resnet32,resnet32]) "
+                f"or null for cohort_size copies of the student, got {cohort!r}"
+            )
+        unknown = [name for name in cohort if name not in available_models()]
+        if unknown:
+            raise ValueError(
+                f"method.cohort names unknown model(s) {unknown}; registered models are: "
+                f"{', '.join(available_models())}"
+            )
+    elif "cohort_size" in hparams:
+        _integer("cohort_size", hparams["cohort_size"], 2, "a cohort learns from its peers")
+
+
 def check_method_cfg(cfg: dict[str, Any]) -> tuple[type[DistillationModule], dict[str, Any]]:
-    """The method's class and its options, or a clear error naming the unknown keys."""
+    """The method's class and its options, or a clear error naming the unknown or out-of-range key."""
     hparams = dict(cfg)
     cls = method_class(hparams.pop("name"))
     unknown = sorted(set(hparams) - set(allowed_hparams(cls)))
@@ -57,6 +118,7 @@ def check_method_cfg(cfg: dict[str, Any]) -> tuple[type[DistillationModule], dic
         raise ValueError(
             f"method {cfg['name']!r} has no option(s) {unknown}; allowed: {allowed_hparams(cls)}"
         )
+    check_hparams(hparams)
     return cls, hparams
 
 
@@ -82,4 +144,11 @@ def build_method(
     )
 
 
-__all__ = ["METHODS", "DistillationModule", "build_method", "check_method_cfg", "method_class"]
+__all__ = [
+    "METHODS",
+    "DistillationModule",
+    "build_method",
+    "check_hparams",
+    "check_method_cfg",
+    "method_class",
+]

@@ -148,6 +148,8 @@ class DistillationModule(pl.LightningModule):
         x, y = batch
         logits, terms = self.training_losses(x, y)
         loss = sum(weight * value for weight, value in terms.values())
+        # For error messages (kdexp.callbacks.FiniteLossGuard): the terms of the latest step.
+        self.last_loss_terms = {name: (float(w), v.detach()) for name, (w, v) in terms.items()}
         self.log("train/loss", loss, prog_bar=True)
         for name, (_, value) in terms.items():
             self.log(f"train/{name}_loss", value)

@@ -25,6 +25,14 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
+class UnknownModelError(ValueError):
+    """A model name that is not registered; ``name`` and ``choices`` let callers name their key."""
+
+    def __init__(self, name: str, choices: list[str]) -> None:
+        self.name, self.choices = name, ", ".join(choices)
+        super().__init__(f"model {name!r} is not registered; registered models are: {self.choices}")
+
+
 def register_model(name: str, *, stages: list[str] | tuple[str, ...], classifier: str):
     """Decorator: register ``fn(num_classes, in_channels, **kw) -> nn.Module`` under ``name``."""
 
@@ -45,9 +53,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model name {name!r}; registered models are: {', '.join(available_models())}"
-        ) from None
+        raise UnknownModelError(name, available_models()) from None
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:

@@ -1,0 +1,140 @@
+"""Callbacks that keep a run reproducible and its outputs safe.
+
+Lightning callbacks (configs/callbacks/default.yaml):
+
+- :class:`FiniteLossGuard` stops training at the first non-finite loss, *before* its backward pass
+  and optimizer step, and refuses to write a checkpoint of non-finite weights, so ``last.ckpt``
+  always holds the last good epoch.
+
+(Exact resume — the same data order, augmentation and dropout after a restart — comes from the
+training sampler, :class:`kdexp.data.base.EpochShuffle`.)
+
+Hydra callback (configs/hydra/default.yaml):
+
+- :class:`OutputDirCheck` checks that the run (or sweep) folder can be created and written before
+  Hydra creates it, and stops with a one-line error naming the path instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+# Errors of a folder that cannot take files: permissions, read-only or full file system, quota.
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss (or weights); the message says where."""
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stop at the first non-finite ``train/loss``, naming the epoch, the step and every loss term.
+
+    The check runs in ``on_before_backward``, so the bad step never updates the weights; and
+    ``on_save_checkpoint`` refuses to save non-finite weights (e.g. an infinite gradient from a
+    finite loss on an epoch's last step), so the checkpoint on disk stays the last good one.
+    The loss terms are read from ``pl_module.last_loss_terms`` (name → (weight, value)) when the
+    module records them (every kdexp method does).
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        terms = getattr(pl_module, "last_loss_terms", None) or {}
+        listed = ", ".join(
+            f"{name}_loss={float(value):.4g} (weight {weight:g})" for name, (weight, value) in terms.items()
+        )
+        raise NonFiniteLossError(
+            f"train/loss is {float(loss.detach()):.4g} at epoch {trainer.current_epoch}, global step "
+            f"{trainer.global_step}" + (f"; its terms: {listed}" if listed else "")
+        )
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        bad = [
+            name
+            for name, value in checkpoint.get("state_dict", {}).items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+        ]
+        if bad:
+            raise NonFiniteLossError(
+                f"the weights became non-finite by the end of epoch {trainer.current_epoch} "
+                f"(global step {trainer.global_step}; e.g. {bad[:3]}); this checkpoint was not saved"
+            )
+
+
+# --- the output folder ---------------------------------------------------------------------------
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why files cannot be written under ``folder`` (which may not exist yet), or None.
+
+    Walks up to the nearest existing ancestor: it must be a directory that is writable (access(2),
+    which also reports read-only file systems). Creates nothing.
+    """
+    path = Path(folder).absolute()
+    for ancestor in (path, *path.parents):
+        if not os.path.lexists(ancestor):
+            continue
+        if not ancestor.is_dir():
+            return f"{ancestor} is not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"{ancestor} is not writable" + (" (read-only file system)" if _read_only(ancestor) else "")
+        return None
+    return None
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def report_unwritable(key: str, folder: str, reason: str) -> None:
+    """Print the one-paragraph error for an output folder that cannot be written, and exit 4."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]kdexp: cannot write output:[/] {escape(key)}={escape(repr(str(folder)))}: "
+        f"{escape(reason)}; choose a writable folder with {escape(key)}=... (or paths.log_dir=...)"
+    )
+    sys.exit(4)
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - Hydra is a dependency; keep this module importable
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class OutputDirCheck(_HydraCallback):  # type: ignore[misc,valid-type]
+    """Before Hydra creates the run (or sweep) folder: fail with a clear message if it cannot."""
+
+    def _check(self, config: Any, key: str) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        HydraConfig.instance().set_config(config)  # what run_job does next; lets ${hydra:...} resolve
+        folder = OmegaConf.select(config, key)
+        reason = unwritable_reason(folder) if folder else None
+        if reason:
+            report_unwritable(key, str(folder), reason)
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+
+def is_write_error(err: BaseException) -> bool:
+    """Whether ``err`` says a file could not be written (permissions, read-only, disk full)."""
+    return isinstance(err, OSError) and err.errno in WRITE_ERRNOS

@@ -1,0 +1,187 @@
+"""Bad input, through the real CLI: each case fails before training with a short message that names
+the key and what is allowed, exits non-zero, prints no traceback, and leaves every file that was
+already in the run folder and the teacher cache as it was.
+
+The cases run concurrently in one module fixture (each is a CLI start that stops in seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+FAKE_DATA = ("data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32")
+QUICK = (
+    "teacher=cnn_small",
+    "student=cnn_tiny",
+    "trainer.max_epochs=1",
+    "teacher.train.max_epochs=1",
+    "logger=none",
+    "profile.enabled=false",
+)
+
+
+def write_inputs(root: Path) -> dict[str, Path]:
+    """Checkpoints and folders the cases point at."""
+    from kdexp.models import build_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {name: root / f"{name}.pt" for name in ("c100", "foreign", "truncated", "text", "objects")}
+    torch.save(build_model({"name": "cnn_small"}, 100, 1).module.state_dict(), paths["c100"])
+    torch.save({"state_dict": build_model({"name": "resnet8"}, 10, 1).module.state_dict()}, paths["foreign"])
+    good = root / "good.pt"
+    torch.save(build_model({"name": "cnn_small"}, 10, 1).module.state_dict(), good)
+    paths["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    paths["text"].write_text("not a checkpoint\n")
+    torch.save({"state_dict": {"w": torch.ones(1)}, "extra": Path("/x")}, paths["objects"])
+    paths["good"] = good
+    paths["empty"] = root / "empty"
+    paths["empty"].mkdir()
+    imagenet = root / "imagenet"
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (imagenet / split / cls).mkdir(parents=True)
+    paths["imagenet"] = imagenet
+    return paths
+
+
+# id → (overrides, exit code, substrings the message must contain). {name} = a path from write_inputs.
+CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
+    # unknown model, method or dataset: as a config group option (Hydra) and as a name
+    "student_group": (("student=nope",), 1, ("Could not find 'student/nope'", "cnn_tiny", "resnet32x4")),
+    "student_name": (("student.name=nope",), 2, ("student.name='nope' is not a registered model", "cnn_tiny")),
+    "teacher_name": (("teacher.name=nope",), 2, ("teacher.name='nope' is not a registered model", "resnet56")),
+    "method_group": (("method=nope",), 1, ("Could not find 'method/nope'", "born_again", "dml")),
+    "method_name": (("method.name=nope",), 2, ("method.name='nope' is unknown", "vanilla, kd, hints")),
+    "data_group": (("data=nope",), 1, ("Could not find 'data/nope'", "fashion_mnist", "cifar100")),
+    "data_name": (("data.name=nope",), 2, ("data.name='nope' is unknown", "fashion_mnist", "fake")),
+    # a misspelt override key (Hydra): names the key and the form that adds a new one
+    "typo_key": (("method.temperatur=3",), 1, ("Could not override 'method.temperatur'", "+method.temperatur=3")),
+    "typo_group": (("trainer.max_epoch=3",), 1, ("Could not override 'trainer.max_epoch'", "max_epoch")),
+    "method_option": (("+method.temperatur=3",), 2, ("method 'kd' has no option(s) ['temperatur']", "temperature")),
+    # a hook layer path that is not in the model
+    "layer_path": (
+        ("method=hints", "method.student_layers=[nope]"),
+        2,
+        ("method.student_layers: student 'cnn_tiny' has no module path(s) ['nope']", "available paths are: blocks"),
+    ),
+    # different numbers of classes: a teacher checkpoint for 100, data with 10; a folder with 2 vs 3
+    "classes_teacher": (
+        ("teacher.checkpoint={c100}",), 2, ("teacher.checkpoint=", "predicts 100 classes but the data has 10")
+    ),
+    "classes_data": (
+        ("data=imagenet", "data.root={imagenet}", "data.num_classes=3", "data.image_size=32"),
+        2,
+        ("data.num_classes=3 but", "has 2"),
+    ),
+    # missing, truncated and foreign teacher checkpoints
+    "ckpt_missing": (("teacher.checkpoint={empty}/missing.pt",), 2, ("teacher.checkpoint=", "does not exist")),
+    "ckpt_truncated": (("teacher.checkpoint={truncated}",), 2, ("teacher.checkpoint=", "truncated or corrupt")),
+    "ckpt_text": (("teacher.checkpoint={text}",), 2, ("teacher.checkpoint=", "not a file written by torch.save")),
+    "ckpt_objects": (("teacher.checkpoint={objects}",), 2, ("teacher.checkpoint=", "other than tensors")),
+    "ckpt_foreign": (
+        ("teacher.checkpoint={foreign}",), 2, ("does not fit teacher.name='cnn_small'", "missing keys")
+    ),
+    # a data folder without the dataset
+    "fmnist_root": (("data=fashion_mnist", "data.root={empty}"), 2, ("data.root=", "does not hold Fashion-MNIST")),
+    "cifar_root": (
+        ("data=cifar10", "data.root={empty}", "data.download=false"),
+        2,
+        ("data.root=", "does not hold CIFAR-10", "cifar-10-batches-py", "data.download=true"),
+    ),
+    "imagenet_root": (("data=imagenet", "data.root={empty}"), 2, ("data.root=", "must hold 'train/' and 'val/'")),
+    # out-of-range hyperparameters
+    "temperature": (("method.temperature=0",), 2, ("method.temperature must be > 0", "got 0")),
+    "weight": (("method.kd_weight=-0.5",), 2, ("method.kd_weight must be >= 0", "got -0.5")),
+    "generations": (("method=born_again", "method.generations=0"), 2, ("method.generations must be an integer >= 1",)),
+    "cohort_size": (("method=dml", "method.cohort_size=1"), 2, ("method.cohort_size must be an integer >= 2",)),
+    "cohort": (("method=dml", "method.cohort=[cnn_tiny]"), 2, ("method.cohort must be a list of at least 2",)),
+    # resuming without a checkpoint, or from a file that is not a training checkpoint
+    # (every run folder here holds a last.ckpt that is not a checkpoint: see seed_run_dir)
+    "resume_unreadable": (("ckpt_path=last",), 2, ("ckpt_path='last' cannot be read as a Lightning checkpoint",)),
+    "resume_foreign": (("ckpt_path={good}",), 2, ("is not a Lightning training checkpoint",)),
+}
+
+
+def fill(override: str, paths: dict[str, Path]) -> str:
+    return override.format(**{k: str(v) for k, v in paths.items()})
+
+
+def seed_run_dir(run_dir: Path) -> None:
+    """What an earlier, finished run left: results, weights, a checkpoint, a user's note."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"run": {"complete": True, "note": "earlier run"}}))
+    (run_dir / "student.pt").write_bytes(b"earlier weights")
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"earlier checkpoint")
+    (run_dir / "notes.txt").write_text("mine")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, except Hydra's own record of the latest command (.hydra/, the job log)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+    }
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("errors")
+    paths = write_inputs(tmp / "inputs")
+    cache = tmp / "cache"
+    cache.mkdir()
+    (cache / "cnn_small-0123456789abcdef.pt").write_bytes(b"a cached teacher")
+    cache_before = snapshot(cache)
+
+    def one(case: str) -> tuple:
+        overrides, _, _ = CASES[case]
+        run_dir = tmp / case
+        seed_run_dir(run_dir)
+        before = snapshot(run_dir)
+        data = () if any(o.startswith("data=") for o in overrides) else FAKE_DATA
+        overrides = tuple(fill(o, paths) for o in overrides)
+        proc = run_cli(*data, *QUICK, *overrides, cache_dir=cache, run_dir=run_dir, timeout=900)
+        return proc, before, snapshot(run_dir)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip(CASES, pool.map(one, CASES)))
+    return {"cases": done, "cache_before": cache_before, "cache": cache}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_early_and_clearly(outcomes, case: str) -> None:
+    _, exit_code, expected = CASES[case]
+    proc, before, after = outcomes["cases"][case]
+    message = " ".join(proc.stderr.split())  # Hydra's messages span lines
+    assert proc.returncode == exit_code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for text in expected:
+        assert text in message, message[-2000:]
+    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
+    assert after == before  # the earlier run's results, weights and checkpoint are untouched
+
+
+def test_teacher_cache_is_untouched(outcomes) -> None:
+    assert snapshot(outcomes["cache"]) == outcomes["cache_before"]
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
+    env_before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        proc = run_cli(*FAKE_DATA, *QUICK, "method.temperature=0", cache_dir=tmp_path, run_dir=tmp_path / "r")
+    finally:
+        if env_before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = env_before
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert "method.temperature must be > 0" in proc.stderr
