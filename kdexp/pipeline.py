@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kdexp.data import ImageDataModule, build_datamodule
+from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, resume_checkpoint
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.optim import build_optimizer, build_scheduler
@@ -51,6 +52,7 @@ class Prepared:
 def check_config(cfg: DictConfig) -> type[DistillationModule]:
     """Cheap checks of method, optimizer and scheduler, before any data or teacher work."""
     method_cls, _ = check_method_cfg(plain(cfg.method))
+    check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
     return method_cls
@@ -169,7 +171,9 @@ def fit_and_report(
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = make_trainer(cfg)
-    trainer.fit(module, datamodule=prep.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.get("auto_resume", "slurm"))
+    trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
+    discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
     (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
     if not trainer.is_global_zero:
         return {}

@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from kdexp.distributed import eval_sampler
+
 
 class ImageDataModule(pl.LightningDataModule):
     """Base class: subclasses set ``num_classes``, ``input_shape`` and implement ``make_datasets``.
@@ -58,12 +60,15 @@ class ImageDataModule(pl.LightningDataModule):
             self.train_set, self.val_set = train, test
         self.test_set = test
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int, evaluate: bool = False) -> DataLoader:
         assert dataset is not None, "call setup() first"
+        # Under DDP, evaluation shards are not padded: every sample is counted exactly once.
+        sampler = eval_sampler(dataset, self.trainer) if evaluate else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -74,9 +79,9 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, self.eval_batch_size)
+        return self._loader(self.val_set, False, self.eval_batch_size, evaluate=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, self.eval_batch_size)
+        return self._loader(self.test_set, False, self.eval_batch_size, evaluate=True)
 
 
