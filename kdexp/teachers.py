@@ -153,8 +153,15 @@ def train_teacher(
     )
     kwargs = {k: v for k, v in trainer_cfg.items() if not k.startswith("_") and not k.startswith("limit_")}
     kwargs.update(recipe)
-    # One device: DDP workers start when the student's fit starts and find this teacher cached.
-    kwargs.update(devices=1, strategy="auto", enable_checkpointing=False, default_root_dir=str(log_dir))
+    # One device on global rank 0: the other ranks wait for the cache entry (provide_teacher).
+    kwargs.update(
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+        sync_batchnorm=False,
+        enable_checkpointing=False,
+        default_root_dir=str(log_dir),
+    )
     trainer = pl.Trainer(
         **kwargs,
         logger=pl.loggers.TensorBoardLogger(str(log_dir), name="", version="", default_hp_metric=False),

@@ -217,6 +217,26 @@ def fake_training(monkeypatch):
     return calls
 
 
+def test_the_teacher_trains_in_one_process_whatever_the_run_scales_to(monkeypatch) -> None:
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(teachers.pl, "Trainer", trainer)
+    ddp = {"accelerator": "gpu", "devices": 4, "num_nodes": 2, "strategy": "ddp", "sync_batchnorm": True,
+           "precision": "bf16-mixed"}
+    dm = FakeDataModule(image_shape=SHAPE)
+    with pytest.raises(Stop):
+        teachers.train_teacher(build_model({"name": "cnn_tiny"}, 10, 1), dm, TEACHER["train"], ddp, Path("log"))
+    assert (seen["devices"], seen["num_nodes"], seen["strategy"], seen["sync_batchnorm"]) == (1, 1, "auto", False)
+    assert seen["precision"] == "bf16-mixed"  # part of the cache key
+
+
 def test_other_ranks_wait_for_rank_zero_and_never_train(tmp_path: Path, clean_env, fake_training) -> None:
     clean_env.setenv("LOCAL_RANK", "1")  # a child of Lightning's ddp launcher
     weights = build_model({"name": "cnn_tiny"}, 10, 1).module.state_dict()
