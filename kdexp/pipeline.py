@@ -23,6 +23,7 @@ from torch import nn
 
 from kdexp.callbacks import NonFiniteLossError, is_write_error
 from kdexp.data import ImageDataModule, build_datamodule
+from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, resume_checkpoint
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
@@ -157,6 +158,7 @@ class Prepared:
 def check_config(cfg: DictConfig) -> type[DistillationModule]:
     """Cheap checks of method, optimizer and scheduler, before any data or teacher work."""
     method_cls, _ = check_method_cfg(plain(cfg.method))
+    check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
     resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
@@ -356,8 +358,11 @@ def train_and_test(
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     ckpt_path = resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
+    # No ckpt_path: a requeued SLURM job (auto_resume) continues from its own newest checkpoint.
+    ckpt_path = ckpt_path or resume_checkpoint(None, cfg.paths.output_dir, cfg.get("auto_resume", "slurm"))
     try:
         trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
+        discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
         if trainer.received_sigterm:  # arrived after the last epoch's check: still not a finished run
             raise SIGTERMException
         last_val = dict(trainer.callback_metrics)  # the last epoch's val/* (test resets them)

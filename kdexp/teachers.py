@@ -2,8 +2,16 @@
 
 The cache key hashes everything that determines the trained weights — the teacher's model config,
 the data config (minus loader settings), its training recipe and its seed — so later runs and
-sweep jobs reuse one teacher. A file lock per key makes concurrent jobs wait for the one that
-trains it instead of training it twice.
+sweep jobs reuse one teacher.
+
+The cache is safe to share:
+- Writes are atomic: the entry is written to a temporary file, flushed to disk and renamed over
+  its final name (``os.replace``), so a crash mid-write never leaves an entry that later runs trust.
+- Reads verify: an entry counts only if it loads, its weights match the digest stored beside them
+  and they fit the architecture; anything else is set aside as ``*.corrupt-<time>`` and retrained.
+- Concurrent jobs: a file lock per key makes jobs wait for the one that trains it.
+- Under DDP only global rank 0 trains and writes; the other ranks wait for a valid entry and load
+  it (rank 0 leaves a ``.failed`` note for its launch if training fails, so they stop waiting).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +30,7 @@ import pytorch_lightning as pl
 import torch
 
 from kdexp.data import ImageDataModule
+from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
 from kdexp.models import BuiltModel, build_model
 
 log = logging.getLogger(__name__)
@@ -31,6 +41,9 @@ _LOADER_KEYS = {"num_workers", "pin_memory", "eval_batch_size", "root", "downloa
 _MODEL_SOURCE_KEYS = {"checkpoint", "train", "seed"}
 # Prefixes that wrappers put on parameter names: Lightning modules, DDP, RepDistiller.
 _PREFIXES = ("student.", "module.", "model.")
+# How often ranks other than 0 look for the teacher that rank 0 trains, and how often they say so.
+WAIT_POLL_S = 2.0
+WAIT_LOG_S = 60.0
 
 
 def teacher_cache_key(
@@ -169,14 +182,22 @@ def train_teacher(
     )
     kwargs = {k: v for k, v in trainer_cfg.items() if not k.startswith("_") and not k.startswith("limit_")}
     kwargs.update(recipe)
-    # One device: DDP workers start when the student's fit starts and find this teacher cached.
-    kwargs.update(devices=1, strategy="auto", enable_checkpointing=False, default_root_dir=str(log_dir))
+    # One device on global rank 0: the other ranks wait for the cache entry (provide_teacher).
+    kwargs.update(
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+        sync_batchnorm=False,
+        enable_checkpointing=False,
+        default_root_dir=str(log_dir),
+    )
     trainer = pl.Trainer(
         **kwargs,
         logger=pl.loggers.TensorBoardLogger(str(log_dir), name="", version="", default_hp_metric=False),
         callbacks=[pl.callbacks.RichProgressBar()],
     )
     trainer.fit(module, datamodule)
+    discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
     (metrics,) = trainer.test(module, datamodule, verbose=False)
     return {k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}
 
@@ -184,6 +205,87 @@ def train_teacher(
 def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
     """The model config without pretrained weights: the architecture that a checkpoint fills."""
     return {**teacher_cfg, "weights": None, "pretrained": False}
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``state_dict``, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a cache entry atomically: temporary file, fsync, ``os.replace``, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power cut
+    finally:
+        os.close(folder)
+
+
+def entry_problem(path: Path) -> str | None:
+    """Why the cache entry at ``path`` cannot be trusted, or None when it is complete and intact."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a torch file, unreadable
+        return f"unreadable ({type(err).__name__}: {str(err)[:200]})"
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        return "holds no state_dict"
+    expected = blob.get("sha256")
+    if expected is not None and expected != state_digest(blob["state_dict"]):
+        return "its weights do not match their stored digest"
+    return None  # entries from before digests were stored are trusted if they load
+
+
+def load_entry(teacher: BuiltModel, path: Path, num_classes: int) -> str | None:
+    """Load a verified cache entry into ``teacher``; return None, or why the entry was refused."""
+    if not path.is_file():
+        return "absent"
+    problem = entry_problem(path)
+    if problem is None:
+        try:
+            load_weights(teacher, path, num_classes)
+        except (ValueError, FileNotFoundError) as err:
+            problem = str(err)
+    return problem
+
+
+def _set_aside(path: Path, problem: str) -> None:
+    corrupt = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    log.warning("Cached teacher %s cannot be used (%s): moved to %s, training it again", path, problem, corrupt)
+    os.replace(path, corrupt)
+
+
+def _failure_note(path: Path) -> Path:
+    return path.with_name(path.name + ".failed")
+
+
+def wait_for_entry(teacher: BuiltModel, path: Path, num_classes: int) -> None:
+    """On a rank other than 0: wait until rank 0 has written a valid entry at ``path``; load it."""
+    started, said, launch = time.monotonic(), time.monotonic(), launch_id()
+    note = _failure_note(path)
+    while load_entry(teacher, path, num_classes) is not None:
+        if launch is not None and note.is_file():
+            noted_launch, _, error = note.read_text().partition("\n")
+            if noted_launch == launch:
+                raise RuntimeError(f"rank 0 failed to train the teacher for {path}: {error}")
+        if time.monotonic() - said >= WAIT_LOG_S:
+            said = time.monotonic()
+            log.info("Waiting %.0f s for rank 0 to train the teacher %s", said - started, path)
+        time.sleep(WAIT_POLL_S)
 
 
 def provide_teacher(
@@ -199,30 +301,56 @@ def provide_teacher(
 
     ``architecture`` (built from ``architecture_cfg``) receives checkpoint or cached weights; only
     training builds the model again from ``teacher_cfg``, with the teacher's seed and any
-    pretrained initialisation.
+    pretrained initialisation. Only global rank 0 trains and writes (see the module notes).
     """
     teacher = architecture
+    num_classes = datamodule.num_classes
     if teacher_cfg.get("checkpoint"):
-        load_weights(teacher, teacher_cfg["checkpoint"], datamodule.num_classes)
+        load_weights(teacher, teacher_cfg["checkpoint"], num_classes)
         info = {"source": "checkpoint", "path": str(teacher_cfg["checkpoint"])}
     else:
         key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
         path = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
-        with file_lock(path.with_suffix(".lock")):
-            if path.is_file():
-                log.info("Reusing cached teacher %s", path)
-                info = {"source": "cache", "path": str(path)}
-            else:
-                log.info("Training teacher %s (cache key %s)", teacher_cfg["name"], key)
-                pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
-                teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
-                metrics = train_teacher(
-                    teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir)
-                )
-                tmp = path.with_suffix(".tmp")
-                torch.save({"state_dict": teacher.module.state_dict(), "meta": metrics}, tmp)
-                os.replace(tmp, path)  # atomic: a crash never leaves a half-written teacher
-                info = {"source": "trained", "path": str(path), **metrics}
-        load_weights(teacher, path, datamodule.num_classes)
+        if not env_is_global_zero():
+            wait_for_entry(teacher, path, num_classes)
+            info = {"source": "cache", "path": str(path)}
+        else:
+            with file_lock(path.with_suffix(".lock")):  # other jobs sharing the cache wait here
+                problem = load_entry(teacher, path, num_classes)
+                if problem is None:
+                    log.info("Reusing cached teacher %s", path)
+                    info = {"source": "cache", "path": str(path)}
+                else:
+                    if problem != "absent":
+                        _set_aside(path, problem)
+                    teacher, info = _train_and_cache(teacher_cfg, datamodule, trainer_cfg, path, log_dir, key)
     teacher.module.eval().requires_grad_(False)
     return teacher, info
+
+
+def _train_and_cache(
+    teacher_cfg: dict[str, Any],
+    datamodule: ImageDataModule,
+    trainer_cfg: dict[str, Any],
+    path: Path,
+    log_dir: str | Path,
+    key: str,
+) -> tuple[BuiltModel, dict[str, Any]]:
+    """Train the teacher (rank 0, under the lock), write its entry atomically and return it."""
+    note = _failure_note(path)
+    note.unlink(missing_ok=True)
+    log.info("Training teacher %s (cache key %s)", teacher_cfg["name"], key)
+    try:
+        pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
+        teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
+        metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir))
+        write_entry(path, teacher.module.state_dict(), metrics)
+    except BaseException as err:
+        launch = launch_id()
+        if launch is not None:  # tell this launch's other ranks to stop waiting
+            note.write_text(f"{launch}\n{type(err).__name__}: {err}")
+        raise
+    problem = load_entry(teacher, path, datamodule.num_classes)  # what later runs will load
+    if problem is not None:
+        raise RuntimeError(f"the teacher just written to {path} does not load back: {problem}")
+    return teacher, {"source": "trained", "path": str(path), **metrics}

@@ -36,6 +36,8 @@ class EpochShuffle(Sampler[int]):
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(epoch_seed))
         yield from order.tolist()
 
+from kdexp.distributed import eval_sampler
+
 
 class ImageDataModule(pl.LightningDataModule):
     """Base class: subclasses set ``num_classes``, ``input_shape`` and implement ``make_datasets``.
@@ -94,12 +96,14 @@ class ImageDataModule(pl.LightningDataModule):
     def current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int, evaluate: bool = False) -> DataLoader:
         assert dataset is not None, "call setup() first"
         sampler = None
         if shuffle:  # the order of each epoch from (seed, epoch): exact resume (EpochShuffle)
             seed = self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
             sampler = EpochShuffle(len(dataset), seed, self.current_epoch)
+        elif evaluate:  # under DDP, evaluation shards are not padded: every sample counted once
+            sampler = eval_sampler(dataset, self.trainer)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -114,9 +118,9 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, self.eval_batch_size)
+        return self._loader(self.val_set, False, self.eval_batch_size, evaluate=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, self.eval_batch_size)
+        return self._loader(self.test_set, False, self.eval_batch_size, evaluate=True)
 
 

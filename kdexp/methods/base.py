@@ -12,11 +12,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from kdexp.distributed import scaled_lr
 from kdexp.losses import kd_loss
 from kdexp.models import BuiltModel
 from kdexp.optim import build_optimizer, build_scheduler
@@ -176,9 +178,25 @@ class DistillationModule(pl.LightningModule):
             self.log("test/agreement", self.test_agreement)
 
     # --- optimisation ------------------------------------------------------------------------
+    def optimizer_cfg(self) -> dict[str, Any]:
+        """The optimizer config, with the linear LR scaling rule applied when it asks for it."""
+        cfg = dict(self.hparams["optimizer"])
+        if cfg.get("scale_lr_with_world_size") and self._trainer is not None:
+            trainer = self.trainer
+            lr = scaled_lr(
+                cfg["lr"],
+                world_size=trainer.world_size,
+                batch_size=getattr(trainer.datamodule, "batch_size", None),
+                reference_batch_size=cfg.get("reference_batch_size"),
+                accumulate_grad_batches=trainer.accumulate_grad_batches,
+            )
+            rank_zero_info(f"Linear LR scaling: optimizer.lr {cfg['lr']:g} -> {lr:g} (world size {trainer.world_size})")
+            cfg["lr"] = lr
+        return cfg
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, self.hparams["optimizer"])
+        optimizer = build_optimizer(params, self.optimizer_cfg())
         scheduler = build_scheduler(
             optimizer,
             self.hparams["scheduler"],
