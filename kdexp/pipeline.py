@@ -20,6 +20,7 @@ from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.optim import build_optimizer, build_scheduler
+from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
 from kdexp.results import comparison, hparams_metrics, print_results, write_results
 from kdexp.teachers import architecture_cfg, provide_teacher
@@ -61,9 +62,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     try:
         method_cls = check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = build_datamodule(plain(cfg.data))
+        datamodule = build_datamodule(plain(cfg.data), **data_options(plain(cfg.get("performance"))))
         datamodule.prepare_data()
         datamodule.setup("fit")
+        check_performance(plain(cfg.get("performance")), method_cls, plain(cfg.method), datamodule)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
         student = build_model(plain(cfg.student), num_classes, channels)
         teacher, teacher_info = None, {}
@@ -92,7 +94,7 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
     try:
-        return build_method(
+        module = build_method(
             plain(cfg.method),
             prep.student,
             prep.teacher,
@@ -101,6 +103,9 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
             plain(cfg.optimizer),
             plain(cfg.scheduler),
         )
+        perf = plain(cfg.get("performance"))
+        apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
+        return module
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
 
@@ -170,6 +175,7 @@ def fit_and_report(
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = make_trainer(cfg)
     trainer.fit(module, datamodule=prep.datamodule, ckpt_path=cfg.get("ckpt_path"))
+    cache_summary = finish_cache(module)
     (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
     if not trainer.is_global_zero:
         return {}
@@ -187,6 +193,7 @@ def fit_and_report(
             "epochs": trainer.current_epoch,
             "output_dir": str(output_dir),
             "teacher_source": prep.teacher_info,
+            **({"teacher_cache": cache_summary} if cache_summary else {}),
             **(extra_run or {}),
         },
         **{role: accuracies(metrics, role) for role in models},

@@ -1,39 +1,72 @@
-"""CIFAR-10 and CIFAR-100 through torchvision, with the standard crop-and-flip augmentation."""
+"""CIFAR-10 and CIFAR-100 as uint8 tensors, with the standard crop-and-flip augmentation.
+
+The python-pickle release (``cifar-10-batches-py/``, ``cifar-100-python/`` under ``root``) is read
+directly; when it is missing and ``download`` is true, torchvision downloads (and checks) it first.
+Augmentation: RandomCrop(32, padding=4) with zero fill + horizontal flip (p = 0.5), then
+normalisation with the per-channel training-set statistics below.
+"""
 
 from __future__ import annotations
 
-from torchvision import datasets
-from torchvision.transforms import v2
+import pickle
+from pathlib import Path
 
+import numpy as np
 import torch
+from torch import Tensor
+from torchvision import datasets
 
-from kdexp.data.base import ImageDataModule
+from kdexp.data.tensor import TensorDataModule
 
 # Per-channel training-set statistics (the values the published KD benchmarks normalise with).
 STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
+# Folder and files of the python release, and the key that holds the labels.
+LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
+}
 
 
-class CIFARDataModule(ImageDataModule):
+def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[Tensor, Tensor]:
+    """Images uint8 (N, 3, 32, 32) and labels int64 (N,) from CIFAR python-pickle files."""
+    images, labels = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[label_key])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+class CIFARDataModule(TensorDataModule):
     input_shape = (3, 32, 32)
     dataset_class = datasets.CIFAR10
+    pad = 4
 
     def __init__(self, root: str, download: bool = True, augment: bool = True, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.root, self.download, self.augment = root, download, augment
+        super().__init__(augment=augment, **kwargs)
+        self.root, self.download = root, download
+        self.mean, self.std = STATS[self.name]
 
-    def make_datasets(self):
-        mean, std = STATS[self.name]
-        plain = v2.Compose(
-            [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-        )
-        augmented = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), plain])
-        make = lambda train, t: self.dataset_class(  # noqa: E731
-            self.root, train=train, transform=t, download=self.download
-        )
-        return make(True, augmented if self.augment else plain), make(True, plain), make(False, plain)
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        folder, train_files, test_files, label_key = LAYOUT[self.name]
+        base = Path(self.root) / folder
+        files = [base / name for name in train_files + test_files]
+        if not all(f.is_file() for f in files):
+            if not self.download:
+                raise FileNotFoundError(
+                    f"{self.name} files not found under data.root={self.root!r} (expected {base}/); "
+                    "set data.download=true or point data.root at the folder that holds "
+                    f"{folder}/"
+                )
+            self.dataset_class(self.root, train=True, download=True)  # downloads, checks md5
+        return {
+            "train": read_cifar_batches([base / n for n in train_files], label_key),
+            "test": read_cifar_batches([base / n for n in test_files], label_key),
+        }
 
 
 class CIFAR10DataModule(CIFARDataModule):
