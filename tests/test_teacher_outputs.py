@@ -214,3 +214,17 @@ def test_cli_reports_the_cache_and_refuses_on_where_inexact(tiny_fashion_mnist, 
     assert ok.returncode == 0, ok.stderr[-3000:]
     summary = json.loads((tmp_path / "ok" / "results.json").read_text())["run"]["teacher_cache"]
     assert summary["views_per_sample"] == 1 and summary["hit_rate"] == 0.5
+
+
+def test_channels_last_switch_converts_both_models(tiny_fashion_mnist, tmp_path) -> None:
+    dm = FashionMNISTDataModule(root=str(tiny_fashion_mnist), lean=True, batch_size=16)
+    dm.setup("fit")
+    t = build_model({"name": "cnn_small"}, 10, 1)
+    t.module.eval().requires_grad_(False)
+    module = build_method({"name": "kd"}, build_model({"name": "cnn_tiny"}, 10, 1), t, 10,
+                          (1, 28, 28), SGD, NO_SCHED)
+    apply_performance(module, dm, {"channels_last": True, "teacher_cache": "off"}, "kd", tmp_path)
+    conv = lambda m: next(p for p in m.parameters() if p.ndim == 4)  # noqa: E731
+    assert conv(module.student).is_contiguous(memory_format=torch.channels_last)
+    assert conv(module.teacher).is_contiguous(memory_format=torch.channels_last)
+    assert module.teacher_outputs is None
