@@ -28,6 +28,7 @@ from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
+from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
 from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
 from kdexp.teachers import architecture_cfg, provide_teacher
@@ -180,9 +181,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     try:
         method_cls = check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = build_datamodule(plain(cfg.data))
+        datamodule = build_datamodule(plain(cfg.data), **data_options(plain(cfg.get("performance"))))
         datamodule.prepare_data()
         datamodule.setup("fit")
+        check_performance(plain(cfg.get("performance")), method_cls, plain(cfg.method), datamodule)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
         student = build_role("student", plain(cfg.student), num_classes, channels)
         teacher, teacher_info = None, {}
@@ -211,7 +213,7 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
     try:
-        return build_method(
+        module = build_method(
             plain(cfg.method),
             prep.student,
             prep.teacher,
@@ -220,6 +222,9 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
             plain(cfg.optimizer),
             plain(cfg.scheduler),
         )
+        perf = plain(cfg.get("performance"))
+        apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
+        return module
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
 
@@ -404,6 +409,7 @@ def fit_and_report(
     trainer = make_trainer(cfg)
     metrics, resumed_from, last_val = train_and_test(cfg, trainer, module, prep)
     best_epoch, best_metrics = test_best_checkpoint(trainer, module, prep.datamodule)
+    cache_summary = finish_cache(module)  # after fit and test: the test ran the teacher online
     if not trainer.is_global_zero:
         return {}
     models = module.report_models()
@@ -420,6 +426,7 @@ def fit_and_report(
             "epochs": trainer.current_epoch,
             "output_dir": str(output_dir),
             "teacher_source": prep.teacher_info,
+            **({"teacher_cache": cache_summary} if cache_summary else {}),
             **(extra_run or {}),
         },
         **{role: accuracies(metrics, role) for role in models},

@@ -9,6 +9,7 @@ from kdexp.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from kdexp.data.fake import FakeDataModule
 from kdexp.data.fashion_mnist import FashionMNISTDataModule
 from kdexp.data.imagenet import ImageFolderDataModule
+from kdexp.data.tensor import TensorDataModule
 
 DATAMODULES: dict[str, type[ImageDataModule]] = {
     cls.name: cls
@@ -22,13 +23,18 @@ DATAMODULES: dict[str, type[ImageDataModule]] = {
 }
 
 
-def build_datamodule(cfg: dict[str, Any]) -> ImageDataModule:
-    """Build the data module named by ``cfg['name']`` with the rest of ``cfg`` as arguments."""
+def build_datamodule(cfg: dict[str, Any], **tensor_options: Any) -> ImageDataModule:
+    """Build the data module named by ``cfg['name']`` with the rest of ``cfg`` as arguments.
+
+    ``tensor_options`` (``lean``, ``data_on_device``, ``channels_last``) reach the in-memory
+    tensor datasets (Fashion-MNIST, CIFAR) only: how batches are made, not what they hold.
+    """
     cfg = dict(cfg)
     name = cfg.pop("name")
     if name not in DATAMODULES:
         raise ValueError(f"data.name={name!r} is unknown; choose one of: {', '.join(DATAMODULES)}")
-    return DATAMODULES[name](**cfg)
+    cls = DATAMODULES[name]
+    return cls(**cfg, **(tensor_options if issubclass(cls, TensorDataModule) else {}))
 
 
-__all__ = ["DATAMODULES", "ImageDataModule", "build_datamodule"]
+__all__ = ["DATAMODULES", "ImageDataModule", "TensorDataModule", "build_datamodule"]

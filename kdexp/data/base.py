@@ -96,14 +96,17 @@ class ImageDataModule(pl.LightningDataModule):
     def current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int, evaluate: bool = False) -> DataLoader:
-        assert dataset is not None, "call setup() first"
-        sampler = None
+    def _sampler(self, dataset: Dataset, shuffle: bool, evaluate: bool) -> Sampler | None:
         if shuffle:  # the order of each epoch from (seed, epoch): exact resume (EpochShuffle)
             seed = self.shuffle_seed if self.shuffle_seed is not None else torch.initial_seed()
-            sampler = EpochShuffle(len(dataset), seed, self.current_epoch)
-        elif evaluate:  # under DDP, evaluation shards are not padded: every sample counted once
-            sampler = eval_sampler(dataset, self.trainer)
+            return EpochShuffle(len(dataset), seed, self.current_epoch)
+        if evaluate:  # under DDP, evaluation shards are not padded: every sample counted once
+            return eval_sampler(dataset, self.trainer)
+        return None
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool, batch_size: int, evaluate: bool = False) -> DataLoader:
+        assert dataset is not None, "call setup() first"
+        sampler = self._sampler(dataset, shuffle, evaluate)
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from kdexp.data.base import ImageDataModule
+from kdexp.data.tensor import TensorDataModule
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -36,19 +34,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     if array.size != int(np.prod(shape)):
         raise ValueError(f"{path} holds {array.size} values, its header declares shape {shape}")
     return array.reshape(shape).astype(array.dtype.newbyteorder("="))
-
-
-class TensorImageDataset(Dataset):
-    """uint8 images (N, C, H, W) and int64 labels held in memory, with a tensor transform."""
-
-    def __init__(self, images: Tensor, labels: Tensor, transform: v2.Transform) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.transform(self.images[index]), self.labels[index]
 
 
 def _missing(folder: Path) -> list[str]:
@@ -94,10 +79,13 @@ def find_idx_root(root: str | None, download_dir: str | None) -> Path:
     return raw
 
 
-class FashionMNISTDataModule(ImageDataModule):
+class FashionMNISTDataModule(TensorDataModule):
+    """Fashion-MNIST as uint8 tensors; ``augment`` = random crop (padding 2) + horizontal flip."""
+
     name = "fashion_mnist"
     num_classes = 10
     input_shape = (1, 28, 28)
+    mean, std, pad = MEAN, STD, 2
 
     def __init__(
         self,
@@ -106,19 +94,14 @@ class FashionMNISTDataModule(ImageDataModule):
         augment: bool = False,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
-        self.root, self.download_dir, self.augment = root, download_dir, augment
+        super().__init__(augment=augment, **kwargs)
+        self.root, self.download_dir = root, download_dir
 
-    def make_datasets(self):
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         folder = find_idx_root(self.root, self.download_dir)
         splits = {}
         for split, (images_file, labels_file) in FILES.items():
             images = torch.from_numpy(read_idx(folder / images_file).copy()).unsqueeze(1)
             labels = torch.from_numpy(read_idx(folder / labels_file).astype(np.int64))
             splits[split] = (images, labels)
-        plain = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
-        augmented = v2.Compose([v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip(), plain])
-        train = TensorImageDataset(*splits["train"], augmented if self.augment else plain)
-        train_eval = TensorImageDataset(*splits["train"], plain)
-        test = TensorImageDataset(*splits["test"], plain)
-        return train, train_eval, test
+        return splits

@@ -41,6 +41,11 @@ class DistillationModule(pl.LightningModule):
     """
 
     needs_teacher = True  # False for methods that train without one (vanilla)
+    # True where the method uses its frozen teacher only through ``teacher_logits`` (no features,
+    # no teacher training): its teacher outputs may then come from a kdexp.teacher_outputs cache.
+    teacher_logits_only = False
+    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.pipeline where exact
+    _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
 
     def __init__(
         self,
@@ -127,6 +132,13 @@ class DistillationModule(pl.LightningModule):
     def teacher_forward(self, x: Tensor) -> Tensor:
         return self.teacher(x)
 
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        """The teacher's logits for the training images ``x``: from the teacher-output cache when
+        one is attached and the batch names its views, otherwise one forward pass."""
+        if self.teacher_outputs is not None and self._views is not None:
+            return self.teacher_outputs.logits(x, self._views, self.teacher_forward)
+        return self.teacher_forward(x)
+
     # --- the loss ----------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
@@ -138,7 +150,7 @@ class DistillationModule(pl.LightningModule):
         return {}
 
     def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
-        teacher_logits = self.teacher_forward(x) if self.teacher is not None else None
+        teacher_logits = self.teacher_logits(x) if self.teacher is not None else None
         logits = self.student(x)
         terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
         if self.kd_weight > 0:
@@ -146,9 +158,13 @@ class DistillationModule(pl.LightningModule):
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        logits, terms = self.training_losses(x, y)
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y, *views = batch  # (x, y) or, from the lean data path, (x, y, views)
+        self._views = views[0] if views else None
+        try:
+            logits, terms = self.training_losses(x, y)
+        finally:
+            self._views = None
         loss = sum(weight * value for weight, value in terms.values())
         # For error messages (kdexp.callbacks.FiniteLossGuard): the terms of the latest step.
         self.last_loss_terms = {name: (float(w), v.detach()) for name, (w, v) in terms.items()}

@@ -22,6 +22,7 @@ class BornAgainModule(DistillationModule):
     """
 
     needs_teacher = True
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ class KDModule(DistillationModule):
     """
 
     needs_teacher = True
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
 
     def __init__(
         self,

@@ -1,0 +1,74 @@
+"""The ``performance`` config group: speed switches applied to the data module and the method
+module — the lean tensor data path, the teacher-output cache, channels-last and torch.compile.
+None of them changes what a run computes, except ``teacher_cache_dtype`` below float32 (rounded
+stored logits) and the numerics of compiled kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdexp.data import ImageDataModule
+from kdexp.teacher_outputs import build_cache, resolve_cache
+
+log = logging.getLogger("kdexp")
+
+
+def data_options(perf: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``build_datamodule`` (they reach the tensor datasets only)."""
+    return {
+        "lean": bool(perf.get("lean_data", True)),
+        "data_on_device": bool(perf.get("data_on_device", True)),
+        "channels_last": bool(perf.get("channels_last", False)),
+    }
+
+
+def check_performance(perf: dict[str, Any], method_cls, method_cfg: dict[str, Any], datamodule) -> None:
+    """Option values, and ``teacher_cache=on`` where it cannot be exact: before any teacher work."""
+    from kdexp.teacher_outputs import DTYPES, STORAGES
+
+    for key, allowed in (("teacher_cache_dtype", DTYPES), ("teacher_cache_storage", STORAGES)):
+        if key in perf and str(perf[key]) not in allowed:
+            raise ValueError(f"performance.{key}={perf[key]!r} is not one of {', '.join(allowed)}")
+    if method_cls.requires_teacher(method_cfg):
+        grid = getattr(datamodule, "view_grid", None)
+        exact = method_cls.teacher_logits_only
+        resolve_cache(perf, method_cfg["name"], exact, None, grid, datamodule.name)
+
+
+def apply_performance(
+    module, datamodule: ImageDataModule, perf: dict[str, Any], method_name: str, run_dir: str | Path
+) -> None:
+    """channels_last, compile and the teacher-output cache on a freshly built method module."""
+    if perf.get("channels_last"):
+        module.to(memory_format=torch.channels_last)
+        if module.teacher is not None:
+            module.teacher.to(memory_format=torch.channels_last)
+    if perf.get("compile"):
+        module.student.compile(backend=str(perf.get("compile_backend", "inductor")))
+    grid = getattr(datamodule, "view_grid", None)
+    on = resolve_cache(
+        perf, method_name, type(module).teacher_logits_only, module.teacher, grid, datamodule.name
+    )
+    if on:
+        module.teacher_outputs = build_cache(perf, grid, datamodule.num_classes, run_dir)
+        cache = module.teacher_outputs
+        log.info(
+            "Teacher-output cache on: %d samples x %d views, %s, %s (%.1f MB when full)",
+            grid.num_samples, grid.views_per_sample, str(cache.dtype).replace("torch.", ""),
+            cache.storage, cache.nbytes / 1e6,
+        )
+
+
+def finish_cache(module) -> dict[str, Any] | None:
+    """After fit: the cache's summary for results.json; its table is freed (and its file deleted)."""
+    cache = getattr(module, "teacher_outputs", None)
+    if cache is None:
+        return None
+    summary = cache.summary()
+    cache.release()
+    return summary

@@ -1,0 +1,271 @@
+"""Exact reuse of a frozen teacher's logits, keyed by the view of the sample the student sees.
+
+A KD step pays for a teacher forward pass; with a frozen, eval-mode teacher that pass is a pure
+function of the input image. The lean data path (``kdexp.data.tensor``) tells the module which
+view each training image is — ``views[i] = [index, dy, dx, flip]`` — so the logits computed for a
+view can be stored and served the next time exactly that view comes round:
+
+* no augmentation (the default Fashion-MNIST run): one view per sample, so every epoch after the
+  first is served from the cache;
+* crop + flip (CIFAR: 9 × 9 offsets × 2 flips = 162 views per image): the cache fills lazily;
+  views not seen before are computed online (the teacher runs on those images only) and stored.
+
+Exactness contract:
+
+* Keys: a view is only ever served the logits stored under its own key
+  ``((index · P + dy) · P + dx) · F + flip``. As a guard against a data path that mislabels its
+  views, the cache also stores two fixed random projections of each view's input image and
+  checks them on every hit (``verify``); a mismatch raises instead of training on wrong targets.
+* Values: with ``dtype=float32`` the stored logits are bit-for-bit the teacher's output for that
+  view (returned in the dtype the teacher produced, e.g. bfloat16 under ``bf16-mixed``), so the
+  KD loss on cached logits equals the loss on the online logits of the same forward. A forward of
+  the same view in a *different batch* may differ from it in the last bits where kernels depend on
+  the batch shape — the same size of difference as switching batch size or kernel algorithm.
+  ``float16``/``bfloat16`` storage halves the memory but rounds the stored logits (not exact).
+
+Storage: ``memory`` (a table on the training device, pages touched as it fills) or ``disk`` (a
+file-backed table, for tables larger than memory); ``auto`` picks disk above a size limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from kdexp.data.tensor import ViewGrid
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MODES = ("auto", "on", "off")
+STORAGES = ("auto", "memory", "disk")
+
+
+class TeacherOutputCache:
+    """Teacher logits per (sample, crop offset, flip), filled lazily, served exactly."""
+
+    def __init__(
+        self,
+        grid: ViewGrid,
+        num_classes: int,
+        dtype: torch.dtype = torch.float32,
+        storage: str = "memory",
+        path: str | Path | None = None,
+        verify: bool = True,
+    ) -> None:
+        if storage not in ("memory", "disk"):
+            raise ValueError(f"storage must be 'memory' or 'disk', got {storage!r}")
+        if storage == "disk" and path is None:
+            raise ValueError("a disk-backed teacher-output cache needs a file path")
+        self.grid, self.num_classes, self.dtype = grid, num_classes, dtype
+        self.storage, self.path, self.verify = storage, Path(path) if path else None, verify
+        self.rows = grid.num_samples * grid.views_per_sample
+        self.table: Tensor | None = None  # (rows, num_classes), allocated on first use
+        self.filled: Tensor | None = None  # (rows,) bool
+        self.fingerprints: Tensor | None = None  # (rows, 2) float32
+        self._projection: Tensor | None = None  # (C·H·W, 2) float32, fixed
+        self.out_dtype: torch.dtype | None = None  # what the teacher returns (restored on hits)
+        self.hits = self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the logits table when full."""
+        return self.rows * self.num_classes * torch.empty((), dtype=self.dtype).element_size()
+
+    # --- keys --------------------------------------------------------------------------------
+    def keys(self, views: Tensor) -> Tensor:
+        """Row of each view: ``((index · P + dy) · P + dx) · F + flip``; out-of-range views raise."""
+        if views.ndim != 2 or views.shape[1] != 4:
+            raise ValueError(f"views must be (B, 4) [index, dy, dx, flip], got {tuple(views.shape)}")
+        index, dy, dx, flip = views.long().unbind(1)
+        g = self.grid
+        bad = (
+            (index < 0) | (index >= g.num_samples) | (dy < 0) | (dy >= g.positions)
+            | (dx < 0) | (dx >= g.positions) | (flip < 0) | (flip >= g.flips)
+        )
+        if bool(bad.any()):
+            raise ValueError(
+                f"views outside the cache's grid {tuple(g)}: {views[bad][:4].tolist()} — the data "
+                "module and the cache disagree about the views; set performance.teacher_cache=off"
+            )
+        return ((index * g.positions + dy) * g.positions + dx) * g.flips + flip
+
+    def fingerprint(self, x: Tensor) -> Tensor:
+        """Two fixed random projections of each image, (B, 2) float32: a view's identity check."""
+        flat = x.detach().reshape(x.shape[0], -1).float()
+        if self._projection is None or self._projection.shape[0] != flat.shape[1]:
+            gen = torch.Generator().manual_seed(20150309)
+            proj = torch.randn(flat.shape[1], 2, generator=gen) / math.sqrt(flat.shape[1])
+            self._projection = proj
+        if self._projection.device != flat.device:
+            self._projection = self._projection.to(flat.device)
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            return flat @ self._projection
+
+    # --- storage -----------------------------------------------------------------------------
+    def _allocate(self, device: torch.device) -> None:
+        if self.storage == "disk":
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                self.path.unlink()  # a fresh table: a stale file's rows are never trusted
+            size = self.rows * self.num_classes
+            self.table = torch.from_file(str(self.path), shared=True, size=size, dtype=self.dtype)
+            self.table = self.table.view(self.rows, self.num_classes)
+            table_device = torch.device("cpu")
+        else:
+            # empty(): pages are only touched (and counted) as rows fill; `filled` guards reads.
+            self.table = torch.empty(self.rows, self.num_classes, dtype=self.dtype, device=device)
+            table_device = device
+        self.filled = torch.zeros(self.rows, dtype=torch.bool, device=table_device)
+        self.fingerprints = torch.zeros(self.rows, 2, dtype=torch.float32, device=table_device)
+
+    def _to_table(self, t: Tensor) -> Tensor:
+        return t.to(self.filled.device) if t.device != self.filled.device else t
+
+    def release(self) -> None:
+        """Free the table (and delete its file, for disk storage)."""
+        self.table = self.filled = self.fingerprints = None
+        if self.storage == "disk" and self.path is not None and self.path.exists():
+            self.path.unlink()
+
+    # --- lookup ------------------------------------------------------------------------------
+    def logits(self, x: Tensor, views: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
+        """The teacher's logits for images ``x`` of views ``views``: stored ones where this exact
+        view was computed before, ``compute(x[misses])`` (then stored) for the rest."""
+        if self.table is None:
+            self._allocate(x.device)
+        flat = self.keys(views)
+        rows = self._to_table(flat)
+        filled = self.filled[rows]
+        fp = self.fingerprint(x) if self.verify else None
+        hit = torch.nonzero(filled).squeeze(1)
+        n_hit = hit.numel()
+        self.hits += n_hit
+        self.misses += len(flat) - n_hit
+        if n_hit and fp is not None:
+            stored = self.fingerprints[rows[hit]]
+            current = self._to_table(fp[hit.to(fp.device)])
+            if not torch.allclose(stored, current, rtol=1e-3, atol=1e-3):
+                raise RuntimeError(
+                    "teacher-output cache: the images of this batch do not match the views they "
+                    "are keyed by (a data-path bug); refusing to serve another view's logits. "
+                    "Run with performance.teacher_cache=off and report the data module."
+                )
+        if n_hit == len(flat):  # every view cached
+            return self.table[rows].to(device=x.device, dtype=self.out_dtype)
+        if n_hit == 0:  # nothing cached: exactly the online forward of the whole batch
+            out = compute(x)
+            self._store(rows, out, fp)
+            return out
+        miss = torch.nonzero(~filled).squeeze(1)
+        miss_x = miss.to(x.device)
+        computed = compute(x[miss_x])
+        self._store(rows[miss], computed, fp[miss_x] if fp is not None else None)
+        out = torch.empty(len(flat), self.num_classes, dtype=computed.dtype, device=x.device)
+        out[miss_x] = computed
+        out[hit.to(x.device)] = self.table[rows[hit]].to(device=x.device, dtype=computed.dtype)
+        return out
+
+    def _store(self, rows: Tensor, logits: Tensor, fp: Tensor | None) -> None:
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(f"teacher gives {logits.shape[-1]} logits; the cache holds {self.num_classes}")
+        self.out_dtype = logits.dtype
+        self.table[rows] = self._to_table(logits.detach()).to(self.dtype)
+        if fp is not None:
+            self.fingerprints[rows] = self._to_table(fp)
+        self.filled[rows] = True
+
+    def summary(self) -> dict[str, Any]:
+        total = self.hits + self.misses
+        return {
+            "views_per_sample": self.grid.views_per_sample,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "storage": self.storage,
+            "table_mb": round(self.nbytes / 1e6, 1),
+            "lookups": total,
+            "hit_rate": round(self.hits / total, 4) if total else 0.0,
+        }
+
+
+def cache_mode(options: dict[str, Any]) -> str:
+    """``performance.teacher_cache`` as one of auto | on | off (YAML booleans accepted)."""
+    mode = options.get("teacher_cache", "auto")
+    if isinstance(mode, bool):  # YAML 1.1 reads a bare on/off as a boolean
+        mode = "on" if mode else "off"
+    mode = str(mode).lower()
+    if mode not in MODES:
+        raise ValueError(f"performance.teacher_cache={mode!r} is not one of {', '.join(MODES)}")
+    return mode
+
+
+def resolve_cache(
+    options: dict[str, Any],
+    method_name: str,
+    method_exact: bool,
+    teacher: torch.nn.Module | None,
+    grid: ViewGrid | None,
+    data_name: str,
+) -> bool:
+    """Whether the cache is on: ``auto`` = wherever it is exact; ``on`` fails loudly where not.
+
+    ``teacher`` None means "no teacher (yet)": the checks that need one are skipped, and the
+    answer is False (nothing to cache).
+    """
+    mode = cache_mode(options)
+    if mode == "off":
+        return False
+    reasons = []
+    if not method_exact:
+        reasons.append(
+            f"method {method_name!r} uses the teacher's features or trains alongside it, so its "
+            "teacher must run online every step"
+        )
+    if teacher is not None and any(p.requires_grad for p in teacher.parameters()):
+        reasons.append("the teacher is not frozen")
+    if grid is None:
+        reasons.append(
+            f"data {data_name!r} does not name the view of each training image (the lean tensor "
+            "data path does: fashion_mnist, cifar10, cifar100 with performance.lean_data=true)"
+        )
+    if reasons and mode == "on":
+        raise ValueError(
+            "performance.teacher_cache=on cannot be exact here: " + "; ".join(reasons)
+            + ". Use performance.teacher_cache=auto (on only where exact) or off."
+        )
+    return teacher is not None and not reasons
+
+
+def build_cache(
+    options: dict[str, Any], grid: ViewGrid, num_classes: int, run_dir: str | Path, rank: int = 0
+) -> TeacherOutputCache:
+    """A cache for ``grid`` with ``performance.teacher_cache_{dtype,storage,…}`` options."""
+    dtype_name = str(options.get("teacher_cache_dtype", "float32"))
+    if dtype_name not in DTYPES:
+        raise ValueError(
+            f"performance.teacher_cache_dtype={dtype_name!r} is not one of {', '.join(DTYPES)}"
+        )
+    storage = str(options.get("teacher_cache_storage", "auto"))
+    if storage not in STORAGES:
+        raise ValueError(
+            f"performance.teacher_cache_storage={storage!r} is not one of {', '.join(STORAGES)}"
+        )
+    path = Path(options.get("teacher_cache_dir") or Path(run_dir) / "teacher_outputs")
+    cache = TeacherOutputCache(
+        grid,
+        num_classes,
+        dtype=DTYPES[dtype_name],
+        storage="memory",
+        path=path / f"logits-rank{rank}-pid{os.getpid()}.bin",
+        verify=bool(options.get("teacher_cache_verify", True)),
+    )
+    limit = float(options.get("teacher_cache_memory_limit_gb", 4.0)) * 1e9
+    if storage == "disk" or (storage == "auto" and cache.nbytes > limit):
+        cache.storage = "disk"
+    return cache

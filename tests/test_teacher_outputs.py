@@ -1,0 +1,230 @@
+"""The teacher-output cache: exact where it is on, never another view's logits, on only where exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import run_cli
+from kdexp.data.fashion_mnist import FashionMNISTDataModule
+from kdexp.data.tensor import ViewGrid, crop_flip
+from kdexp.losses import kd_loss
+from kdexp.methods import build_method
+from kdexp.models import build_model
+from kdexp.performance import apply_performance
+from kdexp.teacher_outputs import TeacherOutputCache, build_cache, resolve_cache
+
+SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
+NO_SCHED = {"name": "none"}
+GRID = ViewGrid(num_samples=6, positions=3, flips=2)  # pad 1: 3 x 3 offsets x 2 flips
+
+
+def teacher() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model({"name": "cnn_tiny"}, 10, 1).module.eval().requires_grad_(False)
+    with torch.no_grad():  # non-trivial running statistics: eval-mode BN is part of the forward
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def views_of(images: torch.Tensor, views: torch.Tensor, pad: int = 1) -> torch.Tensor:
+    """The images the views name (crop offsets and flips of rows of ``images``)."""
+    index, dy, dx, flip = views.unbind(1)
+    return crop_flip(images[index], dy, dx, flip, pad).float() / 255
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randint(0, 256, (GRID.num_samples, 1, 12, 12), dtype=torch.uint8)
+
+
+def forward_counter(model):
+    calls = []
+
+    @torch.no_grad()
+    def forward(x):
+        calls.append(len(x))
+        return model(x)
+
+    return forward, calls
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_cached_kd_loss_equals_online_on_the_same_views(images, tmp_path, storage) -> None:
+    model = teacher()
+    cache = TeacherOutputCache(GRID, 10, storage=storage, path=tmp_path / "t.bin")
+    forward, calls = forward_counter(model)
+    views = torch.tensor([[0, 0, 0, 0], [1, 2, 1, 1], [2, 1, 1, 0], [5, 0, 2, 1]])
+    x = views_of(images, views)
+    student = torch.randn(4, 10, requires_grad=True)
+    online = model(x)
+    first = cache.logits(x, views, forward)  # all misses: one forward of the whole batch
+    second = cache.logits(x, views, forward)  # all hits: no forward at all
+    assert calls == [4]
+    assert torch.equal(first, online) and torch.equal(second, online)
+    assert torch.equal(kd_loss(student, second, 4.0), kd_loss(student, online, 4.0))
+    assert cache.summary()["hit_rate"] == 0.5
+    if storage == "disk":
+        assert (tmp_path / "t.bin").is_file()
+        cache.release()
+        assert not (tmp_path / "t.bin").exists()
+
+
+def test_partial_hits_compute_only_the_new_views(images) -> None:
+    model = teacher()
+    cache = TeacherOutputCache(GRID, 10)
+    forward, calls = forward_counter(model)
+    seen = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]])
+    cache.logits(views_of(images, seen), seen, forward)
+    mixed = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0], [3, 2, 2, 1]])
+    x = views_of(images, mixed)
+    out = cache.logits(x, mixed, forward)
+    assert calls == [2, 2]  # the two views not seen before
+    for i in range(4):  # every row is that view's own teacher output (one-image forwards)
+        assert torch.allclose(out[i], model(x[i : i + 1])[0], atol=1e-5)
+
+
+def test_a_view_never_gets_another_views_logits(images) -> None:
+    model = teacher()
+    cache = TeacherOutputCache(GRID, 10)
+    forward, _ = forward_counter(model)
+    # Every view of sample 2 (and of sample 3), computed one at a time, then served in one batch.
+    all_views = torch.tensor(
+        [[s, dy, dx, f] for s in (2, 3) for dy in range(3) for dx in range(3) for f in range(2)]
+    )
+    x = views_of(images, all_views)
+    for i in range(len(all_views)):
+        cache.logits(x[i : i + 1], all_views[i : i + 1], forward)
+    served = cache.logits(x, all_views, forward)
+    expected = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
+    assert torch.equal(served, expected)
+    assert len({tuple(row) for row in served.tolist()}) == len(all_views)  # 36 distinct outputs
+    # Images that are not the views the batch names are refused, not served stale logits.
+    flipped = all_views.clone()
+    flipped[:, 3] = 1 - flipped[:, 3]
+    with pytest.raises(RuntimeError, match="do not match the views"):
+        cache.logits(x, flipped, forward)
+    with pytest.raises(ValueError, match="outside the cache's grid"):
+        cache.logits(x[:1], torch.tensor([[0, 3, 0, 0]]), forward)
+
+
+def test_half_precision_storage_is_close_and_keeps_the_teachers_dtype(images) -> None:
+    model = teacher()
+    cache = TeacherOutputCache(GRID, 10, dtype=torch.bfloat16)
+    forward, _ = forward_counter(model)
+    views = torch.tensor([[0, 0, 0, 0], [4, 2, 2, 1]])
+    x = views_of(images, views)
+    cache.logits(x, views, forward)
+    served = cache.logits(x, views, forward)
+    assert served.dtype == torch.float32
+    assert torch.allclose(served, model(x), rtol=1e-2, atol=1e-2)
+
+
+def test_build_cache_options(tmp_path) -> None:
+    small = build_cache({}, GRID, 10, tmp_path)
+    assert small.storage == "memory" and small.dtype == torch.float32
+    big = build_cache({"teacher_cache_memory_limit_gb": 1e-9}, GRID, 10, tmp_path)
+    assert big.storage == "disk" and big.path.parent == tmp_path / "teacher_outputs"
+    assert build_cache({"teacher_cache_dtype": "float16"}, GRID, 10, tmp_path).dtype == torch.float16
+    with pytest.raises(ValueError, match="teacher_cache_dtype"):
+        build_cache({"teacher_cache_dtype": "int8"}, GRID, 10, tmp_path)
+
+
+def test_auto_is_on_only_where_exact_and_on_fails_loudly() -> None:
+    t = teacher()
+    assert resolve_cache({}, "kd", True, t, GRID, "fashion_mnist")
+    assert not resolve_cache({"teacher_cache": "off"}, "kd", True, t, GRID, "fashion_mnist")
+    assert not resolve_cache({"teacher_cache": False}, "kd", True, t, GRID, "fashion_mnist")
+    assert not resolve_cache({}, "hints", False, t, GRID, "fashion_mnist")
+    assert not resolve_cache({}, "kd", True, t, None, "fake")
+    with pytest.raises(ValueError, match="method 'hints' uses the teacher's features"):
+        resolve_cache({"teacher_cache": "on"}, "hints", False, t, GRID, "fashion_mnist")
+    with pytest.raises(ValueError, match="data 'fake' does not name the view"):
+        resolve_cache({"teacher_cache": True}, "kd", True, t, None, "fake")
+    with pytest.raises(ValueError, match="auto, on, off"):
+        resolve_cache({"teacher_cache": "sometimes"}, "kd", True, t, GRID, "fashion_mnist")
+
+
+@pytest.mark.parametrize(
+    "method, expected", [("kd", True), ("born_again", True), ("hints", False), ("at", False),
+                         ("sp", False), ("rkd", False), ("dml", False)]
+)
+def test_methods_that_get_the_cache(tiny_fashion_mnist, tmp_path, method, expected) -> None:
+    dm = FashionMNISTDataModule(root=str(tiny_fashion_mnist), lean=True, batch_size=16)
+    dm.setup("fit")
+    t = build_model({"name": "cnn_small"}, 10, 1)
+    t.module.eval().requires_grad_(False)
+    s = build_model({"name": "cnn_tiny"}, 10, 1)
+    options = {"kd_weight": 1.0} if method == "dml" else {}
+    module = build_method({"name": method, **options}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
+    apply_performance(module, dm, {"teacher_cache": "auto"}, method, tmp_path)
+    assert (module.teacher_outputs is not None) == expected
+
+
+def test_kd_training_with_the_cache_matches_online_training(tiny_fashion_mnist, tmp_path) -> None:
+    """Two epochs of KD, cache on vs off, same seed and data order: the same student weights,
+    and the second epoch served entirely from the cache."""
+
+    def fit(cache: str):
+        pl.seed_everything(0)
+        dm = FashionMNISTDataModule(root=str(tiny_fashion_mnist), lean=True, batch_size=16)
+        dm.setup("fit")
+        t = build_model({"name": "cnn_small"}, 10, 1)
+        t.module.eval().requires_grad_(False)
+        s = build_model({"name": "cnn_tiny"}, 10, 1)
+        module = build_method({"name": "kd"}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
+        apply_performance(module, dm, {"teacher_cache": cache}, "kd", tmp_path)
+        calls = []
+        original = module.teacher_forward
+        module.teacher_forward = lambda x: calls.append(len(x)) or original(x)
+        trainer = pl.Trainer(
+            max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        )
+        trainer.fit(module, dm)
+        return module, calls
+
+    cached, cached_calls = fit("on")
+    online, online_calls = fit("off")
+    assert sum(cached_calls) == 64 and sum(online_calls) == 128  # one epoch of teacher work saved
+    assert cached.teacher_outputs.summary()["hit_rate"] == 0.5
+    for a, b in zip(cached.student.state_dict().values(), online.student.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_cli_reports_the_cache_and_refuses_on_where_inexact(tiny_fashion_mnist, tmp_path) -> None:
+    common = (
+        f"data.root={tiny_fashion_mnist}", "data.val_size=16", "data.batch_size=16",
+        "teacher=cnn_small", "student=cnn_tiny", "trainer.max_epochs=2", "teacher.train.max_epochs=1",
+        "profile.enabled=false", "logger=none",
+    )
+    bad = run_cli(*common, "method=at", "performance.teacher_cache=on",
+                  cache_dir=tmp_path / "cache", run_dir=tmp_path / "bad")
+    assert bad.returncode == 2 and "performance.teacher_cache=on" in bad.stderr
+    assert not list((tmp_path / "cache").glob("*.pt"))  # refused before training a teacher
+    ok = run_cli(*common, cache_dir=tmp_path / "cache", run_dir=tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    summary = json.loads((tmp_path / "ok" / "results.json").read_text())["run"]["teacher_cache"]
+    assert summary["views_per_sample"] == 1 and summary["hit_rate"] == 0.5
+
+
+def test_channels_last_switch_converts_both_models(tiny_fashion_mnist, tmp_path) -> None:
+    dm = FashionMNISTDataModule(root=str(tiny_fashion_mnist), lean=True, batch_size=16)
+    dm.setup("fit")
+    t = build_model({"name": "cnn_small"}, 10, 1)
+    t.module.eval().requires_grad_(False)
+    module = build_method({"name": "kd"}, build_model({"name": "cnn_tiny"}, 10, 1), t, 10,
+                          (1, 28, 28), SGD, NO_SCHED)
+    apply_performance(module, dm, {"channels_last": True, "teacher_cache": "off"}, "kd", tmp_path)
+    conv = lambda m: next(p for p in m.parameters() if p.ndim == 4)  # noqa: E731
+    assert conv(module.student).is_contiguous(memory_format=torch.channels_last)
+    assert conv(module.teacher).is_contiguous(memory_format=torch.channels_last)
+    assert module.teacher_outputs is None
