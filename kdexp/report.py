@@ -32,7 +32,7 @@ MEAN_STD = {
     "student_acc_best": ("student", "acc_top1_best_epoch"),
     "student_acc_last": ("student", "acc_top1"),
 }
-MEAN = {
+MEAN = {  # averaged over seeds (timings: the median)
     "teacher_acc": ("teacher", "acc_top1"),
     "student_params": ("student", "params"),
     "student_macs": ("student", "macs"),
@@ -130,7 +130,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
         for name, path in MEAN.items():
             values = [v for m in done if (v := _get(m, path)) is not None]
-            row[name] = statistics.fmean(values) if values else None
+            # Timings: the median, which one run on a busy machine cannot drag away.
+            average = statistics.median if "latency" in name or name == "speedup" else statistics.fmean
+            row[name] = average(values) if values else None
         rows.append(row)
     for row in rows:
         base = _baseline(row, rows)
@@ -277,9 +279,13 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
             label = "alone (vanilla)" if vanilla else row["method"]
             ax.annotate(label, (row[x_key], 100 * row["student_acc_last_mean"]), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
-        teachers = {(r["teacher"], r[t_key], r["teacher_acc"]) for r in rows
-                    if r["teacher"] != "—" and r[t_key] is not None and r["teacher_acc"] is not None}
-        for teacher, x, acc in sorted(teachers):
+        teachers: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for r in rows:
+            if r["teacher"] != "—" and r[t_key] is not None and r["teacher_acc"] is not None:
+                teachers[r["teacher"]].append((r[t_key], r["teacher_acc"]))
+        for teacher, points_t in sorted(teachers.items()):  # one star per teacher
+            x = statistics.median(p[0] for p in points_t)
+            acc = statistics.median(p[1] for p in points_t)
             ax.plot(x, 100 * acc, "*", color="tab:red", markersize=14)
             ax.annotate(f"teacher {teacher}", (x, 100 * acc), fontsize=8, xytext=(4, -10), textcoords="offset points")
         ax.set_xscale("log")
