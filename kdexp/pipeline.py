@@ -31,7 +31,7 @@ from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
 from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
-from kdexp.teachers import architecture_cfg, provide_teacher
+from kdexp.teachers import architecture_cfg, provide_teacher, unreadable_reason
 
 log = logging.getLogger("kdexp")
 
@@ -129,8 +129,8 @@ def resolve_ckpt_path(cfg: DictConfig, missing_ok: bool = False) -> str | None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # truncated, foreign or not a torch file
         raise ValueError(
-            f"ckpt_path={str(value)!r} cannot be read as a Lightning checkpoint "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"ckpt_path={value} ({path}) cannot be read as a Lightning checkpoint: "
+            f"{unreadable_reason(path, err)}"
         ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "epoch"} <= set(checkpoint):
         raise ValueError(

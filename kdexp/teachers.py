@@ -116,7 +116,7 @@ def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file is reported in one sentence
         raise ValueError(
-            f"teacher.checkpoint={str(path)!r} cannot be read: {unreadable_reason(path, err)}; expected "
+            f"teacher.checkpoint={str(path)!r} cannot be read as a checkpoint: {unreadable_reason(path, err)}; expected "
             "a torch.save file of a state_dict, a Lightning checkpoint (weights under 'state_dict') "
             "or a RepDistiller checkpoint (under 'model')"
         ) from None

@@ -104,8 +104,12 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "cohort_size": (("method=dml", "method.cohort_size=1"), 2, ("method.cohort_size must be an integer >= 2",)),
     "cohort": (("method=dml", "method.cohort=[cnn_tiny]"), 2, ("method.cohort must be a list of at least 2",)),
     # resuming without a checkpoint, or from a file that is not a training checkpoint
-    # (every run folder here holds a last.ckpt that is not a checkpoint: see seed_run_dir)
-    "resume_unreadable": (("ckpt_path=last",), 2, ("ckpt_path='last' cannot be read as a Lightning checkpoint",)),
+    "resume_none": (
+        ("ckpt_path=last", "callbacks.model_checkpoint.dirpath={empty}/checkpoints"),
+        2,
+        ("ckpt_path=last: there is no checkpoint to resume", "checkpoints/last.ckpt does not exist"),
+    ),
+    "resume_corrupt": (("ckpt_path=last",), 2, ("ckpt_path=last", "cannot be read as a Lightning checkpoint")),
     "resume_foreign": (("ckpt_path={good}",), 2, ("is not a Lightning training checkpoint",)),
 }
 

@@ -57,7 +57,7 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 def test_corrupt_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     model = build_model({"name": "cnn_tiny"}, 10, 1)
-    with pytest.raises(ValueError, match="cannot be read: it is not a file written by torch.save"):
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
         teachers.load_weights(model, tmp_path / "bad.pt", 10)
 
 
