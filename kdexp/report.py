@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kdexp.results import RESULTS_FILE
+from kdexp.results import RESULTS_FILE, format_value
 
 KEY_FIELDS = ("data", "teacher", "student", "method", "options", "setting")
 # Overrides that are columns already, or vary within a row.
@@ -162,17 +162,14 @@ def _pct(mean: float | None, std: float | None = None) -> str:
 
 
 def _num(value: float | None, kind: str) -> str:
+    """Report cells: a signed difference in points, a one-decimal ratio, else as run tables do."""
     if value is None:
         return "—"
-    if kind == "int":
-        return f"{value:,.0f}"
-    if kind == "macs":
-        return f"{value / 1e6:,.2f} M"
-    if kind == "ms":
-        return f"{value:.3g}"
+    if kind == "pts":
+        return f"{100 * value:+.2f}"
     if kind == "x":
         return f"{value:.1f}×"
-    return f"{100 * value:+.2f}" if kind == "pts" else str(value)
+    return format_value(value, kind)
 
 
 HEADERS = [

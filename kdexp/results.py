@@ -67,7 +67,8 @@ def hparams_metrics(results: dict[str, Any]) -> dict[str, float]:
 
 
 # --- the table ---------------------------------------------------------------------------------
-def _fmt(value: Any, kind: str) -> str:
+def format_value(value: Any, kind: str) -> str:
+    """One number as the tables show it: pct, int, macs, ms, x, g (grouped integer) or f."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     if kind == "pct":
@@ -128,18 +129,18 @@ def results_table(results: dict[str, Any]) -> Table:
     for label, key, kind, cmp_key in ROWS:
         if not any(key in stats for _, stats in columns):
             continue
-        cells = [_fmt(stats.get(key), kind) for _, stats in columns]
+        cells = [format_value(stats.get(key), kind) for _, stats in columns]
         if pair:
             ratio = cmp.get(cmp_key) if cmp_key else None
             if ratio is None:
                 cells.append("")
             else:
-                cells.append(f"{100 * ratio:+.2f} pts" if cmp_key == "acc_gap_top1" else _fmt(ratio, "x"))
+                cells.append(f"{100 * ratio:+.2f} pts" if cmp_key == "acc_gap_top1" else format_value(ratio, "x"))
         table.add_row(label, *cells)
     if "agreement_top1" in cmp:
-        table.add_row("top-1 agreement", *[""] * (len(columns) - 1), _fmt(cmp["agreement_top1"], "pct"), "")
+        table.add_row("top-1 agreement", *[""] * (len(columns) - 1), format_value(cmp["agreement_top1"], "pct"), "")
     if "ensemble" in results:
-        table.add_row("ensemble top-1", *[""] * (len(columns) - 1), _fmt(results["ensemble"]["acc_top1"], "pct"))
+        table.add_row("ensemble top-1", *[""] * (len(columns) - 1), format_value(results["ensemble"]["acc_top1"], "pct"))
     measured = next((stats for _, stats in columns if "macs" in stats), None)
     if measured:
         table.caption = (
