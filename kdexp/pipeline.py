@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from kdexp.artifacts import record_teacher_weights, write_model_cards
 from kdexp.callbacks import NonFiniteLossError, is_write_error
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, resume_checkpoint
@@ -222,6 +223,7 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
             plain(cfg.optimizer),
             plain(cfg.scheduler),
         )
+        record_teacher_weights(module, prep.teacher_info)  # load_from_checkpoint rebuilds the teacher
         perf = plain(cfg.get("performance"))
         apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
         return module
@@ -297,8 +299,8 @@ def archive_finished(output_dir: Path) -> None:
     if not finished:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(previous.stat().st_mtime))
-    for path in [previous, *output_dir.glob("student*.pt")]:
-        if re.fullmatch(r"student\d*\.pt|results\.json", path.name):
+    for path in [previous, *output_dir.glob("student*.pt"), *output_dir.glob("*.json")]:
+        if re.fullmatch(r"student\d*\.(pt|json)|teacher\.json|results\.json", path.name):
             target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
             os.replace(path, target)
             log.info("Kept the earlier finished run's %s as %s", path.name, target.name)
@@ -416,6 +418,7 @@ def fit_and_report(
     for role, model in models.items():
         if role != "teacher":
             save_weights(model.state_dict(), output_dir / f"{role}.pt")
+    write_model_cards(output_dir, module, prep.datamodule, cfg.data.name, prep.teacher_info)  # <role>.json
     results: dict[str, Any] = {
         "run": {
             "method": cfg.method.name,

@@ -67,6 +67,9 @@ class DistillationModule(pl.LightningModule):
             {
                 "num_classes": num_classes,
                 "input_shape": list(input_shape),
+                # The model configs: load_from_checkpoint rebuilds both (kdexp.artifacts).
+                "models": {"student": dict(student.cfg), "teacher": dict(teacher.cfg) if teacher else None},
+                "module_class": type(self).__name__,
                 "optimizer": dict(optimizer),
                 "scheduler": dict(scheduler),
                 "method": {
@@ -89,6 +92,14 @@ class DistillationModule(pl.LightningModule):
         if teacher is not None:
             self.test_teacher = accuracy_metrics(num_classes).clone(prefix="test/teacher_")
             self.test_agreement = MeanMetric()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Any:
+        """Rebuild the module from a kdexp checkpoint alone: student, teacher (from its recorded
+        weights file, or ``teacher=`` a BuiltModel) and options come from its hyperparameters."""
+        from kdexp.artifacts import module_from_checkpoint
+
+        return module_from_checkpoint(checkpoint_path, map_location=map_location, strict=strict, expected=cls, **kwargs)
 
     @classmethod
     def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
