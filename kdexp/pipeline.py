@@ -30,7 +30,7 @@ from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
-from kdexp.profile import profile_model
+from kdexp.runtimes import check_runtimes, profile_runtimes  # kdexp.profile (eager), + ONNX Runtime if asked
 from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
 from kdexp.teachers import architecture_cfg, provide_teacher, unreadable_reason
 
@@ -164,6 +164,7 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
     resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
+    check_runtimes(cfg.profile.get("runtimes"))
     return method_cls
 
 
@@ -271,17 +272,7 @@ def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, d
     """Measure every model the same way (kdexp.profile), on the run's device."""
     if not cfg.profile.enabled:
         return {}
-    return {
-        role: profile_model(
-            model,
-            input_shape,
-            device=device,
-            threads=cfg.profile.threads,
-            throughput_batch=cfg.profile.throughput_batch,
-            min_run_time=cfg.profile.min_run_time,
-        ).as_dict()
-        for role, model in models.items()
-    }
+    return {role: profile_runtimes(model, input_shape, cfg.profile, device) for role, model in models.items()}
 
 
 def archive_finished(output_dir: Path) -> None:

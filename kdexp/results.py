@@ -30,6 +30,10 @@ def comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, fl
         "macs_ratio": _ratio(teacher.get("macs"), student.get("macs")),
         "speedup_latency_b1": _ratio(teacher.get("latency_ms_b1"), student.get("latency_ms_b1")),
         "speedup_throughput": _ratio(student.get("throughput_ips"), teacher.get("throughput_ips")),
+        **({  # profile.runtimes=[...,onnxruntime] (kdexp.runtimes): the deployed speed-up
+            "speedup_latency_b1_onnxruntime": _ratio(teacher.get("latency_ms_b1_onnxruntime"), student.get("latency_ms_b1_onnxruntime")),
+            "speedup_throughput_onnxruntime": _ratio(student.get("throughput_ips_onnxruntime"), teacher.get("throughput_ips_onnxruntime")),
+        } if "latency_ms_b1_onnxruntime" in student else {}),
     }
 
 
@@ -93,6 +97,8 @@ ROWS = [  # (label, key, format, comparison key)
     ("latency b=1 (ms, median)", "latency_ms_b1", "ms", "speedup_latency_b1"),
     ("latency b=1 IQR (ms)", "latency_iqr_ms_b1", "ms", None),
     ("throughput (img/s)", "throughput_ips", "g", "speedup_throughput"),
+    ("ONNX Runtime latency b=1 (ms)", "latency_ms_b1_onnxruntime", "ms", "speedup_latency_b1_onnxruntime"),
+    ("ONNX Runtime throughput (img/s)", "throughput_ips_onnxruntime", "g", "speedup_throughput_onnxruntime"),
 ]
 
 
