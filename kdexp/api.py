@@ -104,15 +104,15 @@ def load_student(run: str | Path, role: str = "student"):
 
 
 def evaluate(run: str | Path, overrides: Sequence[str] = (), **options: Any) -> dict[str, Any]:
-    """Evaluate a saved run on a test split; returns the results dict (see kdexp.evaluate)."""
-    from kdexp.evaluate import evaluate_run
+    """Evaluate a saved run on a test split; returns the results dict (see kdexp.evaluation)."""
+    from kdexp.evaluation import evaluate_run
 
     return evaluate_run(run, overrides, **options)
 
 
 def export(run: str | Path, format: str = "onnx", **options: Any) -> dict[str, Any]:  # noqa: A002
-    """Export a run's student for deployment; returns the export record (see kdexp.export)."""
-    from kdexp.export import export_run
+    """Export a run's student for deployment; returns the export record (see kdexp.exporting)."""
+    from kdexp.exporting import export_run
 
     return export_run(run, format, **options)
 

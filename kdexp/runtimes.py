@@ -1,7 +1,7 @@
 """Latency where the model will run: eager PyTorch (kdexp.profile) and ONNX Runtime.
 
 ``profile.runtimes=[torch,onnxruntime]`` times each model in both. ONNX Runtime timings use the
-model exported by ``torch.onnx`` (kdexp.export), a CPU session with ``intra_op_num_threads`` =
+model exported by ``torch.onnx`` (kdexp.exporting), a CPU session with ``intra_op_num_threads`` =
 the threads PyTorch is timed with (``profile.threads``, default torch's current setting) and
 ``inter_op_num_threads=1``, random inputs of the same shapes, and the same
 ``torch.utils.benchmark.Timer.blocked_autorange`` statistics (median, IQR over blocks):
@@ -73,7 +73,7 @@ def onnxruntime_profile(
     model: nn.Module, input_shape: tuple[int, ...], threads: int, throughput_batch: int, min_run_time: float
 ) -> dict[str, Any]:
     """Export ``model`` to ONNX in a temporary folder and time it in ONNX Runtime (see module notes)."""
-    from kdexp.export import export_onnx
+    from kdexp.exporting import export_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"

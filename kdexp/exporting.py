@@ -150,7 +150,7 @@ def finished_run(run_dir: Path) -> dict[str, Any]:
 
 def test_images(run_dir: Path, count: int, overrides: Sequence[str] = ()) -> torch.Tensor:
     """The first ``count`` test images of the run's data (normalised as in training)."""
-    from kdexp.evaluate import load_config, test_datamodule
+    from kdexp.evaluation import load_config, test_datamodule
 
     datamodule = test_datamodule(load_config(run_dir, overrides))
     batches, seen = [], 0
@@ -282,7 +282,7 @@ def _main(argv: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console script ``kdexp-export``."""
-    from kdexp.evaluate import cli
+    from kdexp.evaluation import cli
 
     try:
         cli(_main, argv, "kdexp-export")
