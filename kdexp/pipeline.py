@@ -240,6 +240,12 @@ def make_trainer(cfg: DictConfig) -> pl.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+def run_tags(cfg: DictConfig) -> list[str]:
+    """``tags``: a list of labels (a single word counts as one tag)."""
+    tags = cfg.get("tags") or []
+    return [str(tags)] if isinstance(tags, str) else [str(t) for t in tags]
+
+
 def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
     """What distinguishes this run from its neighbours, flat, for the TensorBoard HParams tab."""
     row: dict[str, Any] = {
@@ -252,6 +258,7 @@ def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
         "optimizer": cfg.optimizer.name,
         "lr": cfg.optimizer.lr,
         "scheduler": cfg.scheduler.name,
+        "tags": ",".join(run_tags(cfg)),
     }
     for key, value in plain(cfg.method).items():
         name = "method" if key == "name" else f"method.{key}"
@@ -417,6 +424,7 @@ def fit_and_report(
             "teacher": prep.teacher.name if prep.teacher else None,
             "student": module.student_info.name,
             "seed": cfg.seed,
+            "tags": run_tags(cfg),
             "epochs": trainer.current_epoch,
             "output_dir": str(output_dir),
             "teacher_source": prep.teacher_info,
