@@ -16,7 +16,6 @@ The cache is safe to share:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -150,14 +149,12 @@ def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (fcntl), held for the ``with`` block."""
+    """An exclusive lock across processes (filelock: flock on POSIX, msvcrt on Windows), held for the ``with`` block."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def train_teacher(

@@ -1,0 +1,78 @@
+"""debug= presets, callbacks= choices, tags and the optional local config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+import kdexp
+from kdexp.api import hydra_context
+from conftest import REPO
+
+DEBUG = ["fdr", "overfit", "limit", "profiler"]
+
+
+def composed(*overrides: str, output_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    with hydra_context(overrides, output_dir) as cfg:
+        return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("preset", DEBUG)
+def test_debug_presets_keep_the_teacher_cache_in_the_run_folder(preset: str, tmp_path: Path) -> None:
+    """kdexp.teachers passes the run's trainer keys (but limit_*) to the teacher's trainer, and
+    caches by (model, data, recipe, seed): a debug teacher must never reach the shared cache."""
+    cfg = composed(f"debug={preset}", output_dir=tmp_path / "run")
+    assert cfg["paths"]["cache_dir"] == str(tmp_path / "run" / "debug_teacher_cache")
+    expected = {
+        "fdr": {"fast_dev_run": True},
+        "overfit": {"overfit_batches": 3, "max_epochs": 20},
+        "limit": {"limit_train_batches": 20, "limit_val_batches": 5, "limit_test_batches": 5},
+        "profiler": {"max_epochs": 1},
+    }[preset]
+    assert expected.items() <= cfg["trainer"].items()
+    if preset == "profiler":  # the student's trainer gets an object; the teacher's recipe none
+        assert cfg["trainer"]["profiler"]["_target_"] == "pytorch_lightning.profilers.SimpleProfiler"
+        assert cfg["teacher"]["train"]["profiler"] is None
+
+
+@pytest.mark.parametrize(
+    "choice, extra",
+    [("none", set()), ("early_stopping", {"EarlyStopping"}), ("model_summary", {"RichModelSummary"})],
+)
+def test_callbacks_choices(choice: str, extra: set[str], tmp_path: Path) -> None:
+    cfg = composed(f"callbacks={choice}", output_dir=tmp_path)
+    names = {type(instantiate(c)).__name__ for c in cfg["callbacks"].values() if c}
+    default = {"ModelCheckpoint", "RichProgressBar", "LearningRateMonitor", "FiniteLossGuard"}
+    assert names == (set() if choice == "none" else default | extra)
+
+
+def test_local_config_is_optional_and_git_ignored(tmp_path: Path) -> None:
+    defaults = (REPO / "configs" / "train.yaml").read_text()
+    assert "- optional local: default" in defaults
+    assert "configs/local/*.yaml" in (REPO / ".gitignore").read_text().splitlines()
+    composed(output_dir=tmp_path)  # composes with or without configs/local/default.yaml
+
+
+def test_fdr_run_records_tags_and_leaves_the_shared_cache_alone(tmp_path: Path, monkeypatch) -> None:
+    shared = tmp_path / "shared_cache"
+    shared.mkdir()
+    monkeypatch.setenv("KDEXP_CACHE_DIR", str(shared))  # where paths.cache_dir points without the preset
+    results = kdexp.run(
+        [
+            "data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32",
+            "teacher=cnn_small", "student=cnn_tiny", "debug=fdr", "tags=[smoke,fdr]", "logger=none",
+            f"hydra.run.dir={tmp_path / 'unused'}", f"paths.root_dir={tmp_path}",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    assert results["run"]["tags"] == ["smoke", "fdr"] and results["run"]["complete"]
+    assert results["run"]["teacher_source"]["source"] == "trained"
+    assert Path(results["run"]["teacher_source"]["path"]).parent == tmp_path / "run" / "debug_teacher_cache"
+    assert list(shared.iterdir()) == []
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["run"]["tags"] == ["smoke", "fdr"]
