@@ -121,11 +121,14 @@ def evaluate_run(
     teacher: str = "auto",
     device: str = "auto",
     record: bool = True,
+    profile: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``role`` of ``run`` (and its teacher, unless ``teacher='none'``) on a test split.
 
     Returns a results dict shaped like a run's (``run``, ``teacher``, ``student``, ``comparison``
-    with ``agreement_top1``); profiles with the run's ``profile.*`` settings when enabled.
+    with ``agreement_top1``); measures cost and latency with the run's ``profile.*`` settings
+    unless ``profile`` is False or ``profile.enabled=false``. ``record``: write the result under
+    ``<run>/evaluations/``.
     """
     from kdexp.artifacts import load_artifact
     from kdexp.results import comparison
@@ -169,7 +172,7 @@ def evaluate_run(
         "teacher": scores.get("teacher", {}),
         "student": scores["student"],
     }
-    if cfg.profile.enabled:
+    if profile and cfg.profile.enabled:
         for name, model in models.items():
             results[name].update(profile_runtimes(model, datamodule.input_shape, cfg.profile, dev))
     results["comparison"] = comparison(results["teacher"], results["student"]) if teacher_art else {}
