@@ -40,6 +40,9 @@ MEAN = {  # averaged over seeds (timings: the median)
     "teacher_params": ("teacher", "params"),
     "teacher_latency_ms": ("teacher", "latency_ms_b1"),
     "speedup": ("comparison", "speedup_latency_b1"),
+    # profile.runtimes=[torch,onnxruntime] (kdexp.runtimes): the exported student in ONNX Runtime
+    "student_latency_ms_onnxruntime": ("student", "latency_ms_b1_onnxruntime"),
+    "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
 }
 
 
@@ -131,7 +134,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, path in MEAN.items():
             values = [v for m in done if (v := _get(m, path)) is not None]
             # Timings: the median, which one run on a busy machine cannot drag away.
-            average = statistics.median if "latency" in name or name == "speedup" else statistics.fmean
+            average = statistics.median if "latency" in name or name.startswith("speedup") else statistics.fmean
             row[name] = average(values) if values else None
         rows.append(row)
     for row in rows:
@@ -183,6 +186,17 @@ SHORT_HEADERS = [  # the console table: narrow enough for a terminal
 ]
 
 
+ORT_HEADERS = ["student ONNX Runtime latency b=1 (ms)", "ONNX Runtime speed-up"]
+ORT_SHORT_HEADERS = ["ORT ms b=1", "ORT speed-up"]
+
+
+def ort_cells(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:
+    """ONNX Runtime columns, beside the eager ones, when any row was timed there."""
+    if not any(r.get("student_latency_ms_onnxruntime") is not None for r in rows):
+        return []
+    return [_num(row.get("student_latency_ms_onnxruntime"), "ms"), _num(row.get("speedup_onnxruntime"), "x")]
+
+
 def shared_options(rows: list[dict[str, Any]]) -> list[str]:
     """Options every row has (e.g. a sweep-wide trainer.max_epochs=2): said once, in the caption."""
     sets = [set(row["options"].split()) for row in rows]
@@ -224,19 +238,20 @@ def _caption(shared: list[str]) -> str:
 def rows_table(rows: list[dict[str, Any]]) -> Table:
     shared = shared_options(rows)
     table = Table(title=_title(rows), caption=_caption(shared))
-    for header in SHORT_HEADERS:
+    for header in SHORT_HEADERS + (ORT_SHORT_HEADERS if rows and ort_cells(rows, rows[0]) else []):
         numeric = header not in SHORT_HEADERS[:3]
         table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric, min_width=None if numeric else 8)
     for row in rows:
-        table.add_row(*row_cells(row, shared), style="red" if row["failed"] and not row["n"] else None)
+        table.add_row(*row_cells(row, shared), *ort_cells(rows, row), style="red" if row["failed"] and not row["n"] else None)
     return table
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
     shared = shared_options(rows)
-    lines = [f"**{_title(rows)}**", "", "| " + " | ".join(HEADERS) + " |"]
-    lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(HEADERS))) + "|")
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared)) + " |" for row in rows]
+    headers = HEADERS + (ORT_HEADERS if rows and ort_cells(rows, rows[0]) else [])
+    lines = [f"**{_title(rows)}**", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared) + ort_cells(rows, row)) + " |" for row in rows]
     lines += ["", _caption(shared)]
     errors = [e for row in rows for e in row["errors"]]
     if errors:

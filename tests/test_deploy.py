@@ -201,3 +201,20 @@ def test_export_bad_input_is_clear_and_writes_nothing(run, tmp_path, capsys) -> 
     with pytest.raises(SystemExit) as stopped:
         main([str(unfinished), "format=onnx"])
     assert stopped.value.code == 2 and "did not finish" in capsys.readouterr().err
+
+
+def test_run_table_and_sweep_report_show_onnx_runtime_beside_eager(run) -> None:
+    from rich.console import Console
+
+    from kdexp.report import find_runs, rows_markdown, summarise
+    from kdexp.results import print_results
+
+    run_dir, results = run
+    console = Console(record=True, width=200)
+    print_results(results, console)
+    table = console.export_text()
+    assert "latency b=1 (ms, median)" in table and "ONNX Runtime latency b=1 (ms)" in table
+    (row,) = summarise(find_runs([run_dir]))
+    assert row["student_latency_ms_onnxruntime"] == pytest.approx(results["student"]["latency_ms_b1_onnxruntime"])
+    markdown = rows_markdown([row])
+    assert "student latency b=1 (ms)" in markdown and "ONNX Runtime speed-up" in markdown
