@@ -136,6 +136,8 @@ def evaluate_run(
 
     if teacher not in ("auto", "none", "required"):
         raise ValueError(f"teacher={teacher!r} is not allowed; choose auto (if the run has one), none or required")
+    if role == "teacher" and teacher != "required":
+        teacher = "none"  # the teacher alone, in the student's column
     cfg = load_config(run, overrides)
     student = load_artifact(run, role)
     run_dir = run_folder(run)
@@ -166,7 +168,7 @@ def evaluate_run(
             "data": cfg.data.name,
             "test_images": len(datamodule.test_set),
             "teacher": teacher_art.card.get("name") if teacher_art else None,
-            "student": student.card.get("name"),
+            "student": student.card.get("name") + (" = the run's teacher" if role == "teacher" else ""),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
         "teacher": scores.get("teacher", {}),
