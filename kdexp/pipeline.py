@@ -297,7 +297,7 @@ def archive_finished(output_dir: Path) -> None:
     if not finished:
         return
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(previous.stat().st_mtime))
-    for path in [previous, *output_dir.glob("student*.pt"), *output_dir.glob("*.json")]:
+    for path in sorted({previous, *output_dir.glob("student*.pt"), *output_dir.glob("*.json")}):
         if re.fullmatch(r"student\d*\.(pt|json)|teacher\.json|results\.json", path.name):
             target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
             os.replace(path, target)
