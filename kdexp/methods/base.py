@@ -68,7 +68,10 @@ class DistillationModule(pl.LightningModule):
                 "num_classes": num_classes,
                 "input_shape": list(input_shape),
                 # The model configs: load_from_checkpoint rebuilds both (kdexp.artifacts).
-                "models": {"student": dict(student.cfg), "teacher": dict(teacher.cfg) if teacher else None},
+                "models": {
+                    "student": dict(student.cfg or {"name": student.name}),
+                    "teacher": dict(teacher.cfg or {"name": teacher.name}) if teacher else None,
+                },
                 "module_class": type(self).__name__,
                 "optimizer": dict(optimizer),
                 "scheduler": dict(scheduler),
