@@ -226,8 +226,12 @@ def cli(entry: Any, argv: Sequence[str] | None, name: str) -> None:
     from hydra.errors import HydraException
 
     quiet_library_noise()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(sys.modules[entry.__module__].__doc__)
+        return
     try:
-        entry(list(sys.argv[1:] if argv is None else argv))
+        entry(args)
     except (ValueError, FileNotFoundError, KeyError, ImportError, HydraException) as err:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]{name}: error:[/] {escape(str(err))}")
         sys.exit(2)
