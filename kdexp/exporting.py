@@ -20,6 +20,7 @@ file, size, opset and the check per format.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -54,6 +55,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opse
     """
     if opset is not None and not MIN_OPSET <= opset <= max_opset():
         raise ValueError(f"opset={opset} is not one torch.onnx can export; choose {MIN_OPSET} to {max_opset()}")
+    for name in ("onnx_ir", "onnxscript"):  # their INFO lines (one per graph pass) are not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
     example = (torch.zeros(2, *input_shape),)
     batch = torch.export.Dim("batch", min=1)
     try:

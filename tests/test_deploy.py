@@ -218,3 +218,11 @@ def test_run_table_and_sweep_report_show_onnx_runtime_beside_eager(run) -> None:
     assert row["student_latency_ms_onnxruntime"] == pytest.approx(results["student"]["latency_ms_b1_onnxruntime"])
     markdown = rows_markdown([row])
     assert "student latency b=1 (ms)" in markdown and "ONNX Runtime speed-up" in markdown
+
+
+def test_unknown_runtime_is_refused_before_any_training(tmp_path) -> None:
+    from kdexp.pipeline import SetupError
+
+    with pytest.raises(SetupError, match=r"profile.runtimes=\['torch', 'tensorrt'\] has unknown runtime\(s\) \['tensorrt'\]; allowed: \['torch', 'onnxruntime'\]"):
+        kdexp.run([*TINY[:6], "profile.runtimes=[torch,tensorrt]", f"paths.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path / "run")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()
