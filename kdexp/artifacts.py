@@ -94,16 +94,21 @@ def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data
     normalization = {"mean": list(mean), "std": list(std)} if mean is not None else None
     common = {"data": data_name, "normalization": normalization, "module_class": type(module).__name__}
     for role, info in model_infos(module).items():
-        weights = f"{role}.pt" if role != "teacher" else teacher_info.get("path")
+        weights = f"{role}.pt" if role != "teacher" else _absolute(teacher_info.get("path"))
         card = model_card(role, info, datamodule.num_classes, datamodule.input_shape, weights, **common)
         write_json(output_dir / f"{role}.json", card)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A weights path that still works from another working directory."""
+    return str(Path(path).resolve()) if path else None
 
 
 def record_teacher_weights(module: Any, teacher_info: dict[str, Any]) -> None:
     """Put the teacher's weights file in the module's hyperparameters, so a checkpoint can rebuild it."""
     teacher = module.hparams.get("models", {}).get("teacher")
     if teacher is not None and teacher_info.get("path"):
-        teacher["checkpoint"] = str(teacher_info["path"])
+        teacher["checkpoint"] = _absolute(teacher_info["path"])
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -158,6 +163,8 @@ def load_artifact(run: str | Path, role: str = "student") -> Artifact:
         found = roles_in(path)
         if not (path / "results.json").is_file():
             why = "it holds no results.json: the run did not finish (resume it with ckpt_path=last, or give its checkpoints/last.ckpt)"
+        elif (path / "gen1").is_dir():
+            why = "it is a Born-Again chain: each generation's student is in its gen<k>/ folder"
         elif not found:
             why = "it holds no model cards (a run from before kdexp saved them: give its checkpoints/last.ckpt)"
         else:
