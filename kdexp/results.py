@@ -142,12 +142,18 @@ def results_table(results: dict[str, Any]) -> Table:
     if "ensemble" in results:
         table.add_row("ensemble top-1", *[""] * (len(columns) - 1), format_value(results["ensemble"]["acc_top1"], "pct"))
     measured = next((stats for _, stats in columns if "macs" in stats), None)
+    notes = []
+    source = run.get("teacher_source") or {}
+    if source.get("summary"):
+        notes.append(f"Teacher: {source['summary']}.")
     if measured:
-        table.caption = (
+        notes.append(
             f"MACs: torch.utils.flop_counter (conv/linear/matmul), batch 1. Timing: "
             f"torch.utils.benchmark on {measured.get('device')}, {measured.get('threads')} threads; "
             f"throughput at batch {measured.get('throughput_batch')}. MB = 10^6 bytes of state_dict."
         )
+    if notes:
+        table.caption = " ".join(notes)
     return table
 
 
