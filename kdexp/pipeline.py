@@ -30,7 +30,7 @@ from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
-from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
+from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, log_final, print_results, write_results
 from kdexp.teachers import architecture_cfg, provide_teacher, unreadable_reason
 
 log = logging.getLogger("kdexp")
@@ -456,9 +456,8 @@ def fit_and_report(
     results["run"]["complete"] = True
     write_results(results, output_dir)
 
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams_row(cfg, results["run"]["teacher"]), hparams_metrics(results))
-        logger.finalize("success")
+    for problem in log_final(trainer.loggers, hparams_row(cfg, results["run"]["teacher"]), hparams_metrics(results), trainer.global_step):
+        log.warning("A logger could not record the final numbers (results.json has them): %s", problem)
     print_results(results)
     return results
 

@@ -66,6 +66,30 @@ def hparams_metrics(results: dict[str, Any]) -> dict[str, float]:
     return {**headline, **flat}
 
 
+def log_final(loggers: list[Any], params: dict[str, Any], metrics: dict[str, float], step: int) -> list[str]:
+    """Send a run's hyperparameters and final numbers to every logger through Lightning's standard
+    API: ``log_hyperparams(params)`` then ``log_metrics(metrics, step)``. TensorBoard gets the
+    metrics with its hparams call instead, which is how its HParams tab links them to the run.
+
+    A logger that fails is reported, never raised: results.json is written already. Returns the
+    failures as "LoggerName: error".
+    """
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    problems = []
+    for logger in loggers:
+        try:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(params, metrics)  # also logs the metrics at step 0
+            else:
+                logger.log_hyperparams(params)
+                logger.log_metrics(metrics, step=step)
+            logger.finalize("success")
+        except Exception as err:  # noqa: BLE001 - an optional service must not cost the run
+            problems.append(f"{type(logger).__name__}: {type(err).__name__}: {err}")
+    return problems
+
+
 # --- the table ---------------------------------------------------------------------------------
 def format_value(value: Any, kind: str) -> str:
     """One number as the tables show it: pct, int, macs, ms, x, g (grouped integer) or f."""

@@ -28,8 +28,8 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """Two identical kd runs sharing a teacher cache: the first trains the teacher."""
     tmp = tmp_path_factory.mktemp("cli")
     cache = tmp / "cache"
-    for name in ("first", "second"):
-        proc = run_cli(*QUICK, cache_dir=cache, run_dir=tmp / name)
+    for name, loggers in (("first", "tensorboard"), ("second", "[tensorboard,csv]")):
+        proc = run_cli(*QUICK, f"logger={loggers}", cache_dir=cache, run_dir=tmp / name)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "first", tmp / "second", cache
 
@@ -117,3 +117,33 @@ def test_resume_from_last_checkpoint(two_runs, tmp_path: Path) -> None:
     assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
     results = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert results["run"]["epochs"] == 3 and results["run"]["teacher_source"]["source"] == "cache"
+
+
+def _csv_final(run_dir: Path) -> dict[str, str]:
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return {k: v for row in rows for k, v in row.items() if v}  # the last value of every column
+
+
+def test_two_loggers_at_once_both_get_curves_and_final_numbers(two_runs) -> None:
+    """Issue 17, finding 6: any logger besides TensorBoard crashed at the end of the run."""
+    second = two_runs[1]
+    results = json.loads((second / "results.json").read_text())
+    final = _csv_final(second)
+    assert "train/loss" in final and "val/acc" in final
+    assert float(final["final/student_acc_top1"]) == pytest.approx(results["student"]["acc_top1"])
+    assert "seed: 0" in (second / "csv" / "hparams.yaml").read_text()
+    events = EventAccumulator(str(second / "tensorboard"))
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_csv_logger_alone(tmp_path: Path) -> None:
+    proc = run_cli(*QUICK, "method=vanilla", "logger=csv", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert float(_csv_final(tmp_path / "run")["final/student_acc_top1"]) == pytest.approx(results["student"]["acc_top1"])
+    assert not (tmp_path / "run" / "tensorboard").exists()
