@@ -43,11 +43,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Measurement, Timer
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from torch.utils.benchmark import Measurement
+
+
+def _benchmark():
+    """``torch.utils.benchmark``, imported when first timing: it imports cpp_extension, whose
+    "No CUDA runtime is found" warning means nothing for timing a model on a CPU machine."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    import torch.utils.benchmark as benchmark
+
+    return benchmark
 
 __all__ = [
     "ModelProfile",
@@ -204,7 +218,8 @@ def _measure(
 ) -> Measurement:
     """Timer on an already isolated, eval-mode model that lives on ``device``."""
     x = _random_input(model, shape, batch_size, device)
-    timer = Timer(
+    benchmark = _benchmark()
+    timer = benchmark.Timer(
         stmt="model(x)",
         globals={"model": model, "x": x},
         num_threads=threads,
@@ -220,7 +235,7 @@ def _measure(
         m = timer.blocked_autorange(min_run_time=min_run_time)
         if len(m.times) < MIN_BLOCKS:  # too few blocks for a meaningful IQR: re-time in more, smaller ones
             number = max(1, int(min_run_time / (MIN_BLOCKS * m.median)))
-            m = Measurement.merge([timer.timeit(number) for _ in range(MIN_BLOCKS)])[0]
+            m = benchmark.Measurement.merge([timer.timeit(number) for _ in range(MIN_BLOCKS)])[0]
     if not (math.isfinite(m.median) and m.median > 0):
         name = type(model).__name__
         raise RuntimeError(f"timing {name} gave a non-positive median {m.median!r} s")

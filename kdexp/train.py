@@ -18,15 +18,24 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.markup import escape
 
-from kdexp.pipeline import KdexpError, SetupError, reported_errors, run_single
-from kdexp.results import write_failure
 from kdexp.sweep import check_sweep, job_dirname
+
+# torch and Lightning (through kdexp.pipeline) are imported only when a run starts, so that
+# `kdexp --help`, `kdexp --cfg job` and tab completion answer in about a second.
 
 log = logging.getLogger("kdexp")
 OmegaConf.register_new_resolver("kdexp_dirname", job_dirname, replace=True)
+
+
+def _slurm_job_dir(fallback: str) -> str:
+    from kdexp.distributed import slurm_job_dir  # imports torch: only when a run folder is named
+
+    return slurm_job_dir(fallback)
+
+
+if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):  # configs/hydra names run folders with it
+    OmegaConf.register_new_resolver("kdexp.slurm_job_dir", _slurm_job_dir, use_cache=True)
 
 # The repository's configs/ folder (an absolute path: Hydra would read "../configs" as a module).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -43,6 +52,8 @@ def quiet_library_noise() -> None:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes; returns the results (also in results.json)."""
+    from kdexp.pipeline import SetupError, reported_errors, run_single
+
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         try:
@@ -60,6 +71,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
     """Mark the run failed in its results.json, so sweeps and reports show it."""
+    from kdexp.results import write_failure
+
     try:
         run_info = {
             "method": cfg.method.name,
@@ -80,6 +93,11 @@ def main(cfg: DictConfig) -> float | None:
     """Run; return the student's final validation accuracy (what a sweeper such as Optuna
     maximises: never the test set). A failed sweep job is recorded and returns NaN, so the
     other jobs go on; a failed single run exits non-zero."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from kdexp.pipeline import KdexpError
+
     quiet_library_noise()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
