@@ -19,13 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from kdexp.sweep import check_sweep, job_dirname
+from kdexp.sweep import check_sweep, job_dirname, job_name
 
 # torch and Lightning (through kdexp.pipeline) are imported only when a run starts, so that
 # `kdexp --help`, `kdexp --cfg job` and tab completion answer in about a second.
 
 log = logging.getLogger("kdexp")
 OmegaConf.register_new_resolver("kdexp_dirname", job_dirname, replace=True)
+OmegaConf.register_new_resolver("kdexp_jobname", job_name, replace=True)
 
 
 def _slurm_job_dir(fallback: str) -> str:

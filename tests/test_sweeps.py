@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kdexp.sweep import job_dirname, relaunches
+from kdexp.sweep import job_dirname, job_name, relaunches
 from tests.conftest import run_cli
 
 
@@ -18,6 +18,16 @@ def test_job_folder_names_stay_short_and_distinct() -> None:
     long_a, long_b = "x" * 300 + "=1", "x" * 300 + "=2"
     assert len(job_dirname(long_a)) <= 120 and job_dirname(long_a) != job_dirname(long_b)
     assert "/" not in job_dirname("data.root=/a/b")
+
+
+def test_job_names_show_only_the_swept_keys() -> None:
+    """Issue 17, finding 3: constant overrides buried the swept part and ended in a hash."""
+    argv = ["-m", "method=vanilla,kd", "seed=range(2)", "+teacher.train.limit_train_batches=0.2",
+            "teacher.train.max_epochs=1", "trainer.limit_train_batches=0.2", "data=fake"]
+    task = ["+teacher.train.limit_train_batches=0.2", "method=kd", "seed=0", "teacher.train.max_epochs=1",
+            "trainer.limit_train_batches=0.2", "data=fake"]
+    assert job_name(task, argv) == "method=kd,seed=0"
+    assert job_name(["a=1", "b=2"], ["a=1", "b=2"]) == "a=1,b=2"  # nothing swept: every override
 
 
 @pytest.mark.parametrize(
@@ -54,7 +64,7 @@ def test_a_2x2_multirun_reports_the_mean_and_std_of_its_results(tmp_path: Path) 
     assert len(files) == 4
     for i, (method, seed) in enumerate((m, s) for m in ("vanilla", "kd") for s in (0, 1)):
         (name,) = [f.parent.name for f in files if f.parent.name.startswith(f"{i}_")]
-        assert f"method={method}" in name and f"seed={seed}" in name  # readable job folders
+        assert name == f"{i}_method={method},seed={seed}"  # the swept keys only, not SWEEP's constants
     by_method: dict[str, list[float]] = {}
     for f in files:
         results = json.loads(f.read_text())
