@@ -89,7 +89,8 @@ def run_options(run_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def failed(results: dict[str, Any]) -> bool:
-    return results.get("run", {}).get("status") == "failed"
+    """A run that did not finish: failed, or interrupted (SIGTERM, Ctrl-C)."""
+    return results.get("run", {}).get("status") in ("failed", "interrupted")
 
 
 # --- summarising -------------------------------------------------------------------------------

@@ -185,8 +185,11 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
     (console or Console()).print(results_table(results))
 
 
-def write_failure(output_dir: str | Path, run: dict[str, Any], error: BaseException) -> Path | None:
-    """Record a failed run in ``results.json`` (``run.status: failed``) for reports and sweeps.
+def write_failure(
+    output_dir: str | Path, run: dict[str, Any], error: BaseException, status: str = "failed"
+) -> Path | None:
+    """Record a failed run in ``results.json`` (``run.status``: ``failed`` or ``interrupted``)
+    for reports and sweeps.
 
     Never replaces the results of a run that finished: those are kept as they are.
     """
@@ -199,6 +202,6 @@ def write_failure(output_dir: str | Path, run: dict[str, Any], error: BaseExcept
     message = f"{type(error).__name__}: {error}".strip()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return write_results({"run": {**run, "status": "failed", "error": message}}, path.parent)
+        return write_results({"run": {**run, "status": status, "error": message}}, path.parent)
     except OSError:  # e.g. an unwritable output folder: the error itself is what the user sees
         return None

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -70,8 +73,52 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return run_single(cfg)
 
 
-def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    """Mark the run failed in its results.json, so sweeps and reports show it."""
+@contextmanager
+def noting_ctrl_c() -> Iterator[dict[str, bool]]:
+    """Note a Ctrl-C (SIGINT) while the block runs; it still raises KeyboardInterrupt as usual.
+
+    Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``; the note tells that
+    exit apart from others, so the run can be recorded as interrupted and exit 130."""
+    noted = {"ctrl_c": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        noted["ctrl_c"] = True
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield noted
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sweep_resume_hint(cfg: DictConfig) -> str:
+    """How to continue an interrupted sweep: the same command in the same sweep folder, each job
+    resuming from its own last checkpoint (finished ones are only tested again)."""
+    sweep_dir = HydraConfig.get().sweep.dir
+    args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "auto_resume="))]
+    return f"kdexp {' '.join(args)} hydra.sweep.dir={sweep_dir} auto_resume=always"
+
+
+def stop_sweep(cfg: DictConfig, reason: str, exit_code: int) -> None:
+    """An interrupted sweep job: say so with how to resume the whole sweep, start no further job."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    job = HydraConfig.get().job.num
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]kdexp: interrupted:[/] sweep job {job} ({escape(str(cfg.paths.output_dir))}) {escape(reason)}; "
+        f"it is recorded as interrupted with its checkpoints kept, and no further job starts. "
+        f"Resume the sweep with:\n  {escape(sweep_resume_hint(cfg))}"
+    )
+    sys.exit(exit_code)
+
+
+def record_failure(cfg: DictConfig, err: BaseException, status: str = "failed") -> None:
+    """Mark the run failed (or interrupted) in its results.json, so sweeps and reports show it."""
     from kdexp.results import write_failure
 
     try:
@@ -84,7 +131,7 @@ def record_failure(cfg: DictConfig, err: BaseException) -> None:
             "output_dir": cfg.paths.output_dir,
             "overrides": list(HydraConfig.get().overrides.task),
         }
-        write_failure(cfg.paths.output_dir, run_info, err)
+        write_failure(cfg.paths.output_dir, run_info, err, status=status)
     except Exception:  # noqa: BLE001 - recording must never hide the original error
         log.debug("could not record the failure", exc_info=True)
 
@@ -97,14 +144,30 @@ def main(cfg: DictConfig) -> float | None:
     from rich.console import Console
     from rich.markup import escape
 
-    from kdexp.pipeline import KdexpError
+    from kdexp.pipeline import KdexpError, RunInterrupted
 
     quiet_library_noise()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    noted = {"ctrl_c": False}
     try:
-        results = run(cfg)
+        with noting_ctrl_c() as noted:
+            results = run(cfg)
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and not noted["ctrl_c"]:
+            raise
+        record_failure(cfg, KeyboardInterrupt("Ctrl-C (SIGINT)"), status="interrupted")
+        if multirun:
+            stop_sweep(cfg, "stopped by Ctrl-C", 130)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]kdexp: interrupted:[/] stopped by Ctrl-C; checkpoints kept. Resume with ckpt_path=last "
+            f"hydra.run.dir={escape(str(cfg.paths.output_dir))} (and the same overrides)"
+        )
+        sys.exit(130)
     except KdexpError as err:  # bad input (exit 2), NaN loss (3), unwritable output (4), SIGTERM (143)
-        record_failure(cfg, err)
+        interrupted = isinstance(err, RunInterrupted)
+        record_failure(cfg, err, status="interrupted" if interrupted else "failed")
+        if interrupted and multirun:  # schedulers, `timeout`, `docker stop`: the whole sweep stops
+            stop_sweep(cfg, str(err).split(". Resume with")[0].split(" (the last:")[0], err.exit_code)
         console = Console(stderr=True, soft_wrap=True)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the full stack trace
             traceback.print_exception(err, file=sys.stderr)

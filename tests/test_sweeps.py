@@ -108,3 +108,41 @@ def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None
     assert len(trials) == 2
     assert best.best_value == pytest.approx(max(t["student"]["val_acc_top1"] for t in trials))
     assert set(best.best_params) == {"method.temperature", "method.kd_weight", "method.ce_weight"}
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_stops_the_whole_sweep_and_says_how_to_resume_it(tmp_path: Path, sig: str, code: int) -> None:
+    """Issue 17, finding 7: SIGTERM ended only the current job and the sweep went on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    sweep_dir, marker = tmp_path / "sweep", tmp_path / "paused"
+    tests = str(REPO / "tests")
+    env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "kdexp.train", "-m", *SWEEP, "method=vanilla", "logger=none", "seed=0,1",
+           f"hydra.sweep.dir={sweep_dir}", "+callbacks.pause._target_=crash_helpers.PauseMidEpoch",
+           f"+callbacks.pause.marker={marker}", "+callbacks.pause.epoch=0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate()[1][-3000:]
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err[-3000:]
+    assert [p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] == ["0_seed=0"]
+    record = json.loads((sweep_dir / "0_seed=0" / "results.json").read_text())
+    assert record["run"]["status"] == "interrupted"
+    assert "no further job starts" in err and f"hydra.sweep.dir={sweep_dir} auto_resume=always" in err
+    assert "Resume with ckpt_path=last" not in err  # not a single run's advice
