@@ -117,7 +117,7 @@ def claims_completion(run_dir: Path) -> bool:
     if not path.exists():
         return False
     run = json.loads(path.read_text())["run"]
-    return run.get("complete", False) or run.get("status") != "failed"
+    return run.get("complete", False) or run.get("status") not in ("failed", "interrupted")
 
 
 def test_sigterm_exits_nonzero_keeps_checkpoints_and_claims_nothing(resume_runs) -> None:
