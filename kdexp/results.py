@@ -181,8 +181,38 @@ def results_table(results: dict[str, Any]) -> Table:
     return table
 
 
+RESULTS_MD = "results.md"
+
+
+def table_markdown(table: Table) -> str:
+    """A Rich table as a Markdown table, with its title above and caption below."""
+    headers = [str(c.header) for c in table.columns]
+    rows = zip(*[[str(cell) for cell in c.cells] for c in table.columns])
+    lines = [f"**{table.title}**", ""] if table.title else []
+    lines += ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if c.justify == "left" else "---:" for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    if table.caption:
+        lines += ["", str(table.caption)]
+    return "\n".join(lines) + "\n"
+
+
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(results_table(results))
+    """Print the run's table (full width when stdout is not a terminal: logs never wrap it), write
+    it to the run folder as ``results.md``, and end with the folder and the TensorBoard command."""
+    table = results_table(results)
+    if console is None:
+        console = Console() if Console().is_terminal else Console(width=240, soft_wrap=True)
+    console.print(table)
+    folder = results.get("run", {}).get("output_dir")
+    if not folder:
+        return
+    try:
+        (Path(folder) / RESULTS_MD).write_text(table_markdown(table))
+    except OSError as err:  # results.json holds the numbers; the table is a convenience
+        console.print(f"[yellow]could not write {Path(folder) / RESULTS_MD}: {err}[/]")
+    console.print(f"Run folder: {folder}")
+    if (Path(folder) / "tensorboard").is_dir():
+        console.print(f"Curves: tensorboard --logdir {folder}")
 
 
 def write_failure(

@@ -123,7 +123,8 @@ def provenance(info: dict[str, Any]) -> str:
     if source == "trained" and info.get("cached", True):
         parts[0] = f"trained now, cached as {str(info.get('key', '?'))[:4]}…"
     if info.get("epochs") is not None:
-        parts.append(f"trained {info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}")
+        epochs = f"{info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}"
+        parts.append(f"trained {epochs}" if source == "cache" else epochs)
     if info.get("test_acc") is not None:
         parts.append(f"test {100 * float(info['test_acc']):.2f}%")
     return ", ".join(parts)

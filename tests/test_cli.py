@@ -31,6 +31,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     for name, loggers in (("first", "tensorboard"), ("second", "[tensorboard,csv]")):
         proc = run_cli(*QUICK, f"logger={loggers}", cache_dir=cache, run_dir=tmp / name)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        (tmp / f"{name}.stdout").write_text(proc.stdout)
     return tmp / "first", tmp / "second", cache
 
 
@@ -147,3 +148,20 @@ def test_csv_logger_alone(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert float(_csv_final(tmp_path / "run")["final/student_acc_top1"]) == pytest.approx(results["student"]["acc_top1"])
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_piped_output_has_a_line_per_epoch_the_full_table_and_where_to_look(two_runs) -> None:
+    """Issue 17, finding 8: with stdout not a terminal nothing was printed per epoch, train.log
+    held two lines, and the final table wrapped at 80 columns."""
+    first = two_runs[0]
+    stdout = (first.parent / "first.stdout").read_text()
+    for text in (stdout, (first / "train.log").read_text()):
+        lines = [line for line in text.splitlines() if "epoch " in line and "train/loss" in line]
+        assert len(lines) == 2, text[-3000:]  # trainer.max_epochs=2
+        assert "epoch 2/2" in lines[1] and "val/acc" in lines[1] and "ETA 0:00:00" in lines[1]
+    caption = next(line for line in stdout.splitlines() if "MACs: torch.utils.flop_counter" in line)
+    assert caption.rstrip().endswith("bytes of state_dict.")  # printed whole, not wrapped
+    assert "Teacher: trained now, cached as" in stdout
+    table = (first / "results.md").read_text()
+    assert "| top-1 accuracy |" in table and "teacher / student" in table
+    assert f"Run folder: {first}" in stdout and f"tensorboard --logdir {first}" in stdout
