@@ -1,8 +1,9 @@
 """``kdexp-report DIR...``: gather finished runs → one table (mean ± std over seeds), CSV, plots.
 
-Runs are grouped by everything but the seed: data, teacher, student, method, the method's options
-and any other overrides, so ``kdexp -m method=vanilla,kd seed=0,1,2`` reads as one row per
-method. Failed runs (their results.json says ``status: failed``) are counted and listed.
+Runs are grouped by their whole composed configuration but the seed and output paths (data,
+teacher, student, method, the method's options and every other setting), so
+``kdexp -m method=vanilla,kd seed=0,1,2`` reads as one row per method, and two sweeps at batch
+sizes 64 and 128 as two rows each, with ``data.batch_size`` among their options. Failed runs (their results.json says ``status: failed``) are counted and listed.
 Writes ``report.md``, ``report.csv``, ``acc_vs_latency.png`` and ``acc_vs_size.png`` next to the
 runs (the first folder given, or ``--out``).
 """
@@ -63,10 +64,61 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
                 continue
             results["_dir"] = str(file.parent)
             method_options, overrides = run_options(file.parent)
-            results["_options"] = " ".join(method_options + overrides)
-            results["_setting"] = " ".join(o for o in overrides if not o.startswith("method."))
+            results["_method_options"] = method_options
+            results["_settings"] = run_settings(file.parent, overrides, str(run.get("method")))
             runs.append(results)
+    mark_varying(runs)
     return runs
+
+
+# Config keys that never separate rows: the seed (averaged over), where files go, how runs are
+# logged and checkpointed, how fast data loads; and the row's own columns (models, method).
+_SAME_ROW_PREFIXES = ("seed", "paths.", "hydra.", "logger.", "callbacks.", "ckpt_path", "auto_resume", "profile.",
+                      "method.", "trainer.default_root_dir")
+_SAME_ROW_KEYS = {"data.name", "teacher.name", "student.name", "data.num_workers", "data.pin_memory", "data.root",
+                  "data.download", "data.download_dir", "data.eval_batch_size"}
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def run_settings(run_dir: Path, overrides: list[str], method: str) -> dict[str, str]:
+    """Everything in the run's composed config (``.hydra/config.yaml``) that can change its
+    numbers, flat (``data.batch_size`` → ``"64"``), plus command-line overrides of keys the saved
+    config lacks. The seed, output paths, loggers and the row's own columns are left out, and a
+    vanilla run's teacher settings (it has no teacher)."""
+    from omegaconf import OmegaConf
+
+    settings: dict[str, str] = {}
+    config = run_dir / ".hydra" / "config.yaml"
+    if config.is_file():
+        flat = _flatten(OmegaConf.to_container(OmegaConf.load(config), resolve=False))
+        settings = {k: str(v) for k, v in flat.items()}
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        settings.setdefault(key, value)
+    return {
+        k: v for k, v in settings.items()
+        if not k.startswith(_SAME_ROW_PREFIXES) and k not in _SAME_ROW_KEYS
+        and not (method == "vanilla" and k.startswith("teacher."))
+    }
+
+
+def mark_varying(runs: list[dict[str, Any]]) -> None:
+    """Set each run's ``_setting`` to the settings that differ between the runs given (the rest
+    are the same everywhere and said once), and ``_options`` to those plus its method options."""
+    keys = sorted({k for r in runs for k in r["_settings"]})
+    varying = [k for k in keys if len({r["_settings"].get(k) for r in runs}) > 1]
+    for results in runs:
+        setting = [f"{k}={results['_settings'][k]}" for k in varying if k in results["_settings"]]
+        results["_setting"] = " ".join(setting)
+        results["_options"] = " ".join(results["_method_options"] + setting)
 
 
 def run_options(run_dir: Path) -> tuple[list[str], list[str]]:
@@ -82,7 +134,7 @@ def run_options(run_dir: Path) -> tuple[list[str], list[str]]:
     if overrides.is_file():
         for item in OmegaConf.to_container(OmegaConf.load(overrides)):
             key = item.split("=", 1)[0].lstrip("+~")
-            if key.split(".")[0] in _GROUP_CHOICES or key.startswith(("hydra.", "paths.")):
+            if key in _GROUP_CHOICES or key.startswith(("hydra.", "paths.")):
                 continue
             overrides_list.append(item)
     return parts, overrides_list
@@ -142,6 +194,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _student_side(setting: str) -> str:
+    """A setting without the teacher's keys: what a vanilla baseline must share with a row."""
+    return " ".join(t for t in setting.split() if not t.startswith("teacher."))
+
+
 def _baseline(row: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
     if row["method"] == "vanilla":
         return None
@@ -149,7 +206,7 @@ def _baseline(row: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
         if (
             other["method"] == "vanilla"
             and (other["data"], other["student"]) == (row["data"], row["student"])
-            and other["setting"] == row["setting"]
+            and _student_side(other["setting"]) == _student_side(row["setting"])
         ):
             return other["student_acc_last_mean"]
     return None
