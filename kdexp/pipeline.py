@@ -17,6 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -30,7 +31,9 @@ from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
-from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, log_final, print_results, write_results
+from kdexp.results import (
+    RESULTS_FILE, comparison, hparams_metrics, log_final, override_hparams, print_results, write_results,
+)
 from kdexp.teachers import architecture_cfg, provide_teacher, unreadable_reason
 
 log = logging.getLogger("kdexp")
@@ -253,6 +256,9 @@ def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
     for key, value in plain(cfg.method).items():
         name = "method" if key == "name" else f"method.{key}"
         row[name] = str(value) if isinstance(value, (list, dict)) else value
+    if HydraConfig.initialized():  # every command-line override is a column too
+        for key, value in override_hparams(list(HydraConfig.get().overrides.task)).items():
+            row.setdefault(key, value)
     return row
 
 
@@ -454,9 +460,10 @@ def fit_and_report(
         results["comparison"]["agreement_top1"] = float(metrics["test/agreement"])
     results["run"]["duration_s"] = round(time.time() - started, 1)
     results["run"]["complete"] = True
+    results["run"]["hparams"] = hparams_row(cfg, results["run"]["teacher"])  # kdexp-report's HParams columns
     write_results(results, output_dir)
 
-    for problem in log_final(trainer.loggers, hparams_row(cfg, results["run"]["teacher"]), hparams_metrics(results), trainer.global_step):
+    for problem in log_final(trainer.loggers, results["run"]["hparams"], hparams_metrics(results), trainer.global_step):
         log.warning("A logger could not record the final numbers (results.json has them): %s", problem)
     print_results(results)
     return results

@@ -15,6 +15,7 @@ import csv
 import json
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
             method_options, overrides = run_options(file.parent)
             results["_method_options"] = method_options
             results["_settings"] = run_settings(file.parent, overrides, str(run.get("method")))
+            results["_command_line"] = command_line(file.parent)
             runs.append(results)
     mark_varying(runs)
     return runs
@@ -86,6 +88,17 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: node}
+
+
+def command_line(run_dir: Path) -> dict[str, str]:
+    """What the run's command line set (``.hydra/overrides.yaml``): key (no ``+``/``~``) → value."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    pairs = (str(item).partition("=") for item in OmegaConf.to_container(OmegaConf.load(path)))
+    return {key.lstrip("+~"): value for key, _, value in pairs}
 
 
 def run_settings(run_dir: Path, overrides: list[str], method: str) -> dict[str, str]:
@@ -355,6 +368,72 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     return written
 
 
+HPARAMS_SUFFIX = ".kdexp-hparams"  # the experiment summary's event file: replaced on every report
+
+
+def hparams_experiment(runs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any]]], list[str]]:
+    """The HParams columns for ``runs``: (hyperparameter, its values) with the keys that vary
+    first, then the rest in the runs' own order; and the metric tags, headline first."""
+    from kdexp.results import LOGGED_METRICS, clean_hparams
+
+    values: dict[str, list[Any]] = {}
+    for results in runs:
+        for key, value in clean_hparams(results.get("run", {}).get("hparams", {})).items():
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    varying = [k for k, v in values.items() if len(v) > 1]
+    lines = [results.get("_command_line", {}) for results in runs]
+    swept = []  # what the command lines varied, in their order
+    for key in (k for line in lines for k in line):
+        if key in values and key not in swept and len({line.get(key) for line in lines}) > 1:
+            swept.append(key)
+    ordered = swept + [k for k in varying if k not in swept] + [k for k in values if k not in varying]
+    return [(k, values[k]) for k in ordered], list(LOGGED_METRICS)
+
+
+def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path | None:
+    """One experiment-level HParams summary in ``folder`` (a sweep's root): TensorBoard then takes
+    the tab's columns from it — every run's hyperparameters and the headline metrics — instead of
+    from whichever run it reads first. Point ``tensorboard --logdir`` at ``folder``."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    columns, metrics = hparams_experiment([r for r in runs if not failed(r)])
+    if not columns:
+        return None
+    infos = []
+    for name, vals in columns:
+        kinds = {type(v) for v in vals}
+        if kinds == {bool}:
+            kind, domain = api_pb2.DATA_TYPE_BOOL, [True, False]
+        elif kinds <= {int, float}:
+            kind, domain = api_pb2.DATA_TYPE_FLOAT64, sorted(float(v) for v in vals)
+        elif kinds == {str}:
+            kind, domain = api_pb2.DATA_TYPE_STRING, sorted(vals)
+        else:  # mixed: no type or domain, TensorBoard shows the values as they are
+            kind, domain = api_pb2.DATA_TYPE_UNSET, None
+        info = api_pb2.HParamInfo(name=name, type=kind)
+        if domain is not None:
+            info.domain_discrete.extend(domain)
+        infos.append(info)
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos, metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in metrics]
+    )
+    content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
+    summary_metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
+    )
+    summary = Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=summary_metadata)])
+    for old in folder.glob(f"events.out.tfevents.*{HPARAMS_SUFFIX}"):
+        old.unlink()
+    writer = EventFileWriter(str(folder), filename_suffix=HPARAMS_SUFFIX)
+    writer.add_event(Event(summary=summary, wall_time=time.time()))
+    writer.close()
+    return next(folder.glob(f"events.out.tfevents.*{HPARAMS_SUFFIX}"), None)
+
+
 def write_report(paths: list[Path], out: Path | None = None, console: Console | None = None) -> list[dict[str, Any]]:
     """Gather, print, and write report.md, report.csv and the plots into ``out``."""
     runs = find_runs(paths)
@@ -366,12 +445,15 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     (out / "report.md").write_text(rows_markdown(rows))
     write_csv(rows, out / "report.csv")
     plots = write_plots(rows, out)
+    experiment = write_hparams_experiment(runs, out)
     if console is None:  # logs and pipes get the full width; a terminal wraps the text columns
         console = Console() if Console().is_terminal else Console(width=200)
     console.print(rows_table(rows))
     for error in (e for row in rows for e in row["errors"]):
         console.print(f"[red]failed:[/] {error}")
     console.print(f"Report: {out / 'report.md'}, {out / 'report.csv'}" + "".join(f", {p}" for p in plots))
+    if experiment is not None:
+        console.print(f"Compare them in TensorBoard's HParams tab: tensorboard --logdir {out}")
     return rows
 
 

@@ -42,34 +42,77 @@ def write_results(results: dict[str, Any], output_dir: str | Path) -> Path:
     return path
 
 
-# The HParams table shows its first metrics by default: the ones a distillation run is judged by.
-_HEADLINE = (
+# The final numbers TensorBoard and the other loggers get (results.json has them all): those a
+# distillation run is judged by first, since the HParams tab shows its first columns by default.
+# Each is one point, so a short list keeps the Scalars tab for the curves.
+LOGGED_METRICS = (
     "final/student_acc_top1",
-    "final/student_acc_top1_best_epoch",
     "final/teacher_acc_top1",
     "final/agreement_top1",
     "final/speedup_latency_b1",
+    "final/student_acc_top1_best_epoch",
+    "final/acc_gap_top1",
+    "final/compression_params",
+    "final/student_params",
+    "final/student_macs",
+    "final/student_latency_ms_b1",
 )
 
 
 def hparams_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """The final numbers, flat, for the TensorBoard HParams tab (same values as results.json)."""
+    """The headline final numbers, flat, for the HParams tab (same values as results.json)."""
     flat: dict[str, float] = {}
     for role in ("teacher", "student"):
         for key, value in results.get(role, {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 flat[f"final/{role}_{key}"] = float(value)
     for key, value in results.get("comparison", {}).items():
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[f"final/{key}"] = float(value)
-    headline = {k: flat.pop(k) for k in _HEADLINE if k in flat}
-    return {**headline, **flat}
+    return {k: flat[k] for k in LOGGED_METRICS if k in flat}
+
+
+def override_hparams(overrides: list[str]) -> dict[str, Any]:
+    """Every command-line override as a hyperparameter: ``trainer.max_epochs=4`` → 4 (YAML scalars,
+    so numbers sort as numbers; lists and mappings as text). Hydra's ``+``/``~`` prefixes dropped."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in overrides:
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        params[key.lstrip("+~")] = value if isinstance(value, (str, int, float, bool)) else text
+    return params
+
+
+def clean_hparams(params: dict[str, Any]) -> dict[str, str | float | bool]:
+    """HParams values TensorBoard can hold: text, numbers and booleans (None becomes "None")."""
+    return {k: v if isinstance(v, (str, bool, int, float)) else str(v) for k, v in params.items()}
+
+
+def log_tensorboard_session(logger: Any, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """One HParams session for this run: its hyperparameters (session start) and final metrics
+    (scalars, which the HParams tab reads). Without the experiment summary that Lightning's
+    ``log_hyperparams`` also writes: TensorBoard takes its columns from one run's summary, so the
+    columns come from the union of all sessions, or from the summary ``kdexp-report`` writes at
+    a sweep's root."""
+    from torch.utils.tensorboard.summary import hparams
+
+    _, session_start, session_end = hparams(clean_hparams(params), metrics)
+    # The writer Lightning closed after fit() opens its file again (as Lightning's own hparams call does).
+    file_writer = logger.experiment._get_file_writer()
+    file_writer.add_summary(session_start)
+    file_writer.add_summary(session_end)
+    logger.log_metrics(metrics, step=step)
 
 
 def log_final(loggers: list[Any], params: dict[str, Any], metrics: dict[str, float], step: int) -> list[str]:
     """Send a run's hyperparameters and final numbers to every logger through Lightning's standard
-    API: ``log_hyperparams(params)`` then ``log_metrics(metrics, step)``. TensorBoard gets the
-    metrics with its hparams call instead, which is how its HParams tab links them to the run.
+    API: ``log_hyperparams(params)`` then ``log_metrics(metrics, step)``. TensorBoard gets an
+    HParams session without a per-run experiment summary (see ``log_tensorboard_session``).
 
     A logger that fails is reported, never raised: results.json is written already. Returns the
     failures as "LoggerName: error".
@@ -80,7 +123,7 @@ def log_final(loggers: list[Any], params: dict[str, Any], metrics: dict[str, flo
     for logger in loggers:
         try:
             if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(params, metrics)  # also logs the metrics at step 0
+                log_tensorboard_session(logger, params, metrics, step)
             else:
                 logger.log_hyperparams(params)
                 logger.log_metrics(metrics, step=step)

@@ -224,6 +224,14 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class TeacherLogger(pl.loggers.TensorBoardLogger):
+    """The teacher's own curves (run ``<run>/teacher``), named as the teacher's: the vanilla
+    module that trains it logs ``test/student_acc``, which here is ``test/teacher_acc``."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics({k.replace("student_", "teacher_"): v for k, v in metrics.items()}, step)
+
+
 def train_teacher(
     teacher: BuiltModel,
     datamodule: ImageDataModule,
@@ -256,7 +264,7 @@ def train_teacher(
     )
     trainer = pl.Trainer(
         **kwargs,
-        logger=pl.loggers.TensorBoardLogger(str(log_dir), name="", version="", default_hp_metric=False),
+        logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False),
         callbacks=[pl.callbacks.RichProgressBar()],
     )
     trainer.fit(module, datamodule)

@@ -75,6 +75,16 @@ def test_a_2x2_multirun_reports_the_mean_and_std_of_its_results(tmp_path: Path) 
         assert float(rows[method]["student_acc_last_std"]) == pytest.approx(statistics.stdev(accs))
         assert rows[method]["n"] == "2"
     assert (sweep_dir / "report.md").is_file()
+    # Issue 17, finding 2: the HParams tab's columns come from one summary at the sweep's root, the
+    # union of all runs, not from the first run read (here a vanilla one, without teacher or KD options).
+    columns, metrics = _hparams_experiment(sweep_dir)
+    assert columns[:2] == ["method", "seed"]  # the swept keys first
+    assert {"method.temperature", "teacher", "student", "trainer.max_epochs", "data.train_size"} <= set(columns)
+    assert metrics[:4] == ["final/student_acc_top1", "final/teacher_acc_top1", "final/agreement_top1",
+                           "final/speedup_latency_b1"]
+    for run in sweep_dir.glob("*/tensorboard"):
+        session, experiment = _hparams_tags(run)
+        assert session and not experiment  # a session per run, no per-run experiment summary
     # The teacher was trained once for the whole sweep and shared through the cache.
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
 
@@ -146,3 +156,24 @@ def test_a_signal_stops_the_whole_sweep_and_says_how_to_resume_it(tmp_path: Path
     assert record["run"]["status"] == "interrupted"
     assert "no further job starts" in err and f"hydra.sweep.dir={sweep_dir} auto_resume=always" in err
     assert "Resume with ckpt_path=last" not in err  # not a single run's advice
+
+
+def _hparams_tags(folder: Path) -> tuple[bool, bytes | None]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    try:
+        tags = events.PluginTagToContent("hparams")
+    except KeyError:  # no hparams data at all
+        tags = {}
+    return "_hparams_/session_start_info" in tags, tags.get("_hparams_/experiment")
+
+
+def _hparams_experiment(folder: Path) -> tuple[list[str], list[str]]:
+    from tensorboard.plugins.hparams import metadata
+
+    _, content = _hparams_tags(folder)
+    assert content is not None, f"no experiment summary in {folder}"
+    experiment = metadata.parse_experiment_plugin_data(content)
+    return [h.name for h in experiment.hparam_infos], [m.name.tag for m in experiment.metric_infos]
