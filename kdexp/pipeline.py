@@ -283,6 +283,7 @@ def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, d
             threads=cfg.profile.threads,
             throughput_batch=cfg.profile.throughput_batch,
             min_run_time=cfg.profile.min_run_time,
+            store=Path(cfg.paths.cache_dir) / "timings.json" if cfg.profile.get("reuse_timings", True) else None,
         ).as_dict()
         for role, model in models.items()
     }
