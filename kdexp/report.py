@@ -3,8 +3,10 @@
 Runs are grouped by their whole composed configuration but the seed and output paths (data,
 teacher, student, method, the method's options and every other setting), so
 ``kdexp -m method=vanilla,kd seed=0,1,2`` reads as one row per method, and two sweeps at batch
-sizes 64 and 128 as two rows each, with ``data.batch_size`` among their options. Failed runs (their results.json says ``status: failed``) are counted and listed.
-Writes ``report.md``, ``report.csv``, ``acc_vs_latency.png`` and ``acc_vs_size.png`` next to the
+sizes 64 and 128 as two rows each, with ``data.batch_size`` among their options. Failed and
+interrupted runs are counted and listed.
+Writes ``report.md``, ``report.csv``, ``acc_vs_latency.png``, ``acc_vs_size.png`` and
+``acc_vs_train_time.png`` (and the TensorBoard HParams experiment summary) next to the
 runs (the first folder given, or ``--out``).
 """
 
@@ -25,6 +27,11 @@ from rich.table import Table
 
 from kdexp.results import RESULTS_FILE, format_value
 
+
+def noisy(latency_ms: float, iqr_ms: float) -> bool:
+    """IQR > 25% of the median (kdexp.profile.NOISY_IQR_RATIO; not imported: it imports torch)."""
+    return iqr_ms > 0.25 * latency_ms
+
 KEY_FIELDS = ("data", "teacher", "student", "method", "options", "setting")
 # Overrides that are columns already, or vary within a row.
 _GROUP_CHOICES = ("data", "teacher", "student", "method", "seed", "experiment")
@@ -42,6 +49,9 @@ MEAN = {  # averaged over seeds (timings: the median)
     "teacher_params": ("teacher", "params"),
     "teacher_latency_ms": ("teacher", "latency_ms_b1"),
     "speedup": ("comparison", "speedup_latency_b1"),
+    "student_latency_iqr_ms": ("student", "latency_iqr_ms_b1"),
+    "teacher_latency_iqr_ms": ("teacher", "latency_iqr_ms_b1"),
+    "train_time_s": ("run", "duration_s"),
 }
 
 
@@ -199,6 +209,15 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             # Timings: the median, which one run on a busy machine cannot drag away.
             average = statistics.median if "latency" in name or name == "speedup" else statistics.fmean
             row[name] = average(values) if values else None
+        row["latency_noisy"] = any(
+            m.get(role, {}).get("latency_noisy") for m in done for role in ("student", "teacher")
+        ) or any(
+            row[f"{role}_latency_ms"] is not None and row[f"{role}_latency_iqr_ms"] is not None
+            and noisy(row[f"{role}_latency_ms"], row[f"{role}_latency_iqr_ms"]) for role in ("student", "teacher")
+        )
+        sources = [m["run"].get("teacher_source", {}).get("source") for m in done]
+        sources = [s for s in sources if s in ("cache", "trained")]
+        row["teacher_cache_hits"] = f"{sources.count('cache')}/{len(sources)}" if sources else None
         rows.append(row)
     for row in rows:
         base = _baseline(row, rows)
@@ -246,11 +265,11 @@ def _num(value: float | None, kind: str) -> str:
 HEADERS = [
     "teacher → student", "method", "options", "seeds", "student acc best epoch (%)",
     "student acc last epoch (%)", "Δ vs vanilla (pts)", "teacher acc (%)", "student params",
-    "student MACs", "student latency b=1 (ms)", "speed-up",
+    "student MACs", "student latency b=1 (ms)", "speed-up", "train time (s)", "teacher cache hits",
 ]
 SHORT_HEADERS = [  # the console table: narrow enough for a terminal
     "teacher → student", "method", "options", "n", "best ep. %", "last ep. %", "Δ pts",
-    "teacher %", "params", "MACs", "ms b=1", "speed-up",
+    "teacher %", "params", "MACs", "ms b=1", "speed-up", "train s", "cache",
 ]
 
 
@@ -275,8 +294,10 @@ def row_cells(row: dict[str, Any], shared: list[str] = ()) -> list[str]:
         _pct(row["teacher_acc"]) if row["teacher"] != "—" else "—",
         _num(row["student_params"], "int"),
         _num(row["student_macs"], "macs"),
-        _num(row["student_latency_ms"], "ms"),
-        _num(row["speedup"], "x"),
+        _num(row["student_latency_ms"], "ms") + (" ⚠" if row["latency_noisy"] else ""),
+        _num(row["speedup"], "x") + (" ⚠" if row["latency_noisy"] and row["speedup"] is not None else ""),
+        _num(row["train_time_s"], "g"),
+        row["teacher_cache_hits"] or "—",
     ]
 
 
@@ -288,7 +309,9 @@ def _title(rows: list[dict[str, Any]]) -> str:
 def _caption(shared: list[str]) -> str:
     return ("All rows: " + " ".join(shared) + ". " if shared else "") + (
         "best ep.: test accuracy at the epoch of best validation accuracy; Δ: last epoch vs the "
-        "vanilla student; speed-up: teacher latency / student latency at batch 1."
+        "vanilla student; speed-up: teacher latency / student latency at batch 1 (⚠: a timing whose "
+        "IQR exceeds 25% of its median, too noisy to trust); train s: mean wall time of a run; cache: "
+        "runs whose teacher came from the cache / runs with a teacher."
     )
 
 
@@ -323,7 +346,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Student accuracy vs latency and vs parameters; teachers as stars, vanilla rows as squares."""
+    """Student accuracy vs latency, vs parameters and vs training time; teachers as stars, vanilla
+    rows as squares; every point says its number of seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,6 +357,7 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     for x_key, t_key, x_label, name in (
         ("student_latency_ms", "teacher_latency_ms", "latency at batch 1 (ms, log scale)", "acc_vs_latency.png"),
         ("student_params", "teacher_params", "parameters (log scale)", "acc_vs_size.png"),
+        ("train_time_s", None, "training wall time per run (s, log scale)", "acc_vs_train_time.png"),
     ):
         points = [r for r in rows if r[x_key] is not None and r["student_acc_last_mean"] is not None]
         if not points:
@@ -344,12 +369,12 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
                 row[x_key], 100 * row["student_acc_last_mean"], yerr=100 * (row["student_acc_last_std"] or 0),
                 fmt="s" if vanilla else "o", color="tab:gray" if vanilla else None, capsize=3,
             )
-            label = "alone (vanilla)" if vanilla else row["method"]
+            label = ("alone (vanilla)" if vanilla else row["method"]) + f" (n={row['n']})"
             ax.annotate(label, (row[x_key], 100 * row["student_acc_last_mean"]), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
         teachers: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for r in rows:
-            if r["teacher"] != "—" and r[t_key] is not None and r["teacher_acc"] is not None:
+            if t_key and r["teacher"] != "—" and r[t_key] is not None and r["teacher_acc"] is not None:
                 teachers[r["teacher"]].append((r[t_key], r["teacher_acc"]))
         for teacher, points_t in sorted(teachers.items()):  # one star per teacher
             x = statistics.median(p[0] for p in points_t)
@@ -359,7 +384,8 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel(x_label)
         ax.set_ylabel("student top-1 accuracy, last epoch (%)")
-        ax.set_title(_title(rows), fontsize=9)
+        seeds = sorted({r["n"] for r in points})
+        ax.set_title(_title(rows) + f"\nn = {'/'.join(map(str, seeds))} seed(s) per point; error bars: std", fontsize=9)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(folder / name, dpi=120)

@@ -196,7 +196,8 @@ def results_table(results: dict[str, Any]) -> Table:
     for label, key, kind, cmp_key in ROWS:
         if not any(key in stats for _, stats in columns):
             continue
-        cells = [format_value(stats.get(key), kind) for _, stats in columns]
+        cells = [format_value(stats.get(key), kind) + (" (noisy)" if key == "latency_ms_b1" and stats.get("latency_noisy") else "")
+                 for _, stats in columns]
         if pair:
             ratio = cmp.get(cmp_key) if cmp_key else None
             if ratio is None:
@@ -217,7 +218,11 @@ def results_table(results: dict[str, Any]) -> Table:
         notes.append(
             f"MACs: torch.utils.flop_counter (conv/linear/matmul), batch 1. Timing: "
             f"torch.utils.benchmark on {measured.get('device')}, {measured.get('threads')} threads; "
-            f"throughput at batch {measured.get('throughput_batch')}. MB = 10^6 bytes of state_dict."
+            f"throughput at batch {measured.get('throughput_batch')}"
+            + (", reused from the timing store (timed once per architecture)" if measured.get("timing") == "reused" else "")
+            + ". MB = 10^6 bytes of state_dict."
+            + (" (noisy): IQR > 25% of the median, do not trust small differences." if any(
+                stats.get("latency_noisy") for _, stats in columns) else "")
         )
     if notes:
         table.caption = " ".join(notes)
