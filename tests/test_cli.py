@@ -70,6 +70,12 @@ def test_tensorboard_has_curves_and_an_hparams_row(two_runs) -> None:
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/acc", "final/student_acc_top1", "final/teacher_acc_top1"} <= scalars
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    # Issue 17, finding 3: a few headline final numbers, not 29 single-point charts ...
+    assert len([t for t in scalars if t.startswith("final/")]) <= 10
+    # ... and the teacher's own run logs its accuracy as the teacher's.
+    teacher = EventAccumulator(str(two_runs[0] / "teacher"))
+    teacher.Reload()
+    assert "test/teacher_acc" in teacher.Tags()["scalars"] and "test/student_acc" not in teacher.Tags()["scalars"]
 
 
 def test_second_run_reuses_the_cached_teacher(two_runs) -> None:
