@@ -273,7 +273,7 @@ def profile_model(
         if steadier:
             store.put(key, {**timing, "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": type(model).__name__})
         else:  # the stored one was noisy, this one more so: report the steadier
-            timing = dict(stored)
+            timing, reuse = dict(stored), True
     return ModelProfile(
         params=params,
         trainable_params=trainable,

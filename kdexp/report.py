@@ -114,8 +114,7 @@ def command_line(run_dir: Path) -> dict[str, str]:
 def run_settings(run_dir: Path, overrides: list[str], method: str) -> dict[str, str]:
     """Everything in the run's composed config (``.hydra/config.yaml``) that can change its
     numbers, flat (``data.batch_size`` → ``"64"``), plus command-line overrides of keys the saved
-    config lacks. The seed, output paths, loggers and the row's own columns are left out, and a
-    vanilla run's teacher settings (it has no teacher)."""
+    config lacks. The seed, output paths, loggers and the row's own columns are left out."""
     from omegaconf import OmegaConf
 
     settings: dict[str, str] = {}
@@ -126,20 +125,25 @@ def run_settings(run_dir: Path, overrides: list[str], method: str) -> dict[str, 
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
         settings.setdefault(key, value)
-    return {
-        k: v for k, v in settings.items()
-        if not k.startswith(_SAME_ROW_PREFIXES) and k not in _SAME_ROW_KEYS
-        and not (method == "vanilla" and k.startswith("teacher."))
-    }
+    return {k: v for k, v in settings.items() if not k.startswith(_SAME_ROW_PREFIXES) and k not in _SAME_ROW_KEYS}
 
 
 def mark_varying(runs: list[dict[str, Any]]) -> None:
     """Set each run's ``_setting`` to the settings that differ between the runs given (the rest
     are the same everywhere and said once), and ``_options`` to those plus its method options."""
     keys = sorted({k for r in runs for k in r["_settings"]})
-    varying = [k for k in keys if len({r["_settings"].get(k) for r in runs}) > 1]
+    # A vanilla run has no teacher: its teacher.* settings neither vary nor separate its rows.
+    taught = [r for r in runs if r.get("run", {}).get("method") != "vanilla"]
+    varying = [
+        k for k in keys
+        if len({r["_settings"].get(k) for r in (taught if k.startswith("teacher.") else runs)}) > 1
+    ]
     for results in runs:
-        setting = [f"{k}={results['_settings'][k]}" for k in varying if k in results["_settings"]]
+        vanilla = results.get("run", {}).get("method") == "vanilla"
+        setting = [
+            f"{k}={results['_settings'][k]}" for k in varying
+            if k in results["_settings"] and not (vanilla and k.startswith("teacher."))
+        ]
         results["_setting"] = " ".join(setting)
         results["_options"] = " ".join(results["_method_options"] + setting)
 
@@ -440,7 +444,8 @@ def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path |
             kind, domain = api_pb2.DATA_TYPE_STRING, sorted(vals)
         else:  # mixed: no type or domain, TensorBoard shows the values as they are
             kind, domain = api_pb2.DATA_TYPE_UNSET, None
-        info = api_pb2.HParamInfo(name=name, type=kind)
+        # differs: TensorBoard lists (and shows by default) the hyperparameters that differ first.
+        info = api_pb2.HParamInfo(name=name, type=kind, differs=len(vals) > 1)
         if domain is not None:
             info.domain_discrete.extend(domain)
         infos.append(info)
