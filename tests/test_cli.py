@@ -166,7 +166,7 @@ def test_piped_output_has_a_line_per_epoch_the_full_table_and_where_to_look(two_
         assert len(lines) == 2, text[-3000:]  # trainer.max_epochs=2
         assert "epoch 2/2" in lines[1] and "val/acc" in lines[1] and "ETA 0:00:00" in lines[1]
     caption = next(line for line in stdout.splitlines() if "MACs: torch.utils.flop_counter" in line)
-    assert caption.rstrip().endswith("bytes of state_dict.")  # printed whole, not wrapped
+    assert "MB = 10^6 bytes of state_dict." in caption  # printed whole on one line, not wrapped at 80
     assert "Teacher: trained now, cached as" in stdout
     table = (first / "results.md").read_text()
     assert "| top-1 accuracy |" in table and "teacher / student" in table
