@@ -105,7 +105,7 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "cohort": (("method=dml", "method.cohort=[cnn_tiny]"), 2, ("method.cohort must be a list of at least 2",)),
     # resuming without a checkpoint, or from a file that is not a training checkpoint
     "resume_none": (
-        ("ckpt_path=last", "callbacks.model_checkpoint.dirpath={empty}/checkpoints"),
+        ("ckpt_path=last", "callbacks.last_checkpoint.dirpath={empty}/checkpoints"),
         2,
         ("ckpt_path=last: there is no checkpoint to resume", "checkpoints/last.ckpt does not exist"),
     ),
