@@ -24,6 +24,7 @@ from torch import nn
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from kdexp.callbacks import NonFiniteLossError, is_write_error
+from kdexp.checks import check_cache_writable, check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, resume_checkpoint
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
@@ -170,7 +171,9 @@ class Prepared:
 
 
 def check_config(cfg: DictConfig) -> type[DistillationModule]:
-    """Cheap checks of method, optimizer and scheduler, before any data or teacher work."""
+    """Cheap checks of trainer, data, seed, method, optimizer and scheduler, before any data or
+    teacher work."""
+    check_run_options(cfg)
     method_cls, _ = check_method_cfg(plain(cfg.method))
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
@@ -217,6 +220,8 @@ def prepare(cfg: DictConfig) -> Prepared:
         )
         method_cls.check_models(student, teacher_arch, plain(cfg.method))
         if needs_teacher:
+            if not cfg.teacher.get("checkpoint"):
+                check_cache_writable(cfg.paths.cache_dir)
             teacher, teacher_info = provide_teacher(
                 teacher_arch,
                 plain(cfg.teacher),

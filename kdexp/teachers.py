@@ -110,6 +110,8 @@ def unreadable_reason(path: Path, err: Exception) -> str:
 def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
     """Load ``path`` into ``model``, failing with a clear message before any training starts."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"teacher.checkpoint={str(path)!r} is a folder; give the checkpoint file (.pt or .ckpt) inside it")
     if not path.is_file():
         raise FileNotFoundError(f"teacher.checkpoint={str(path)!r} does not exist")
     try:
