@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kdexp.console import ascii_safe_streams
+
 RESULTS_FILE = "results.json"
 
 
@@ -148,4 +150,5 @@ def results_table(results: dict[str, Any]) -> Table:
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     (console or Console()).print(results_table(results))

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from kdexp.console import ascii_safe_streams
 from kdexp.errors import KdexpError, SetupError, print_error
 from kdexp.pipeline import record_run_failure, reported_errors, run_single
 from kdexp.sweep import check_sweep, job_dirname
@@ -60,6 +61,7 @@ def main(cfg: DictConfig) -> float | None:
     maximises: never the test set). A failed sweep job is recorded and returns NaN, so the
     other jobs go on; a failed single run exits non-zero."""
     quiet_library_noise()
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = run(cfg)

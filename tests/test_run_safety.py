@@ -218,3 +218,30 @@ def test_a_failure_never_replaces_a_finished_record(tmp_path: Path) -> None:
     run = json.loads((other / "results.json").read_text())["run"]
     assert run["status"] == "failed" and run["failure"]["message"] == "second"
     assert [f["message"] for f in run["earlier_failures"]] == ["first"] and not is_finished(other)
+
+
+# --- output encodings ----------------------------------------------------------------------------
+def test_unencodable_characters_degrade_to_ascii() -> None:
+    from kdexp.console import ERRORS
+
+    assert "92.1 ± 0.3 → cnn_tiny • 5.0×".encode("ascii", errors=ERRORS) == b"92.1 +/- 0.3 -> cnn_tiny * 5.0x"
+    assert "±→€".encode("latin-1", errors=ERRORS) == "±->?".encode("latin-1")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_non_utf8_terminal_never_crashes_a_run_or_the_report(tmp_path: Path, encoding: str) -> None:
+    environ = {**env(tmp_path / "cache"), "PYTHONIOENCODING": encoding}
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdexp.train", f"hydra.run.dir={run_dir}", *TINY, "trainer.max_epochs=1"],
+        cwd=REPO, env=environ, capture_output=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(encoding)[-3000:]
+    assert record(run_dir)["run"]["status"] == "complete"
+    report = subprocess.run(
+        [sys.executable, "-c", "import sys; from kdexp.report import main; sys.exit(main(sys.argv[1:]))",
+         str(run_dir), "--out", str(tmp_path / "report")],
+        cwd=REPO, env=environ, capture_output=True, timeout=600,
+    )
+    assert report.returncode == 0, report.stderr.decode(encoding)[-3000:]
+    assert b"Traceback" not in report.stderr
