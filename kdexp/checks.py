@@ -124,3 +124,62 @@ def check_run_options(cfg: DictConfig) -> None:
     check_loss_weights(plain(cfg.method))
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
     check_folder(cache_dir, cache_key_name(cache_dir))
+
+
+# --- command-line overrides that Hydra's grammar rejects --------------------------------------------
+PATH_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "ckpt_path", "init_weights", "teacher.checkpoint")
+PATH_SUFFIXES = ("_dir", ".root", "_path", ".checkpoint", ".dir")
+
+
+def is_path_key(key: str) -> bool:
+    key = key.lstrip("+~")
+    return key in PATH_KEYS or key.startswith("paths.") or key.endswith(PATH_SUFFIXES)
+
+
+def override_hint(argv: list[str]) -> str | None:
+    """A one-paragraph hint when a path-valued override would fail in Hydra's override lexer (a
+    ``~``, a non-ASCII character, a space the shell split on), or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    previous = None
+    for arg in (a for a in argv if not a.startswith("-")):
+        key, sep, value = arg.partition("=")
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            if sep and is_path_key(key):
+                tilde = " (`~` is not expanded in a config value: write the full path)" if "~" in value else ""
+                quoted = value.replace("~", os.path.expanduser("~"), 1) if value.startswith("~") else value
+                return (
+                    f"{key}={value!r}: Hydra's override grammar cannot read this path unquoted "
+                    f"({str(err).splitlines()[0]}). Quote the value inside the argument, e.g. "
+                    f"'{key}=\"{quoted}\"'{tilde}"
+                )
+            if not sep and previous is not None:
+                pkey, _, pvalue = previous.partition("=")
+                return (
+                    f"{pkey}={pvalue!r} was followed by {arg!r}: a path with spaces was split by the shell. "
+                    f"Quote the whole override, e.g. '{pkey}=\"{pvalue} {arg}\"'"
+                )
+            return None  # not a path: Hydra's own message is the right one
+        previous = arg if sep and is_path_key(key) else None
+    return None
+
+
+def with_override_hints(main: Any) -> Any:
+    """Wrap the Hydra entry point: a path override Hydra cannot parse ends with a hint (exit 2)."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        hint = override_hint(sys.argv[1:])
+        if hint:
+            from kdexp.errors import SetupError, exit_with
+
+            exit_with(SetupError(hint))
+        return main(*args, **kwargs)
+
+    return wrapped

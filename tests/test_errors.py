@@ -125,6 +125,8 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "cache_is_file": (("paths.cache_dir={text}",), 2, ("paths.cache_dir=", "is a file, not a folder")),
     "ckpt_is_dir": (("teacher.checkpoint={empty}",), 2, ("teacher.checkpoint=", "is a folder")),
 }
+CASES["path_tilde"] = (("data=fashion_mnist", "data.root=~/fmnist"), 2, ("data.root='~/fmnist'", "Quote the value", "not expanded"))
+CASES["path_non_ascii"] = (("data=fashion_mnist", "data.root=/tmp/dätä"), 2, ("data.root='/tmp/dätä'", "Quote the value"))
 if not torch.cuda.is_available():
     CASES["gpu_missing"] = (("trainer=gpu",), 2, ("trainer.accelerator=gpu", "no usable GPU", "trainer=cpu"))
 
