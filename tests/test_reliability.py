@@ -234,8 +234,10 @@ def test_read_only_log_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert f"{read_only} is not writable" in proc.stderr
 
 
-@pytest.mark.parametrize("full", ["checkpoints", "results.json.tmp"])
-def test_full_disk_is_a_clear_error(tmp_path: Path, full: str) -> None:
+@pytest.mark.parametrize("full, named", [("checkpoints", "checkpoints"), (".results.json.", "results.json")])
+def test_full_disk_is_a_clear_error(tmp_path: Path, full: str, named: str) -> None:
+    """``full``: where writes fail (a prefix: the writer's temporary files start with '.<name>.');
+    the message names the file being written (``named``), never a temporary file."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
            "KDEXP_TEST_FULL": str(run_dir / full)}
@@ -243,6 +245,7 @@ def test_full_disk_is_a_clear_error(tmp_path: Path, full: str) -> None:
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    assert f"kdexp: cannot write output: {run_dir / full}" in proc.stderr
+    assert f"kdexp: cannot write output: {run_dir / named}" in proc.stderr and ".tmp" not in proc.stderr
     assert "No space left on device" in proc.stderr
     assert not claims_completion(run_dir)
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]  # no partial file left
