@@ -18,22 +18,21 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from kdexp.callbacks import NonFiniteLossError, is_write_error
 from kdexp.checks import check_cache_writable, check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, resume_checkpoint
+from kdexp.errors import KdexpError, OutputError, RunInterrupted, SetupError, TrainingFailed
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
-from kdexp.errors import KdexpError, OutputError, RunInterrupted, SetupError, TrainingFailed
 from kdexp.results import comparison, hparams_metrics, print_results, write_results
 from kdexp.resume import FingerprintCheckpoint, check_resume, checkpoint_epoch, load_student_weights, run_fingerprint
 from kdexp.run_record import RESULTS_FILE, earlier_failures, failure_record, is_finished, record_failure, write_atomic
@@ -85,8 +84,9 @@ def reported_errors() -> Any:
     except (SIGTERMException, _Interrupted, KeyboardInterrupt):
         name = _Signals.received or "SIGINT"
         raise RunInterrupted(
-            f"received {name} before the student's training finished; nothing of this run was recorded as "
-            "finished (a rerun with the same settings reuses a cached teacher)", name
+            f"received {name} before the student's training finished; nothing of this run is recorded as "
+            "finished. Rerun with the same settings (a teacher whose training finished is cached and reused)",
+            name
         ) from None
     except OSError as err:
         if not is_write_error(err):
@@ -420,7 +420,14 @@ def train_and_test(
 
     ckpt_path = resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
     # No ckpt_path: a requeued SLURM job (auto_resume) continues from its own newest checkpoint.
-    ckpt_path = ckpt_path or resume_checkpoint(None, cfg.paths.output_dir, cfg.get("auto_resume", "slurm"))
+    if ckpt_path is None:
+        ckpt_path = resume_checkpoint(None, cfg.paths.output_dir, cfg.get("auto_resume", "slurm"))
+        if ckpt_path is not None:  # the same fingerprint check as an explicit ckpt_path
+            try:
+                saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+                check_resume(cfg, saved, prep.teacher is not None, f"auto_resume: {ckpt_path}")
+            except ValueError as err:
+                raise SetupError(f"{err} (auto_resume=never starts over in this folder)") from None
     _Signals.trainer = trainer  # SIGINT: the same clean stop at the next batch as SIGTERM
     try:
         trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
