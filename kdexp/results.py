@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-RESULTS_FILE = "results.json"
+from kdexp.console import ascii_safe_streams
+from kdexp.run_record import RESULTS_FILE, write_json  # the run folder's record and its one writer
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -35,11 +34,7 @@ def comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, fl
 
 def write_results(results: dict[str, Any], output_dir: str | Path) -> Path:
     """Write ``results.json`` atomically (a crash mid-write leaves the previous version)."""
-    path = Path(output_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(output_dir) / RESULTS_FILE, results)
 
 
 # The final numbers TensorBoard and the other loggers get (results.json has them all): those a
@@ -247,6 +242,7 @@ def table_markdown(table: Table) -> str:
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
     """Print the run's table (full width when stdout is not a terminal: logs never wrap it), write
     it to the run folder as ``results.md``, and end with the folder and the TensorBoard command."""
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     table = results_table(results)
     if console is None:
         console = Console() if Console().is_terminal else Console(width=240, soft_wrap=True)
@@ -262,24 +258,3 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
     if (Path(folder) / "tensorboard").is_dir():
         console.print(f"Curves: tensorboard --logdir {folder}")
 
-
-def write_failure(
-    output_dir: str | Path, run: dict[str, Any], error: BaseException, status: str = "failed"
-) -> Path | None:
-    """Record a failed run in ``results.json`` (``run.status``: ``failed`` or ``interrupted``)
-    for reports and sweeps.
-
-    Never replaces the results of a run that finished: those are kept as they are.
-    """
-    path = Path(output_dir) / RESULTS_FILE
-    try:
-        if path.is_file() and json.loads(path.read_text()).get("run", {}).get("complete"):
-            return None
-    except (OSError, ValueError):
-        pass
-    message = f"{type(error).__name__}: {error}".strip()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_results({"run": {**run, "status": status, "error": message}}, path.parent)
-    except OSError:  # e.g. an unwritable output folder: the error itself is what the user sees
-        return None
