@@ -36,12 +36,7 @@ def hydra_context(overrides: Sequence[str] = (), output_dir: str | Path | None =
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    import kdexp.distributed  # noqa: F401  (registers the kdexp.slurm_job_dir resolver)
-    import kdexp.sweep  # noqa: F401
-    from kdexp.sweep import job_dirname
-
-    if not OmegaConf.has_resolver("kdexp_dirname"):
-        OmegaConf.register_new_resolver("kdexp_dirname", job_dirname)
+    import kdexp.train  # noqa: F401  (registers the resolvers configs/hydra names run folders with)
     previous_hydra = HydraConfig.instance().cfg
     was_initialized = GlobalHydra.instance().is_initialized()
     saved = GlobalHydra.instance().hydra if was_initialized else None
@@ -81,9 +76,11 @@ def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
     ``output_dir``: the run folder (default ``outputs/<date>/<time>``); ``results.json``,
     ``student.pt``/``student.json`` and checkpoints go there. Bad input raises
     ``kdexp.pipeline.SetupError`` (a ValueError-like message naming the key) before any training.
-    Multirun sweeps stay a CLI feature (``kdexp -m ...``).
+    Multirun sweeps stay a CLI feature (``kdexp -m ...``), and so does the run-folder lock (a
+    notebook may rerun into the same folder; a finished run's results are kept aside as usual).
     """
-    from kdexp.train import quiet_library_noise, record_failure
+    from kdexp.pipeline import record_run_failure
+    from kdexp.train import quiet_library_noise
     from kdexp.train import run as run_config
 
     quiet_library_noise()
@@ -92,7 +89,7 @@ def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
         try:
             return run_config(job)
         except BaseException as err:
-            record_failure(job, err)
+            record_run_failure(job, err)
             raise
 
 

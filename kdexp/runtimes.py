@@ -89,8 +89,8 @@ def onnxruntime_profile(
     }
 
 
-def profile_runtimes(model: nn.Module, input_shape: tuple[int, ...], profile: Any, device: Any) -> dict[str, Any]:
-    """kdexp.profile's numbers (``torch``) and, if asked, ONNX Runtime's: one flat dict."""
+def profile_runtimes(model: nn.Module, input_shape: tuple[int, ...], profile: Any, device: Any, store: Any = None) -> dict[str, Any]:
+    """kdexp.profile's numbers (``torch``; ``store``: its timing store) and, if asked, ONNX Runtime's: one flat dict."""
     from kdexp.profile import profile_model
 
     runtimes = check_runtimes(profile.get("runtimes", ["torch"]))
@@ -102,6 +102,7 @@ def profile_runtimes(model: nn.Module, input_shape: tuple[int, ...], profile: An
         threads=threads,
         throughput_batch=profile.throughput_batch,
         min_run_time=profile.min_run_time,
+        store=store,
     ).as_dict()
     if "onnxruntime" in runtimes:
         out.update(onnxruntime_profile(model, tuple(input_shape), threads, profile.throughput_batch, profile.min_run_time))

@@ -45,16 +45,6 @@ def test_normalize_is_bit_identical_to_torchvision() -> None:
     assert torch.equal(got, expected)
 
 
-@pytest.fixture(autouse=True)
-def synthetic_cifar_passes_md5(monkeypatch) -> None:
-    """torchvision MD5-checks the CIFAR release and reads its class names; the tiny files below
-    are not the release and have no meta file."""
-    from torchvision import datasets
-
-    monkeypatch.setattr(datasets.CIFAR10, "_check_integrity", lambda self: True)
-    monkeypatch.setattr(datasets.CIFAR10, "_load_meta", lambda self: None)
-
-
 def write_cifar(root: Path, name: str, n_train: int = 40, n_test: int = 16) -> None:
     """Tiny CIFAR python-pickle files (the release's layout and keys)."""
     rng = np.random.default_rng(0)

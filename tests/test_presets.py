@@ -23,11 +23,15 @@ def composed(*overrides: str, output_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("preset", DEBUG)
-def test_debug_presets_keep_the_teacher_cache_in_the_run_folder(preset: str, tmp_path: Path) -> None:
-    """kdexp.teachers passes the run's trainer keys (but limit_*) to the teacher's trainer, and
-    caches by (model, data, recipe, seed): a debug teacher must never reach the shared cache."""
+def test_debug_presets_never_use_the_shared_teacher_cache(preset: str, tmp_path: Path) -> None:
+    """fast_dev_run and overfit_batches give an uncached teacher (kdexp.teachers); limit_* and
+    profiler never reach the teacher, so those presets keep the teacher cache in the run folder."""
+    from kdexp.teachers import DEBUG_TRAINER_KEYS
+
     cfg = composed(f"debug={preset}", output_dir=tmp_path / "run")
-    assert cfg["paths"]["cache_dir"] == str(tmp_path / "run" / "debug_teacher_cache")
+    private = cfg["paths"]["cache_dir"] == str(tmp_path / "run" / "debug_teacher_cache")
+    switched = any(cfg["trainer"].get(k) for k in DEBUG_TRAINER_KEYS)
+    assert private != switched  # exactly one of the two guards
     expected = {
         "fdr": {"fast_dev_run": True},
         "overfit": {"overfit_batches": 3, "max_epochs": 20},
@@ -72,7 +76,7 @@ def test_fdr_run_records_tags_and_leaves_the_shared_cache_alone(tmp_path: Path, 
     )
     assert results["run"]["tags"] == ["smoke", "fdr"] and results["run"]["complete"]
     assert results["run"]["teacher_source"]["source"] == "trained"
-    assert Path(results["run"]["teacher_source"]["path"]).parent == tmp_path / "run" / "debug_teacher_cache"
+    assert results["run"]["teacher_source"]["cached"] is False
     assert list(shared.iterdir()) == []
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["run"]["tags"] == ["smoke", "fdr"]

@@ -1,13 +1,14 @@
 """CIFAR-10 and CIFAR-100 as uint8 tensors, with the standard crop-and-flip augmentation.
 
 The python-pickle release (``cifar-10-batches-py/``, ``cifar-100-python/`` under ``root``) is read
-by torchvision's dataset classes (their ``.data`` and ``.targets`` arrays, files MD5-checked); when it is missing and ``download`` is true, torchvision downloads (and checks) it first.
+directly; when it is missing and ``download`` is true, torchvision downloads (and checks) it first.
 Augmentation: RandomCrop(32, padding=4) with zero fill + horizontal flip (p = 0.5), then
 normalisation with the per-channel training-set statistics below.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,15 @@ LAYOUT = {
 }
 
 
-def dataset_tensors(dataset: datasets.CIFAR10) -> tuple[Tensor, Tensor]:
-    """Images uint8 (N, 3, 32, 32) and labels int64 (N,) from torchvision's arrays (``.data`` is NHWC)."""
-    images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
-    return images, torch.tensor(dataset.targets, dtype=torch.int64)
+def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[Tensor, Tensor]:
+    """Images uint8 (N, 3, 32, 32) and labels int64 (N,) from CIFAR python-pickle files."""
+    images, labels = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[label_key])
+    return torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64)
 
 
 class CIFARDataModule(TensorDataModule):
@@ -64,14 +70,24 @@ class CIFARDataModule(TensorDataModule):
                     f"{self.title} is not in data.root={self.root!r} and could not be downloaded there "
                     f"({type(err).__name__}: {err}); download it elsewhere and copy {folder}/ into data.root"
                 ) from None
-        try:  # torchvision reads the release and checks every file's MD5
-            splits = {name: self.dataset_class(self.root, train=name == "train") for name in ("train", "test")}
-        except RuntimeError as err:
-            raise FileNotFoundError(
-                f"data.root={self.root!r}: the {self.title} files in {base}/ are corrupt or incomplete "
-                f"(torchvision: {err}); delete {folder}/ and set data.download=true to fetch it again"
-            ) from None
-        return {name: dataset_tensors(dataset) for name, dataset in splits.items()}
+        return {
+            "train": self._read([base / n for n in train_files], label_key),
+            "test": self._read([base / n for n in test_files], label_key),
+        }
+
+    def _read(self, paths: list[Path], label_key: str) -> tuple[Tensor, Tensor]:
+        """``read_cifar_batches``, a damaged file reported by name with how to get a good copy."""
+        parts = []
+        for path in paths:
+            try:
+                parts.append(read_cifar_batches([path], label_key))
+            except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError, IndexError) as err:
+                raise ValueError(
+                    f"data.root={self.root!r}: {path} is not a readable {self.title} batch file (truncated, "
+                    f"corrupt or of another data set: {type(err).__name__}: {err}). Get a good copy: delete "
+                    f"{path.parent}/ and run with data.download=true (torchvision checks the archive's md5)"
+                ) from None
+        return torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
 
 
 class CIFAR10DataModule(CIFARDataModule):
