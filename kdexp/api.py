@@ -75,7 +75,7 @@ def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
 
     ``output_dir``: the run folder (default ``outputs/<date>/<time>``); ``results.json``,
     ``student.pt``/``student.json`` and checkpoints go there. Bad input raises
-    ``kdexp.pipeline.SetupError`` (a ValueError-like message naming the key) before any training.
+    ``kdexp.errors.SetupError`` (a ValueError-like message naming the key) before any training.
     Multirun sweeps stay a CLI feature (``kdexp -m ...``), and so does the run-folder lock (a
     notebook may rerun into the same folder; a finished run's results are kept aside as usual).
     """

@@ -221,7 +221,7 @@ def test_run_table_and_sweep_report_show_onnx_runtime_beside_eager(run) -> None:
 
 
 def test_unknown_runtime_is_refused_before_any_training(tmp_path) -> None:
-    from kdexp.pipeline import SetupError
+    from kdexp.errors import SetupError
 
     with pytest.raises(SetupError, match=r"profile.runtimes=\['torch', 'tensorrt'\] has unknown runtime\(s\) \['tensorrt'\]; allowed: \['torch', 'onnxruntime'\]"):
         kdexp.run([*TINY[:6], "profile.runtimes=[torch,tensorrt]", f"paths.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path / "run")
