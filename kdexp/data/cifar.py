@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from kdexp.data.tensor import TensorDataModule
+from kdexp.data.registry import register_dataset
 
 # Per-channel training-set statistics (the values the published KD benchmarks normalise with).
 STATS = {
@@ -76,6 +77,7 @@ class CIFARDataModule(TensorDataModule):
         }
 
 
+@register_dataset
 class CIFAR10DataModule(CIFARDataModule):
     name = "cifar10"
     title = "CIFAR-10"
@@ -83,6 +85,7 @@ class CIFAR10DataModule(CIFARDataModule):
     dataset_class = datasets.CIFAR10
 
 
+@register_dataset
 class CIFAR100DataModule(CIFARDataModule):
     name = "cifar100"
     title = "CIFAR-100"
