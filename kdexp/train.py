@@ -49,6 +49,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             check_sweep(cfg, str(hydra_cfg.launcher.get("_target_", "")))
         except ValueError as err:
             raise SetupError(str(err)) from err
+    if "." not in str(cfg.get("optimized_metric", "student.val_acc_top1")):
+        raise SetupError(
+            f"optimized_metric={cfg.optimized_metric!r} must name a results.json number as "
+            "<section>.<field>, e.g. student.val_acc_top1 (the default) or comparison.speedup_latency_b1"
+        )
     with reported_errors():  # write errors and SIGTERM: clear messages, not tracebacks
         if cfg.method.name == "born_again":
             from kdexp.chain import run_chain  # resolves one config per generation itself
@@ -75,10 +80,27 @@ def record_failure(cfg: DictConfig, err: BaseException) -> None:
         log.debug("could not record the failure", exc_info=True)
 
 
+def optimized_value(results: dict[str, Any], key: str) -> float:
+    """The number ``key`` (``<section>.<field>``, e.g. ``student.val_acc_top1``) names in a
+    finished run's results: what a sweeper optimises. A clear error if there is no such number."""
+    section, _, field = key.partition(".")
+    value = (results.get(section) or {}).get(field) if isinstance(results.get(section), dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        available = [
+            f"{name}.{f}" for name, part in results.items() if isinstance(part, dict)
+            for f, v in part.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        raise SetupError(
+            f"optimized_metric={key!r} is not a number in this run's results.json; "
+            f"choose one of: {', '.join(available)}"
+        )
+    return float(value)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Run; return the student's final validation accuracy (what a sweeper such as Optuna
-    maximises: never the test set). A failed sweep job is recorded and returns NaN, so the
+    """Run; return ``optimized_metric`` from the results (what a sweeper such as Optuna
+    maximises; by default the student's final validation accuracy, never the test set). A failed sweep job is recorded and returns NaN, so the
     other jobs go on; a failed single run exits non-zero."""
     quiet_library_noise()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -99,8 +121,15 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.exception("job failed: %s", err)
         return float("nan")
-    student = (results or {}).get("student", {})
-    return student.get("val_acc_top1", student.get("acc_top1"))
+    if not results:  # DDP ranks other than 0 do not report
+        return None
+    try:
+        return optimized_value(results, cfg.get("optimized_metric", "student.val_acc_top1"))
+    except SetupError as err:  # the results are written; only the sweeper's value is missing
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]kdexp: {err.kind}:[/] {escape(str(err))}")
+        if not multirun:
+            sys.exit(err.exit_code)
+        return float("nan")
 
 
 if __name__ == "__main__":
