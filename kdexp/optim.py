@@ -32,28 +32,22 @@ def sgd(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
-@OPTIMIZERS.register("adam")
-def adam(
-    params: Iterable[nn.Parameter],
-    lr: float,
-    weight_decay: float = 0.0,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> torch.optim.Optimizer:
-    """Adam (Kingma & Ba 2015) with the paper's betas and eps."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+def _adam_family(cls: type[torch.optim.Optimizer], doc: str):
+    def build(
+        params: Iterable[nn.Parameter],
+        lr: float,
+        weight_decay: float = 0.0,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> torch.optim.Optimizer:
+        return cls(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+
+    build.__doc__ = doc
+    return build
 
 
-@OPTIMIZERS.register("adamw")
-def adamw(
-    params: Iterable[nn.Parameter],
-    lr: float,
-    weight_decay: float = 0.0,
-    betas: Sequence[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> torch.optim.Optimizer:
-    """AdamW (Loshchilov & Hutter 2019): decoupled weight decay."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+OPTIMIZERS.register("adam")(_adam_family(torch.optim.Adam, "Adam (Kingma & Ba 2015), the paper's betas and eps."))
+OPTIMIZERS.register("adamw")(_adam_family(torch.optim.AdamW, "AdamW (Loshchilov & Hutter 2019): decoupled weight decay."))
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:

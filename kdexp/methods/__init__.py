@@ -57,15 +57,8 @@ def build_method(
 ) -> DistillationModule:
     """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its options."""
     cls, hparams = check_method_cfg(cfg)
-    return cls(
-        student,
-        teacher,
-        num_classes=num_classes,
-        input_shape=input_shape,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        **hparams,
-    )
+    run = {"num_classes": num_classes, "input_shape": input_shape, "optimizer": optimizer, "scheduler": scheduler}
+    return cls(student, teacher, **run, **hparams)
 
 
 __all__ = [

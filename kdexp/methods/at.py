@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kdexp.losses import at_loss
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
+from kdexp.methods.feature import FeatureDistillationModule, Shape
 from kdexp.methods.options import positive, weight
 from kdexp.methods.registry import register_method
 
@@ -31,12 +31,7 @@ class AttentionTransferModule(FeatureDistillationModule):
         p: float = positive(2.0, "the exponent of the attention maps; the paper uses 2")
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'at' needs 4-D feature maps (B, C, H, W) on both sides; the chosen layers "
-                f"give {describe_pairs(student_shapes, teacher_shapes)} (student "
-                f"{self.student_layers} -> teacher {self.teacher_layers})."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes)
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

@@ -93,6 +93,16 @@ class FeatureDistillationModule(DistillationModule):
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
         """Raise ValueError if the probed (batch-included) feature shapes do not suit the method."""
 
+    def require_feature_maps(self, student_shapes: list[Shape], teacher_shapes: list[Shape], purpose: str = "") -> None:
+        """For ``check_features``: a ValueError unless every feature is a 4-D map (B, C, H, W)."""
+        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
+            raise ValueError(
+                f"method {self.method_name!r} needs 4-D feature maps (B, C, H, W) on both sides{purpose}; "
+                f"the chosen layers give {describe_pairs(student_shapes, teacher_shapes)} (student "
+                f"{self.student_layers} -> teacher {self.teacher_layers}). Choose conv stages with "
+                "method.student_layers / method.teacher_layers."
+            )
+
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]
     ) -> dict[str, tuple[float, Tensor]]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from kdexp.connectors import HintRegressor
 from kdexp.losses import hint_loss
 from kdexp.methods.base import DistillationModule
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
+from kdexp.methods.feature import FeatureDistillationModule, Shape
 from kdexp.methods.options import at_least, weight
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
@@ -72,13 +72,7 @@ class HintsModule(FeatureDistillationModule):
         return ([stages[min(1, len(stages) - 1)]] if stages else []), False
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'hints' needs 4-D feature maps (B, C, H, W) on both sides for its conv "
-                f"regressor; the chosen layers give {describe_pairs(student_shapes, teacher_shapes)} "
-                f"(student {self.student_layers} -> teacher {self.teacher_layers}). Choose conv "
-                "stages with method.student_layers / method.teacher_layers."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes, " for its conv regressor")
 
     # --- the two stages ------------------------------------------------------------------------
     @property
