@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +98,9 @@ def _read_only(path: Path) -> bool:
 
 def report_unwritable(key: str, folder: str, reason: str) -> None:
     """Print the one-paragraph error for an output folder that cannot be written, and exit 4."""
-    from rich.console import Console
-    from rich.markup import escape
+    from kdexp.errors import OutputError, exit_with
 
-    Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]kdexp: cannot write output:[/] {escape(key)}={escape(repr(str(folder)))}: "
-        f"{escape(reason)}; choose a writable folder with {escape(key)}=... (or paths.log_dir=...)"
-    )
-    sys.exit(4)
+    exit_with(OutputError(f"{key}={str(folder)!r}: {reason}; choose a writable folder with {key}=... (or paths.log_dir=...)"))
 
 
 try:

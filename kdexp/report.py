@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kdexp.console import ascii_safe_streams
 from kdexp.results import RESULTS_FILE, format_value
 
 KEY_FIELDS = ("data", "teacher", "student", "method", "options", "setting")
@@ -322,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders or results.json files")
     parser.add_argument("--out", type=Path, help="where report.md/.csv and the plots go (default: the first folder)")
     args = parser.parse_args(argv)
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder; give a folder (it is created if missing)")
     if not write_report(args.paths, args.out):
         print(f"kdexp-report: no {RESULTS_FILE} under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 1

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from kdexp.console import ascii_safe_streams
 
 RESULTS_FILE = "results.json"
 
@@ -35,11 +35,9 @@ def comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, fl
 
 def write_results(results: dict[str, Any], output_dir: str | Path) -> Path:
     """Write ``results.json`` atomically (a crash mid-write leaves the previous version)."""
-    path = Path(output_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+    from kdexp.run_record import write_json  # the one atomic writer (fsync, rename)
+
+    return write_json(Path(output_dir) / RESULTS_FILE, results)
 
 
 # The HParams table shows its first metrics by default: the ones a distillation run is judged by.
@@ -152,23 +150,5 @@ def results_table(results: dict[str, Any]) -> Table:
 
 
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     (console or Console()).print(results_table(results))
-
-
-def write_failure(output_dir: str | Path, run: dict[str, Any], error: BaseException) -> Path | None:
-    """Record a failed run in ``results.json`` (``run.status: failed``) for reports and sweeps.
-
-    Never replaces the results of a run that finished: those are kept as they are.
-    """
-    path = Path(output_dir) / RESULTS_FILE
-    try:
-        if path.is_file() and json.loads(path.read_text()).get("run", {}).get("complete"):
-            return None
-    except (OSError, ValueError):
-        pass
-    message = f"{type(error).__name__}: {error}".strip()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_results({"run": {**run, "status": "failed", "error": message}}, path.parent)
-    except OSError:  # e.g. an unwritable output folder: the error itself is what the user sees
-        return None

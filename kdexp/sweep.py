@@ -73,10 +73,9 @@ class SweepReport(Callback):
         try:
             check_sweep(config, str(config.hydra.launcher.get("_target_", "")))
         except ValueError as err:
-            from rich.console import Console
+            from kdexp.errors import SetupError, exit_with
 
-            Console(stderr=True).print(f"[bold red]kdexp: configuration error:[/] {err}")
-            sys.exit(2)
+            exit_with(SetupError(str(err)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from kdexp.report import find_runs, write_report

@@ -110,6 +110,8 @@ def unreadable_reason(path: Path, err: Exception) -> str:
 def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
     """Load ``path`` into ``model``, failing with a clear message before any training starts."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"teacher.checkpoint={str(path)!r} is a folder; give the checkpoint file (.pt or .ckpt) inside it")
     if not path.is_file():
         raise FileNotFoundError(f"teacher.checkpoint={str(path)!r} does not exist")
     try:
@@ -219,21 +221,14 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write a cache entry atomically: temporary file, fsync, ``os.replace``, fsync the folder."""
+    import io
+
+    from kdexp.run_record import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a power cut
-    finally:
-        os.close(folder)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def entry_problem(path: Path) -> str | None:

@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.markup import escape
 
-from kdexp.pipeline import KdexpError, SetupError, reported_errors, run_single
-from kdexp.results import write_failure
+from kdexp.checks import with_override_hints
+from kdexp.console import ascii_safe_streams
+from kdexp.errors import KdexpError, SetupError, print_error
+from kdexp.pipeline import record_run_failure, reported_errors, run_single
 from kdexp.sweep import check_sweep, job_dirname
 
 log = logging.getLogger("kdexp")
@@ -63,23 +61,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return run_single(cfg)
 
 
-def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    """Mark the run failed in its results.json, so sweeps and reports show it."""
-    try:
-        run_info = {
-            "method": cfg.method.name,
-            "data": cfg.data.name,
-            "teacher": cfg.teacher.name,
-            "student": cfg.student.name,
-            "seed": cfg.seed,
-            "output_dir": cfg.paths.output_dir,
-            "overrides": list(HydraConfig.get().overrides.task),
-        }
-        write_failure(cfg.paths.output_dir, run_info, err)
-    except Exception:  # noqa: BLE001 - recording must never hide the original error
-        log.debug("could not record the failure", exc_info=True)
-
-
 def optimized_value(results: dict[str, Any], key: str) -> float:
     """The number ``key`` (``<section>.<field>``, e.g. ``student.val_acc_top1``) names in a
     finished run's results: what a sweeper optimises. A clear error if there is no such number."""
@@ -103,20 +84,18 @@ def main(cfg: DictConfig) -> float | None:
     maximises; by default the student's final validation accuracy, never the test set). A failed sweep job is recorded and returns NaN, so the
     other jobs go on; a failed single run exits non-zero."""
     quiet_library_noise()
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = run(cfg)
-    except KdexpError as err:  # bad input (exit 2), NaN loss (3), unwritable output (4), SIGTERM (143)
-        record_failure(cfg, err)
-        console = Console(stderr=True, soft_wrap=True)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the full stack trace
-            traceback.print_exception(err, file=sys.stderr)
-        console.print(f"[bold red]kdexp: {err.kind}:[/] {escape(str(err))}")
+    except KdexpError as err:  # bad input (2), NaN loss (3), unwritable output (4), SIGINT (130), SIGTERM (143)
+        record_run_failure(cfg, err)
+        print_error(err)
         if not multirun:
             sys.exit(err.exit_code)
         return float("nan")
     except Exception as err:
-        record_failure(cfg, err)
+        record_run_failure(cfg, err)
         if not multirun:
             raise
         log.exception("job failed: %s", err)
@@ -126,11 +105,13 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return optimized_value(results, cfg.get("optimized_metric", "student.val_acc_top1"))
     except SetupError as err:  # the results are written; only the sweeper's value is missing
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]kdexp: {err.kind}:[/] {escape(str(err))}")
+        print_error(err)
         if not multirun:
             sys.exit(err.exit_code)
         return float("nan")
 
+
+main = with_override_hints(main)  # path overrides Hydra's lexer rejects: a hint to quote them
 
 if __name__ == "__main__":
     main()
