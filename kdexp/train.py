@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from kdexp.checks import with_override_hints
 from kdexp.console import ascii_safe_streams
 from kdexp.errors import KdexpError, SetupError, print_error
-from kdexp.pipeline import record_run_failure, reported_errors, run_single
 from kdexp.sweep import check_sweep, job_dirname
 
 log = logging.getLogger("kdexp")
@@ -52,13 +51,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"optimized_metric={cfg.optimized_metric!r} must name a results.json number as "
             "<section>.<field>, e.g. student.val_acc_top1 (the default) or comparison.speedup_latency_b1"
         )
-    with reported_errors():  # write errors and SIGTERM: clear messages, not tracebacks
-        if cfg.method.name == "born_again":
-            from kdexp.chain import run_chain  # resolves one config per generation itself
+    from kdexp.run import run_experiment  # torch and Lightning: only once a run starts
 
-            return run_chain(cfg)
-        OmegaConf.resolve(cfg)
-        return run_single(cfg)
+    return run_experiment(cfg)
+
+
+def record_failure(cfg: DictConfig, err: BaseException) -> None:
+    from kdexp.run import record_run_failure
+
+    record_run_failure(cfg, err)
 
 
 def optimized_value(results: dict[str, Any], key: str) -> float:
@@ -89,13 +90,13 @@ def main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg)
     except KdexpError as err:  # bad input (2), NaN loss (3), unwritable output (4), SIGINT (130), SIGTERM (143)
-        record_run_failure(cfg, err)
+        record_failure(cfg, err)
         print_error(err)
         if not multirun:
             sys.exit(err.exit_code)
         return float("nan")
     except Exception as err:
-        record_run_failure(cfg, err)
+        record_failure(cfg, err)
         if not multirun:
             raise
         log.exception("job failed: %s", err)
