@@ -97,6 +97,8 @@ def assemble(
         **({"teacher_cache": fitted["teacher_cache"]} if fitted.get("teacher_cache") else {}),
         **(extra_run or {}),
     }
+    if type(module).members_field:
+        run["members_field"] = type(module).members_field
     for key in ("resumed_from", "earlier_failures", "best_epoch"):
         if fitted.get(key):
             run[key] = fitted[key]

@@ -56,8 +56,8 @@ def finished_step(step_dir: Path) -> dict[str, Any] | None:
 
 @torch.no_grad()
 def ensemble_accuracy(models: list[torch.nn.Module], datamodule, device: torch.device) -> float:
-    """Top-1 accuracy of the averaged softmax of ``models`` on the test set (torchmetrics, as
-    a cohort's ensemble)."""
+    """Top-1 accuracy of the averaged softmax of ``models`` on the test set (the same
+    torchmetrics accuracy and averaging as a method's own ensemble metric)."""
     metric = None
     for model in models:
         model.to(device).eval()
@@ -84,7 +84,8 @@ def run_step(cfg: DictConfig, cls: type[DistillationModule], prep: Prepared, tea
     teacher_info = {"source": f"{cls.chain_step} {step - 1}"} if step > 1 else prep.teacher_info
     step_prep = Prepared(datamodule, student, teacher, teacher_info)
     module = make_module(sub, step_prep)
-    return student, fit_and_report(sub, step_prep, module, {cls.chain_step: step}, chained=True)
+    part = {cls.chain_step: step, "chain_step": cls.chain_step}
+    return student, fit_and_report(sub, step_prep, module, part, chained=True)
 
 
 def run_chain(cfg: DictConfig) -> dict[str, Any]:
@@ -106,7 +107,11 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
     for s in steps:
         s.pop("teacher_stats", None)
     chain = {
-        "run": {**run_header(cfg, prep, prep.student.name), cls.members_field: n_steps},
+        "run": {
+            **run_header(cfg, prep, prep.student.name),
+            cls.members_field: n_steps,
+            "members_field": cls.members_field, "member_key": cls.chain_step, "member_label": cls.chain_folder,
+        },
         "teacher": first_teacher,
         "student": steps[-1],
         cls.members_field: [{cls.chain_step: 0, **first_teacher}, *steps],

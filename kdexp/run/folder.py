@@ -100,14 +100,14 @@ def archive_finished(output_dir: Path) -> None:
 
     Called once the new attempt has trained and tested, just before it writes its own results:
     ``results.json`` becomes ``results.<time>.json`` (which ``kdexp-report`` does not read) and
-    the students' weights ``student*.pt`` become ``student*.<time>.pt``. A failed attempt leaves them as they were.
+    the trained models' weights ``<role>.pt`` become ``<role>.<time>.pt``. A failed attempt leaves them as they were.
     """
     previous = output_dir / RESULTS_FILE
     if not is_finished(output_dir):
         return
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(previous.stat().st_mtime))
-    for path in [previous, *output_dir.glob("student*.pt")]:
-        if re.fullmatch(r"student\d*\.pt|results\.json", path.name):
+    for path in [previous, *output_dir.glob("*.pt")]:
+        if re.fullmatch(r"[^.]+\.pt|results\.json", path.name):  # not the ones already stamped
             target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
             os.replace(path, target)
             log.info("Kept the earlier finished run's %s as %s", path.name, target.name)
