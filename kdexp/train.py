@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdexp.checks import with_override_hints
 from kdexp.console import ascii_safe_streams
+from kdexp.distributed import register_resolvers  # noqa: F401  (the run folder's resolvers, on import)
 from kdexp.errors import KdexpError, SetupError, print_error
 from kdexp.sweep import check_sweep, job_dirname
 
