@@ -264,8 +264,10 @@ def train_teacher(
         enable_checkpointing=False,
         default_root_dir=str(log_dir),
     )
-    trainer = pl.Trainer(
-        **kwargs,
+    from kdexp.run.build import build_trainer  # the one trainer factory: the student's NaN guard too
+
+    trainer = build_trainer(
+        kwargs,
         logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False),
         callbacks=[pl.callbacks.RichProgressBar()],
     )

@@ -191,7 +191,7 @@ def test_every_registered_model_composes() -> None:
 
 
 def test_optimized_metric_defaults_to_validation() -> None:
-    from kdexp.pipeline import SetupError
+    from kdexp.errors import SetupError
     from kdexp.train import optimized_value
 
     cfg = compose_config()

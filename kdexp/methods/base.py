@@ -36,6 +36,11 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+def ensemble_probabilities(logits: list[Tensor]) -> Tensor:
+    """The ensemble's prediction: the mean of the members' softmax (not a vote)."""
+    return torch.stack([z.softmax(1) for z in logits]).mean(0)
+
+
 class DistillationModule(pl.LightningModule):
     """Train ``student`` on ``ce_weight * CE + kd_weight * KD + Σ extra terms``.
 
@@ -69,7 +74,10 @@ class DistillationModule(pl.LightningModule):
     # The results.json field that lists a method's several students, if it has several
     # ("cohort": DML's members, "generations": a chain's students); read by results and report.
     members_field: ClassVar[str | None] = None
-    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.pipeline where exact
+    # A chain's runs: what one is called in results.json ("generation") and its sub-folder prefix.
+    chain_step: ClassVar[str] = "step"
+    chain_folder: ClassVar[str] = "step"
+    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
     _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
 
     def __init__(

@@ -2,7 +2,7 @@
 
 Generation k+1 is a freshly initialised student distilled from generation k (generation 0 is the
 teacher). The chain itself — one sub-run per generation, resumable, with the ensemble of all
-student generations — is run by ``kdexp.chain`` because the method declares
+student generations — is run by ``kdexp.run.chain`` because the method declares
 ``chain_option = "generations"``.
 """
 
@@ -37,6 +37,7 @@ class BornAgainModule(DistillationModule):
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
     chain_option = "generations"
     members_field = "generations"
+    chain_step, chain_folder = "generation", "gen"  # generation k in <run>/gen<k>/
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         shared = {id(p) for p in student.module.parameters()} & {id(p) for p in teacher.module.parameters()}

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from kdexp.losses import kd_loss, mutual_kl
-from kdexp.methods.base import DistillationModule, accuracy_metrics
+from kdexp.methods.base import DistillationModule, accuracy_metrics, ensemble_probabilities
 from kdexp.methods.options import at_least, option, positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.metric_names import accuracies, member_role, metric_name, metric_prefix
@@ -105,8 +105,7 @@ class DMLModule(DistillationModule):
         for metrics, z in zip(members, logits):
             metrics.update(z, y)
             self.log_dict(metrics)
-        mean_probs = torch.stack([z.softmax(1) for z in logits]).mean(0)
-        ensemble.update(mean_probs, y)
+        ensemble.update(ensemble_probabilities(logits), y)
         self.log_dict(ensemble)
         return logits[0]
 
