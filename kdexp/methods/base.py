@@ -136,6 +136,13 @@ class DistillationModule(pl.LightningModule):
         return int(hparams.get(cls.chain_option, getattr(cls.Options(), cls.chain_option)))
 
     @classmethod
+    def chain_student(cls, hparams: dict[str, Any], step: int, student_cfg: dict[str, Any]) -> dict[str, Any]:
+        """The model config of a chain's ``step``-th student (1-based): by default the configured
+        student every time (Born-Again); a chain through other models (e.g. teacher assistants)
+        returns theirs."""
+        return student_cfg
+
+    @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
         """Checks that need only the architectures; run before any teacher is trained."""
 

@@ -75,7 +75,8 @@ def run_step(cfg: DictConfig, cls: type[DistillationModule], prep: Prepared, tea
     step_dir = Path(sub.paths.output_dir)
     pl.seed_everything(sub.seed, workers=True)
     datamodule = prep.datamodule
-    student = build_model(plain(sub.student), datamodule.num_classes, datamodule.input_shape[0])
+    student_cfg = cls.chain_student(plain(sub.method), step, plain(sub.student))
+    student = build_model(student_cfg, datamodule.num_classes, datamodule.input_shape[0])
     done = finished_step(step_dir)
     if done is not None:
         log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)
