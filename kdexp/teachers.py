@@ -31,6 +31,7 @@ import torch
 
 from kdexp.data import ImageDataModule
 from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
+from kdexp.metric_names import metric_prefix
 from kdexp.models import BuiltModel, build_model
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,8 @@ def train_teacher(
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
     epochs = trainer.current_epoch
     (metrics,) = trainer.test(module, datamodule, verbose=False)
-    return {"epochs": epochs, **{k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}}
+    student = metric_prefix("test", "student")  # the teacher trains as the vanilla method's student
+    return {"epochs": epochs, **{k.replace(student, "test_"): float(v) for k, v in metrics.items()}}
 
 
 def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
