@@ -83,3 +83,22 @@ def test_run_layer_functions_are_short() -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60
     ]
     assert not long, long
+
+
+def test_a_tiny_run_in_process(tiny_cfg) -> None:
+    """The run layer without a subprocess: the composed tiny config in, results.json out."""
+    import json
+
+    from omegaconf import open_dict
+
+    from kdexp.run import run_experiment
+
+    with open_dict(tiny_cfg):
+        tiny_cfg.logger = None
+        tiny_cfg.profile.enabled = False
+    results = run_experiment(tiny_cfg)
+    saved = json.loads((Path(tiny_cfg.paths.output_dir) / "results.json").read_text())
+    assert saved["run"]["status"] == "complete" and saved["run"]["method"] == "kd"
+    assert saved["student"]["acc_top1"] == results["student"]["acc_top1"]
+    assert 0.0 <= saved["student"]["val_acc_top1"] <= 1.0 and saved["run"]["teacher_source"]["source"] == "trained"
+    assert (Path(tiny_cfg.paths.output_dir) / "student.pt").is_file()
