@@ -132,8 +132,9 @@ def test_options_become_attributes_and_hparams() -> None:
 
 def test_run_layer_reads_declarations_not_names() -> None:
     declared = {name: METHODS.get(name) for name in METHODS.names()}
-    assert [n for n, c in declared.items() if c.chain_length({}) > 1] == ["born_again"]
-    assert declared["born_again"].chain_length({"generations": 5}) == 5
+    assert [n for n, c in declared.items() if c.chain_runner] == ["born_again"]
+    assert declared["born_again"].chain_links({"generations": 5}) == [None] * 5
+    assert declared["born_again"].chain_links({}) == [None] * 3  # the declared default
     assert {n: c.members_field for n, c in declared.items() if c.members_field} == {
         "born_again": "generations", "dml": "cohort"}
     assert sorted(n for n, c in declared.items() if c.teacher_logits_only) == ["born_again", "kd"]

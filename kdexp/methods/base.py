@@ -68,9 +68,9 @@ class DistillationModule(pl.LightningModule):
     teacher_logits_only: ClassVar[bool] = False
     # True where training batches must name each sample's index in the training set.
     needs_sample_indices: ClassVar[bool] = False
-    # A chain of runs (Born-Again): the option that counts the students trained one after another,
-    # each taught by the one before; None = one run.
-    chain_option: ClassVar[str | None] = None
+    # A chain of runs (Born-Again), each student taught by the one before: see chain_links.
+    chain_runner: ClassVar[bool] = False
+    chain_ensemble: ClassVar[bool] = False  # the chain's students share an architecture: report their ensemble
     # The results.json field that lists a method's several students, if it has several
     # ("cohort": DML's members, "generations": a chain's students); read by results and report.
     members_field: ClassVar[str | None] = None
@@ -129,18 +129,10 @@ class DistillationModule(pl.LightningModule):
         return cls.needs_teacher or float(hparams.get("kd_weight", cls.Options().kd_weight)) > 0
 
     @classmethod
-    def chain_length(cls, hparams: dict[str, Any]) -> int:
-        """How many runs the method chains (1: a single run)."""
-        if cls.chain_option is None:
-            return 1
-        return int(hparams.get(cls.chain_option, getattr(cls.Options(), cls.chain_option)))
-
-    @classmethod
-    def chain_student(cls, hparams: dict[str, Any], step: int, student_cfg: dict[str, Any]) -> dict[str, Any]:
-        """The model config of a chain's ``step``-th student (1-based): by default the configured
-        student every time (Born-Again); a chain through other models (e.g. teacher assistants)
-        returns theirs."""
-        return student_cfg
+    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+        """Chain methods: the student model config of each run after the teacher, in order
+        (None = the run's own ``student``). Each run is distilled from the one before it."""
+        raise NotImplementedError(f"{cls.__name__} is not a chain method")
 
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:

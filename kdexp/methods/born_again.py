@@ -3,7 +3,7 @@
 Generation k+1 is a freshly initialised student distilled from generation k (generation 0 is the
 teacher). The chain itself — one sub-run per generation, resumable, with the ensemble of all
 student generations — is run by ``kdexp.run.chain`` because the method declares
-``chain_option = "generations"``.
+``chain_runner`` and its ``chain_links``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ class BornAgainModule(DistillationModule):
 
     needs_teacher = True
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
-    chain_option = "generations"
+    chain_runner = True
+    chain_ensemble = True  # the generations share one architecture: report their ensemble
     members_field = "generations"
     chain_step, chain_folder = "generation", "gen"  # generation k in <run>/gen<k>/
+
+    @classmethod
+    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+        """``generations`` students of the run's own architecture."""
+        return [None] * cls.options_from(hparams).generations
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         shared = {id(p) for p in student.module.parameters()} & {id(p) for p in teacher.module.parameters()}

@@ -28,7 +28,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     from kdexp.run.signals import reported_errors
 
     with reported_errors():  # write errors and signals: clear messages, not tracebacks
-        if method_of(cfg).chain_option is not None:
+        if method_of(cfg).chain_runner:
             from kdexp.run.chain import run_chain  # resolves one config per run of the chain
 
             return run_chain(cfg)

@@ -1,7 +1,8 @@
 """Chains of runs (Born-Again): run 0 is the teacher; run k+1 is a fresh student taught by run k.
 
-Generic over any method that declares ``chain_option`` (how many runs) and ``chain_step`` /
-``chain_folder`` (what a run is called, its sub-folder). Each run is a full single run
+Generic over any method that declares ``chain_runner`` and ``chain_links`` (each run's student
+model, e.g. Born-Again's copies of the student or a chain through teacher assistants), and
+``chain_step`` / ``chain_folder`` (what a run is called, its sub-folder). Each run is a full single run
 (:func:`kdexp.run.single.fit_and_report`) in ``<run>/<folder><k>/`` with its own checkpoints,
 curves and results.json, so a chain can be inspected and resumed run by run; the chain's
 results.json adds every run's numbers and the ensemble of the students.
@@ -31,12 +32,14 @@ from kdexp.run_record import is_finished, read_results
 log = logging.getLogger("kdexp")
 
 
-def step_cfg(cfg: DictConfig, folder: str, step: int) -> DictConfig:
-    """The config of one run of the chain: its own output folder and seed."""
+def step_cfg(cfg: DictConfig, folder: str, step: int, link: dict | None = None) -> DictConfig:
+    """The config of one run of the chain: its own output folder, seed and (``link``) student."""
     sub = copy.deepcopy(cfg)
     with open_dict(sub):
         sub.paths.output_dir = str(Path(cfg.paths.output_dir) / f"{folder}{step}")
         sub.seed = int(cfg.seed) + step  # a fresh initialisation for every run
+        if link is not None:
+            sub.student = OmegaConf.create(link)
     OmegaConf.resolve(sub)
     return sub
 
@@ -69,14 +72,16 @@ def ensemble_accuracy(models: list[torch.nn.Module], datamodule, device: torch.d
     return float(metric.compute()["acc"]) if metric is not None else 0.0
 
 
-def run_step(cfg: DictConfig, cls: type[DistillationModule], prep: Prepared, teacher: BuiltModel, step: int):
-    """Run ``step`` of the chain (or reuse it if it finished): (its student, its results)."""
-    sub = step_cfg(cfg, cls.chain_folder, step)
+def run_step(
+    cfg: DictConfig, cls: type[DistillationModule], prep: Prepared, teacher: BuiltModel, step: int, link: dict | None
+):
+    """Run ``step`` of the chain (or reuse it if it finished): (its student, its results).
+    ``link``: the step's student model config (None: the run's own student)."""
+    sub = step_cfg(cfg, cls.chain_folder, step, link)
     step_dir = Path(sub.paths.output_dir)
     pl.seed_everything(sub.seed, workers=True)
     datamodule = prep.datamodule
-    student_cfg = cls.chain_student(plain(sub.method), step, plain(sub.student))
-    student = build_model(student_cfg, datamodule.num_classes, datamodule.input_shape[0])
+    student = build_model(plain(sub.student), datamodule.num_classes, datamodule.input_shape[0])
     done = finished_step(step_dir)
     if done is not None:
         log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)
@@ -92,11 +97,11 @@ def run_step(cfg: DictConfig, cls: type[DistillationModule], prep: Prepared, tea
 def run_chain(cfg: DictConfig) -> dict[str, Any]:
     """Train the chain's students in sequence; report each and their ensemble."""
     cls = method_of(cfg)
-    n_steps = cls.chain_length(plain(cfg.method))  # cfg stays unresolved: each run moves its paths
     prep = prepare(cfg)  # validates everything; provides run 0 (the teacher)
+    links = cls.chain_links(plain(cfg.method))  # cfg stays unresolved: each run moves its paths
     teacher, steps, students = prep.teacher, [], []
-    for step in range(1, n_steps + 1):
-        student, results = run_step(cfg, cls, prep, teacher, step)
+    for step, link in enumerate(links, start=1):
+        student, results = run_step(cfg, cls, prep, teacher, step, link)
         if results:  # empty on DDP ranks other than 0, which train but do not report
             steps.append({cls.chain_step: step, **results["student"], "teacher_stats": results.get("teacher", {})})
         students.append(student.module)
@@ -110,17 +115,18 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
     chain = {
         "run": {
             **run_header(cfg, prep, prep.student.name),
-            cls.members_field: n_steps,
+            cls.members_field: len(links),
             "members_field": cls.members_field, "member_key": cls.chain_step, "member_label": cls.chain_folder,
         },
         "teacher": first_teacher,
         "student": steps[-1],
         cls.members_field: [{cls.chain_step: 0, **first_teacher}, *steps],
-        "ensemble": {
+    }
+    if cls.chain_ensemble:  # students of one architecture: their averaged softmax
+        chain["ensemble"] = {
             "members": [s[cls.chain_step] for s in steps],
             "acc_top1": ensemble_accuracy(students, prep.datamodule, device),
-        },
-    }
+        }
     chain["comparison"] = comparison(chain["teacher"], chain["student"])
     mark_complete(chain, cfg.paths.output_dir)
     print_results(chain)
