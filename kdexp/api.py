@@ -36,7 +36,9 @@ def hydra_context(overrides: Sequence[str] = (), output_dir: str | Path | None =
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    import kdexp.train  # noqa: F401  (registers the resolvers configs/hydra names run folders with)
+    from kdexp.run.entry import register_resolvers
+
+    register_resolvers()  # the resolvers configs/hydra names run folders with
     previous_hydra = HydraConfig.instance().cfg
     was_initialized = GlobalHydra.instance().is_initialized()
     saved = GlobalHydra.instance().hydra if was_initialized else None
@@ -79,15 +81,14 @@ def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
     Multirun sweeps stay a CLI feature (``kdexp -m ...``), and so does the run-folder lock (a
     notebook may rerun into the same folder; a finished run's results are kept aside as usual).
     """
-    from kdexp.pipeline import record_run_failure
-    from kdexp.train import quiet_library_noise
-    from kdexp.train import run as run_config
+    from kdexp.run import record_run_failure
+    from kdexp.run.entry import quiet_library_noise, run_checked
 
     quiet_library_noise()
     with hydra_context(overrides, output_dir) as job:
         _record_config(job, overrides)
         try:
-            return run_config(job)
+            return run_checked(job)  # the kdexp command's checks and run (kdexp.run.entry)
         except BaseException as err:
             record_run_failure(job, err)
             raise

@@ -238,7 +238,7 @@ def module_from_checkpoint(
 
     checkpoint = read_checkpoint(path, map_location)
     hp = checkpoint["hyper_parameters"]
-    classes = {cls.__name__: cls for cls in METHODS.values()}
+    classes = {cls.__name__: cls for cls in map(METHODS.get, METHODS.names())}
     cls = classes.get(hp.get("module_class", ""), expected)
     if cls is None or cls is DistillationModule:
         raise ValueError(f"{path}: cannot tell which method wrote it; call <MethodModule>.load_from_checkpoint")

@@ -65,7 +65,7 @@ def load_config(run: str | Path, overrides: Sequence[str] = ()) -> Any:
 def test_datamodule(cfg: Any) -> Any:
     """The data module of ``cfg.data``, set up for testing (normalised tensors, no augmentation)."""
     from kdexp.data import build_datamodule
-    from kdexp.pipeline import plain
+    from kdexp.run.build import plain
 
     datamodule = build_datamodule(plain(cfg.data))
     datamodule.prepare_data()
@@ -221,7 +221,7 @@ def cli(entry: Any, argv: Sequence[str] | None, name: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from kdexp.train import quiet_library_noise
+    from kdexp.run.entry import quiet_library_noise
 
     from hydra.errors import HydraException
 

@@ -63,7 +63,7 @@ MEAN = {  # averaged over seeds (timings: the median)
 def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """Every run's results.json under ``paths`` (files or folders), with its options attached.
 
-    Born-Again generations (``gen<k>/``) are parts of their chain's run, not runs of their own.
+    The runs of a chain (e.g. Born-Again's ``gen<k>/``) are parts of their chain's run, not runs of their own.
     """
     runs = []
     for root in paths:
@@ -75,7 +75,7 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
                 print(f"kdexp-report: skipping unreadable {file}: {err}", file=sys.stderr)
                 continue
             run = results.get("run", {})
-            if "generation" in run:
+            if "chain_step" in run:  # one run of a chain, reported by the chain
                 continue
             results["_dir"] = str(file.parent)
             method_options, overrides = run_options(file.parent)

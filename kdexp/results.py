@@ -167,14 +167,13 @@ ROWS = [  # (label, key, format, comparison key)
 def result_columns(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(header, stats) for every model the run reports, in a sensible order."""
     run = results["run"]
-    if "generations" in results:  # Born-Again: generation 0 is the teacher
-        return [
-            (f"gen {g['generation']}" + (" (teacher)" if g["generation"] == 0 else ""), g)
-            for g in results["generations"]
-        ]
-    if "cohort" in run:  # DML: every member, best marked
+    field = run.get("members_field")  # a method's several students (its declaration)
+    if field and isinstance(results.get(field), list):  # a chain: member 0 is the teacher
+        key, label = run.get("member_key", "step"), run.get("member_label", "step")
+        return [(f"{label} {m[key]}" + (" (teacher)" if m[key] == 0 else ""), m) for m in results[field]]
+    if field and field in run:  # side by side: every member, best marked
         columns = [("teacher", results["teacher"])] if results.get("teacher") else []
-        for role in run["cohort"]:
+        for role in run[field]:
             mark = " (best)" if role == run.get("best_student") else ""
             columns.append((f"{role}{mark}", results[role]))
         return columns
@@ -183,7 +182,7 @@ def result_columns(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def results_table(results: dict[str, Any]) -> Table:
-    """Teacher vs student (and every generation or cohort member), with the ratios."""
+    """Teacher vs student (and every member of a chain or of several students), with the ratios."""
     run, cmp = results["run"], results.get("comparison", {})
     columns = result_columns(results)
     pair = len(columns) == 2 and bool(results.get("teacher"))

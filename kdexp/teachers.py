@@ -30,6 +30,7 @@ import torch
 
 from kdexp.data import ImageDataModule
 from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
+from kdexp.metric_names import metric_prefix
 from kdexp.models import BuiltModel, build_model
 
 log = logging.getLogger(__name__)
@@ -261,8 +262,10 @@ def train_teacher(
         enable_checkpointing=False,
         default_root_dir=str(log_dir),
     )
-    trainer = pl.Trainer(
-        **kwargs,
+    from kdexp.run.build import build_trainer  # the one trainer factory: the student's NaN guard too
+
+    trainer = build_trainer(
+        kwargs,
         logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False),
         callbacks=[pl.callbacks.RichProgressBar()],
     )
@@ -270,7 +273,8 @@ def train_teacher(
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
     epochs = trainer.current_epoch
     (metrics,) = trainer.test(module, datamodule, verbose=False)
-    return {"epochs": epochs, **{k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}}
+    student = metric_prefix("test", "student")  # the teacher trains as the vanilla method's student
+    return {"epochs": epochs, **{k.replace(student, "test_"): float(v) for k, v in metrics.items()}}
 
 
 def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:

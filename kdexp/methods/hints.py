@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_warn
@@ -11,12 +12,15 @@ from torch import Tensor, nn
 from kdexp.connectors import HintRegressor
 from kdexp.losses import hint_loss
 from kdexp.methods.base import DistillationModule
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
+from kdexp.methods.feature import FeatureDistillationModule, Shape
+from kdexp.methods.options import at_least, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 log = logging.getLogger(__name__)
 
 
+@register_method("hints")
 class HintsModule(FeatureDistillationModule):
     """FitNets hints: a regressor ``r`` maps the student's guided layer to the teacher's hint layer.
 
@@ -42,40 +46,23 @@ class HintsModule(FeatureDistillationModule):
     One optimizer and one LR schedule span both stages (``trainer.max_epochs`` counts both).
     """
 
-    method_name = "hints"
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        hint_weight: float = weight(100.0, search=(1.0, 1000.0, "log"))
+        hint_epochs: int = at_least(0, 0, "0 = single stage")
+        kd_weight_end: float | None = weight(None, "the KD weight at the last epoch; null = constant")
+        regressor_relu: bool = True
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        hint_weight: float = 100.0,
-        hint_epochs: int = 0,
-        kd_weight_end: float | None = None,
-        regressor_relu: bool = True,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        if isinstance(hint_epochs, bool) or not isinstance(hint_epochs, int) or hint_epochs < 0:
-            raise ValueError(
-                f"method.hint_epochs must be an integer >= 0 (0 = single stage), got {hint_epochs!r}"
-            )
-        if kd_weight_end is not None and kd_weight_end > 0 and kwargs.get("kd_weight", 0.0) <= 0:
-            raise ValueError("method.kd_weight_end needs method.kd_weight > 0 (the KD weight it decays from)")
-        super().__init__(
-            student,
-            teacher,
-            hint_weight=hint_weight,
-            hint_epochs=hint_epochs,
-            kd_weight_end=kd_weight_end,
-            regressor_relu=regressor_relu,
-            **kwargs,
-        )
-        self.hint_weight = float(hint_weight)
-        self.hint_epochs = hint_epochs
+        def __post_init__(self) -> None:
+            if self.kd_weight_end is not None and self.kd_weight_end > 0 and self.kd_weight <= 0:
+                raise ValueError("method.kd_weight_end needs method.kd_weight > 0 (the KD weight it decays from)")
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)
         self.kd_weight_start = self.kd_weight
-        self.kd_weight_end = kd_weight_end
         s_shapes, t_shapes = self.feature_shapes
         self.regressors = nn.ModuleList(
-            HintRegressor(s[1:], t[1:], use_relu=regressor_relu) for s, t in zip(s_shapes, t_shapes)
+            HintRegressor(s[1:], t[1:], use_relu=self.regressor_relu) for s, t in zip(s_shapes, t_shapes)
         )
 
     @classmethod
@@ -85,13 +72,7 @@ class HintsModule(FeatureDistillationModule):
         return ([stages[min(1, len(stages) - 1)]] if stages else []), False
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'hints' needs 4-D feature maps (B, C, H, W) on both sides for its conv "
-                f"regressor; the chosen layers give {describe_pairs(student_shapes, teacher_shapes)} "
-                f"(student {self.student_layers} -> teacher {self.teacher_layers}). Choose conv "
-                "stages with method.student_layers / method.teacher_layers."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes, " for its conv regressor")
 
     # --- the two stages ------------------------------------------------------------------------
     @property
