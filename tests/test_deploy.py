@@ -226,3 +226,37 @@ def test_unknown_runtime_is_refused_before_any_training(tmp_path) -> None:
     with pytest.raises(SetupError, match=r"profile.runtimes=\['torch', 'tensorrt'\] has unknown runtime\(s\) \['tensorrt'\]; allowed: \['torch', 'onnxruntime'\]"):
         kdexp.run([*TINY[:6], "profile.runtimes=[torch,tensorrt]", f"paths.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path / "run")
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_archive_finished_keeps_the_model_cards_with_their_weights(tmp_path):
+    """A rerun into a finished run's folder stamps its cards together with the weights and
+    results.json; other records (exports.json) and already-stamped files stay as they are."""
+    import json
+
+    from kdexp.run.folder import archive_finished
+
+    (tmp_path / "results.json").write_text(json.dumps({"run": {"status": "complete"}}))
+    for name in ("student.pt", "student.json", "student1.pt", "student1.json", "teacher.json",
+                 "exports.json", "student.20260101-000000.json"):
+        (tmp_path / name).write_text(name)
+    archive_finished(tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert {"exports.json", "student.20260101-000000.json"} <= set(left)
+    for stem in ("results", "student", "student1", "teacher"):
+        assert not (tmp_path / f"{stem}.json").exists()
+        assert sum(1 for n in left if n.startswith(f"{stem}.") and n.endswith(".json")) == (2 if stem == "student" else 1)
+    assert not (tmp_path / "student.pt").exists() and not (tmp_path / "student1.pt").exists()
+
+
+def test_kdexp_run_is_the_run_package_and_callable(tmp_path):
+    """``kdexp.run`` names both the run layer's package and the API function: calling it runs."""
+    import json
+
+    import kdexp.run.entry  # noqa: F401  (importing a submodule makes the package kdexp.run)
+
+    assert callable(kdexp.run) and kdexp.run.run_experiment is not None
+    from kdexp.errors import SetupError
+
+    with pytest.raises(SetupError, match="optimized_metric"):
+        kdexp.run(["data=fake", "optimized_metric=nodot"], output_dir=tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["run"]["status"] != "complete"  # recorded
