@@ -510,6 +510,9 @@ def cc_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
     correlation matrix (:func:`cc_gaussian_loss`); it is what the published row measured.
     Both embeddings must have the same shape (B, D) (the method's embedding heads give D = 128).
     Published weight 0.02. Needs B >= 2.
+
+    Exception to this module's convention: *neither* side is detached, because the teacher's
+    embedding is the output of a learned head (RepDistiller trains ``embed_t`` through this loss).
     """
     fn = "cc_loss"
     _check_same_shape(fn, "student_emb", student_emb, "teacher_emb", teacher_emb)
@@ -518,7 +521,7 @@ def cc_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
     dtype = _compute_dtype(student_emb, teacher_emb)
     with _full_precision(student_emb):
         b = student_emb.shape[0]
-        delta = (student_emb.to(dtype) - teacher_emb.detach().to(dtype)).reshape(b, -1).abs()
+        delta = (student_emb.to(dtype) - teacher_emb.to(dtype)).reshape(b, -1).abs()
         return (delta[:-1] * delta[1:]).sum(dim=1).mean()
 
 

@@ -82,6 +82,10 @@ def test_cc_reference_form_is_consecutive_difference_correlation():
     t = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, -1.0]])
     # deltas |s - t| = [1,0], [0,2], [1,2]; consecutive products summed: 0, 0*1 + 2*2 = 4 -> mean 2
     assert cc_loss(s, t).item() == pytest.approx(2.0)
+    # both embedding heads learn through it (RepDistiller trains embed_t too)
+    s.requires_grad_(), t.requires_grad_()
+    cc_loss(s, t).backward()
+    assert s.grad.abs().sum() > 0 and t.grad.abs().sum() > 0
 
 
 def test_cc_gaussian_matches_taylor_kernel_loop():

@@ -39,6 +39,21 @@ class EpochShuffle(Sampler[int]):
 from kdexp.distributed import eval_sampler
 
 
+class WithIndex(Dataset):
+    """``dataset[i] + (i,)``: each sample with its index in the training set (the default collate
+    stacks the indices into a (B,) int64 tensor, the batch's third element)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple:
+        x, y = self.dataset[index]
+        return x, y, index
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Base class: subclasses set ``num_classes``, ``input_shape`` and implement ``make_datasets``.
 
@@ -72,6 +87,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        # True: training batches are (x, y, index) (set by methods with ``needs_sample_index``).
+        self.with_index = False
 
     def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         """Return (train, train_as_eval, test): the training set with and without augmentation."""
@@ -117,8 +134,18 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def indexed(self, dataset: Dataset | None) -> Dataset | None:
+        """The training set as the loader reads it: with each sample's index if ``with_index``."""
+        return WithIndex(dataset) if self.with_index and dataset is not None else dataset
+
+    @property
+    def num_train_samples(self) -> int:
+        """Size of the training set (after any validation hold-out); call ``setup`` first."""
+        assert self.train_set is not None, "call setup() first"
+        return len(self.train_set)  # type: ignore[arg-type]
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        return self._loader(self.indexed(self.train_set), True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False, self.eval_batch_size, evaluate=True)

@@ -14,6 +14,17 @@ from kdexp.methods.kd import KDModule
 from kdexp.methods.rkd import RelationalKDModule
 from kdexp.methods.sp import SimilarityPreservingModule
 from kdexp.methods.vanilla import VanillaModule
+from kdexp.methods.ab import ActivationBoundariesModule
+from kdexp.methods.cc import CorrelationCongruenceModule
+from kdexp.methods.crd import CRDModule
+from kdexp.methods.dist import DISTModule
+from kdexp.methods.dkd import DKDModule
+from kdexp.methods.fsp import FSPModule
+from kdexp.methods.ft import FactorTransferModule
+from kdexp.methods.nst import NSTModule
+from kdexp.methods.pkt import PKTModule
+from kdexp.methods.reviewkd import ReviewKDModule
+from kdexp.methods.vid import VIDModule
 from kdexp.models import BuiltModel
 
 METHODS: dict[str, type[DistillationModule]] = {
@@ -25,6 +36,17 @@ METHODS: dict[str, type[DistillationModule]] = {
     "rkd": RelationalKDModule,
     "born_again": BornAgainModule,
     "dml": DMLModule,
+    "crd": CRDModule,
+    "pkt": PKTModule,
+    "vid": VIDModule,
+    "cc": CorrelationCongruenceModule,
+    "nst": NSTModule,
+    "ft": FactorTransferModule,
+    "ab": ActivationBoundariesModule,
+    "fsp": FSPModule,
+    "dkd": DKDModule,
+    "dist": DISTModule,
+    "reviewkd": ReviewKDModule,
 }
 
 

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdexp.distributed import scaled_lr
-from kdexp.losses import kd_loss
+from kdexp.losses import kd_loss, standardize_logits
 from kdexp.models import BuiltModel
 from kdexp.optim import build_optimizer, build_scheduler
 
@@ -46,6 +46,9 @@ class DistillationModule(pl.LightningModule):
     teacher_logits_only = False
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.pipeline where exact
     _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
+    # True where the method needs each training sample's index in the training set (CRD's memory
+    # bank): the data module then adds it to every training batch (see ``sample_index``).
+    needs_sample_index = False
 
     def __init__(
         self,
@@ -58,9 +61,12 @@ class DistillationModule(pl.LightningModule):
         ce_weight: float = 1.0,
         kd_weight: float = 0.0,
         temperature: float = 4.0,
+        logit_standardization: bool = False,
         **method_hparams: Any,
     ) -> None:
         super().__init__()
+        if not isinstance(logit_standardization, bool):
+            raise ValueError(f"method.logit_standardization must be true or false, got {logit_standardization!r}")
         if kd_weight > 0 and teacher is None:
             raise ValueError("method.kd_weight > 0 needs a teacher")
         self.save_hyperparameters(
@@ -73,6 +79,7 @@ class DistillationModule(pl.LightningModule):
                     "ce_weight": ce_weight,
                     "kd_weight": kd_weight,
                     "temperature": temperature,
+                    "logit_standardization": logit_standardization,
                     **method_hparams,
                 },
             },
@@ -84,6 +91,7 @@ class DistillationModule(pl.LightningModule):
         self.teacher_info = teacher
         self._teacher_box = [teacher.module.eval().requires_grad_(False)] if teacher else []
         self.ce_weight, self.kd_weight, self.temperature = ce_weight, kd_weight, temperature
+        self.logit_standardization = logit_standardization
         self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
         self.test_student = accuracy_metrics(num_classes).clone(prefix="test/student_")
         if teacher is not None:
@@ -139,7 +147,24 @@ class DistillationModule(pl.LightningModule):
             return self.teacher_outputs.logits(x, self._views, self.teacher_forward)
         return self.teacher_forward(x)
 
+    # --- sample indices (methods with ``needs_sample_index``) ------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if self.needs_sample_index and datamodule is not None and hasattr(datamodule, "with_index"):
+            datamodule.with_index = True  # before the training loader is built
+
+    @property
+    def sample_index(self) -> Tensor | None:
+        """(B,) indices of the current training batch's samples in the training set, or None."""
+        views = self._views
+        return None if views is None else (views[:, 0] if views.dim() == 2 else views)
+
     # --- the loss ----------------------------------------------------------------------------
+    def kd_logits(self, logits: Tensor) -> Tensor:
+        """Logits as a logit-based KD term sees them: z-scored per sample with
+        ``method.logit_standardization`` (Sun et al. 2024), else unchanged."""
+        return standardize_logits(logits) if self.logit_standardization else logits
+
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
@@ -154,7 +179,10 @@ class DistillationModule(pl.LightningModule):
         logits = self.student(x)
         terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
         if self.kd_weight > 0:
-            terms["kd"] = (self.kd_weight, kd_loss(logits, teacher_logits, self.temperature))
+            terms["kd"] = (
+                self.kd_weight,
+                kd_loss(self.kd_logits(logits), self.kd_logits(teacher_logits), self.temperature),
+            )
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
 

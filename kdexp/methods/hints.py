@@ -74,9 +74,12 @@ class HintsModule(FeatureDistillationModule):
         self.kd_weight_start = self.kd_weight
         self.kd_weight_end = kd_weight_end
         s_shapes, t_shapes = self.feature_shapes
-        self.regressors = nn.ModuleList(
-            HintRegressor(s[1:], t[1:], use_relu=regressor_relu) for s, t in zip(s_shapes, t_shapes)
-        )
+        self.regressors = self.make_regressors(s_shapes, t_shapes, regressor_relu)
+
+    def make_regressors(self, s_shapes: list[Shape], t_shapes: list[Shape], use_relu: bool) -> nn.ModuleList:
+        """The connectors trained in stage 1 and frozen from the KD stage on (FitNets: one
+        regressor per pair; AB, FSP and FT, which reuse these stages, provide theirs)."""
+        return nn.ModuleList(HintRegressor(s[1:], t[1:], use_relu=use_relu) for s, t in zip(s_shapes, t_shapes))
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
@@ -134,7 +137,8 @@ class HintsModule(FeatureDistillationModule):
         logits, terms = super().training_losses(x, y)
         if self.in_hint_stage:
             # Stage 1: the hint loss alone trains the guided layers; CE is logged, not trained on.
-            terms = {"hint": terms["hint"], "ce": (0.0, terms["ce"][1].detach())}
+            stage_one = {k: v for k, v in terms.items() if k not in ("ce", "kd")}  # FitNets: "hint"
+            terms = {**stage_one, "ce": (0.0, terms["ce"][1].detach())}
         return logits, terms
 
     def extra_losses(

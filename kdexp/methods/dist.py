@@ -1,0 +1,60 @@
+"""``dist``: Huang et al. 2022, "Knowledge Distillation from A Stronger Teacher" (DIST)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from kdexp.losses import dist_inter_loss, dist_intra_loss
+from kdexp.methods.base import DistillationModule
+from kdexp.models import BuiltModel
+
+
+class DISTModule(DistillationModule):
+    """loss = ce_weight · CE + inter_weight · T²(1 - ρ̄_inter) + intra_weight · T²(1 - ρ̄_intra).
+
+    ρ̄_inter: the mean over samples of the Pearson correlation of student and teacher class
+    probabilities ``softmax(z / T)``; ρ̄_intra: the mean over classes of the correlation across the
+    batch (:func:`kdexp.losses.dist_inter_loss`, :func:`~kdexp.losses.dist_intra_loss`). With
+    ``logit_standardization`` the logits are z-scored first. Logged raw as
+    ``train/dist_inter_loss``, ``train/dist_intra_loss``.
+
+    Defaults (the DIST paper's CIFAR-100 setting): β = ``inter_weight=2``, γ = ``intra_weight=2``,
+    τ = ``temperature=4``, ``ce_weight=1``, ``kd_weight=0``. Needs batches of >= 2 samples.
+    """
+
+    needs_teacher = True
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+
+    def __init__(
+        self,
+        student: BuiltModel,
+        teacher: BuiltModel,
+        inter_weight: float = 2.0,
+        intra_weight: float = 2.0,
+        ce_weight: float = 1.0,
+        kd_weight: float = 0.0,
+        temperature: float = 4.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            student,
+            teacher,
+            ce_weight=ce_weight,
+            kd_weight=kd_weight,
+            temperature=temperature,
+            inter_weight=inter_weight,
+            intra_weight=intra_weight,
+            **kwargs,
+        )
+        self.inter_weight, self.intra_weight = float(inter_weight), float(intra_weight)
+
+    def extra_losses(
+        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
+    ) -> dict[str, tuple[float, Tensor]]:
+        s, t = self.kd_logits(student_logits), self.kd_logits(teacher_logits)
+        return {
+            "dist_inter": (self.inter_weight, dist_inter_loss(s, t, self.temperature)),
+            "dist_intra": (self.intra_weight, dist_intra_loss(s, t, self.temperature)),
+        }

@@ -1,0 +1,89 @@
+"""``fsp``: Yim et al. 2017, "A Gift from Knowledge Distillation: Fast Optimization, Network
+Minimization and Transfer Learning" (flow of solution procedure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from kdexp.losses import fsp_loss
+from kdexp.methods.ab import check_init_stage
+from kdexp.methods.feature import Shape, describe_pairs
+from kdexp.methods.hints import HintsModule
+from kdexp.models import BuiltModel
+
+
+class FSPModule(HintsModule):
+    """FSP in FitNets' two stages (:class:`~kdexp.methods.hints.HintsModule`, ``hint_epochs`` =
+    ``init_epochs``):
+
+    * epochs < ``init_epochs``: ``loss = fsp_weight · Σ_k mean (G_s^k - G_t^k)²`` over the FSP
+      matrices of consecutive declared stages (:func:`kdexp.losses.fsp_loss`), training the
+      student's layers up to the deepest stage (no connectors: FSP needs equal channel counts
+      stage by stage, i.e. same-family pairs — the CRD paper has no cross-family FSP row);
+    * from then on: ``ce_weight · CE + kd_weight · KD``.
+
+    RepDistiller's ``feat[:-1]`` also includes the stem's output (f0) as the first layer of the
+    flow; kdexp's default is the declared stages (add the stem's module path to
+    ``student_layers`` / ``teacher_layers`` to include it). RepDistiller keeps the student in eval
+    mode during initialisation; here it trains in train mode.
+
+    Defaults (RepDistiller CIFAR-100): ``init_epochs=30``, ``fsp_weight=1`` (its init loss is
+    unweighted; the script's ``-b 50`` multiplies a term that is 0 after initialisation),
+    ``ce_weight=1``, ``kd_weight=0``.
+    """
+
+    method_name = "fsp"
+
+    def __init__(
+        self,
+        student: BuiltModel,
+        teacher: BuiltModel,
+        fsp_weight: float = 1.0,
+        init_epochs: int = 30,
+        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
+    ) -> None:
+        check_init_stage("fsp", {"init_epochs": init_epochs, **kwargs}, "fsp_weight")
+        super().__init__(
+            student,
+            teacher,
+            hint_weight=fsp_weight,
+            hint_epochs=init_epochs,
+            fsp_weight=fsp_weight,
+            init_epochs=init_epochs,
+            **kwargs,
+        )
+
+    @classmethod
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
+        check_init_stage("fsp", hparams, "fsp_weight")
+        super().check_models(student, teacher, hparams)
+
+    @classmethod
+    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
+        """All declared stages."""
+        return list(model.stages), False
+
+    def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
+        super().check_features(student_shapes, teacher_shapes)
+        pairs = describe_pairs(student_shapes, teacher_shapes)
+        if len(student_shapes) < 2:
+            raise ValueError(
+                f"method 'fsp' needs at least 2 layers per model (it compares the flow between "
+                f"consecutive layers); the chosen layers give {pairs}."
+            )
+        if [s[1] for s in student_shapes] != [t[1] for t in teacher_shapes]:
+            raise ValueError(
+                "method 'fsp' needs equal channel counts layer by layer (same-family pairs, as "
+                f"RepDistiller's FSP); the chosen layers give {pairs} (student "
+                f"{self.student_layers} -> teacher {self.teacher_layers})."
+            )
+
+    def make_regressors(self, s_shapes: list[Shape], t_shapes: list[Shape], use_relu: bool) -> nn.ModuleList:
+        return nn.ModuleList()  # FSP compares the flows directly
+
+    def feature_losses(
+        self, student_feats: list[Tensor], teacher_feats: list[Tensor]
+    ) -> dict[str, tuple[float, Tensor]]:
+        return {"fsp": (self.hint_weight, fsp_loss(student_feats, teacher_feats))}
