@@ -162,10 +162,14 @@ class CRDModule(FeatureDistillationModule):
             out_s, out_t = memory.scores(v_s, v_t, index, negatives)
             if memory.normalizers[0] < 0:  # Z fixed once, from the first batch (all ranks')
                 z = torch.stack([out_s.mean(), out_t.mean()]).detach()
-                memory.normalizers.copy_(self.all_gather(z).reshape(-1, 2).mean(0) * memory.num_data)
+                memory.normalizers.copy_(self._gather(z).reshape(-1, 2).mean(0) * memory.num_data)
             loss = crd_nce_loss(out_s / memory.normalizers[0], memory.num_data) + crd_nce_loss(
                 out_t / memory.normalizers[1], memory.num_data
             )
-            gathered = [self.all_gather(t).reshape(-1, *t.shape[1:]) for t in (v_s.detach(), v_t.detach(), index, y)]
+            gathered = [self._gather(t).reshape(-1, *t.shape[1:]) for t in (v_s.detach(), v_t.detach(), index, y)]
             memory.update(*gathered)
         return {"crd": (self.crd_weight, loss)}
+
+    def _gather(self, tensor: Tensor) -> Tensor:
+        """All ranks' ``tensor`` stacked (world, ...) under a trainer; the tensor itself outside one."""
+        return self.all_gather(tensor) if self._trainer is not None else tensor
