@@ -278,6 +278,7 @@ def test_docs_give_a_row_per_new_method() -> None:
         assert f"method={name}" in docs, name
 
 
+@pytest.mark.slow  # a subprocess that also trains a teacher: ~45 s on 2 CPU cores
 def test_cli_runs_crd_on_fake_data(tmp_path: Path) -> None:
     proc = run_cli(
         "data=fake", "data.image_shape=[1,28,28]", "data.train_size=32", "data.test_size=16", "data.batch_size=16",

@@ -47,8 +47,9 @@ class ActivationBoundariesModule(HintsModule):
     RepDistiller compares *pre-activation* features; kdexp's hooks see the stage outputs
     (after the ReLU). For the teacher this gives the same boundaries (only ``t > 0`` matters); on
     the student side the connector sees the post-ReLU map, so where the connector is the identity
-    the student's negative half of the hinge is unreachable. RepDistiller also keeps the student in
-    eval mode (frozen BN statistics) during initialisation; here it trains in train mode.
+    the student's negative half of the hinge is unreachable. RepDistiller runs its initialisation
+    as a separate loop with its own SGD optimizer before the 240 epochs; here the two stages share
+    one optimizer and LR schedule.
 
     Defaults (RepDistiller CIFAR-100): ``init_epochs=30``, ``ab_weight=1`` (its init loss is
     unweighted; the script's ``-b 1`` multiplies a term that is 0 after initialisation),

@@ -26,8 +26,8 @@ class FSPModule(HintsModule):
 
     RepDistiller's ``feat[:-1]`` also includes the stem's output (f0) as the first layer of the
     flow; kdexp's default is the declared stages (add the stem's module path to
-    ``student_layers`` / ``teacher_layers`` to include it). RepDistiller keeps the student in eval
-    mode during initialisation; here it trains in train mode.
+    ``student_layers`` / ``teacher_layers`` to include it). RepDistiller runs its initialisation as
+    a separate loop with its own SGD optimizer; here the two stages share one.
 
     Defaults (RepDistiller CIFAR-100): ``init_epochs=30``, ``fsp_weight=1`` (its init loss is
     unweighted; the script's ``-b 50`` multiplies a term that is 0 after initialisation),

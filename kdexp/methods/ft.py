@@ -28,8 +28,10 @@ class FactorTransferModule(HintsModule):
       the student) and ``φ`` RepDistiller's factor normalisation (:func:`kdexp.losses.factor_loss`,
       which collapses channels where the paper normalises whole factors).
 
-    The frozen paraphraser stays in train mode with the rest of the module (RepDistiller keeps
-    it in its train-mode module list too; it has no BN, so this only matters with ``use_bn``).
+    RepDistiller puts the frozen paraphraser in eval mode for the KD stage; here it follows the
+    module's mode, which changes nothing (no BN, no dropout in it). Its initialisation is a separate
+    loop with its own SGD optimizer, at lr 0.01 for ResNet/WRN students; here both stages share one
+    optimizer and LR schedule.
 
     Defaults (RepDistiller CIFAR-100): ``init_epochs=30``, ``ft_weight=200`` (β),
     ``paraphraser_weight=1`` (its unweighted MSE), ``rate=0.5``, ``ce_weight=1``, ``kd_weight=0``,
