@@ -826,7 +826,7 @@ def hcl_loss(student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor
     Per level (student side already fused to the teacher's shape by the ABF chain):
     ``(MSE(s, t) + Σ_{l ∈ {4, 2, 1}, l < H} 2^-k · MSE(pool_l(s), pool_l(t))) / (1 + Σ 2^-k)``
     with ``pool_l`` adaptive average pooling to l x l and k = 1, 2, 3 for the pools used; summed
-    over the levels (mdistiller's ``hcl_loss``). Published weight 1 (mdistiller CIFAR-100 default).
+    over the levels (mdistiller's ``hcl_loss``). Published weight 5 (mdistiller's CIFAR-100 config).
     """
     fn = "hcl_loss"
     s_list = _check_tensor_list(fn, "student_feats", student_feats)

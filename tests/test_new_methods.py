@@ -248,7 +248,7 @@ def test_dml_standardizes_its_cohort_logits() -> None:
 def test_dkd_and_reviewkd_warm_up_linearly_over_20_epochs() -> None:
     t, s = models("resnet8", "resnet8")
     x, y = torch.randn(4, *CIFAR), torch.tensor([0, 1, 2, 3])
-    for method, key, weight in [("dkd", "nckd", 8.0), ("reviewkd", "reviewkd", 1.0)]:
+    for method, key, weight in [("dkd", "nckd", 8.0), ("reviewkd", "reviewkd", 5.0)]:
         module = build(method, t, s)
         for epoch, factor in [(0, 1 / 20), (9, 10 / 20), (19, 1.0), (100, 1.0)]:
             module.__dict__["current_epoch"] = epoch  # what Lightning reports in that epoch
