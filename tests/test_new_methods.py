@@ -199,6 +199,7 @@ def test_crd_refuses_a_checkpoint_whose_bank_has_another_size(tmp_path: Path) ->
         ("dkd", {"nckd_weight": -8}, "method.nckd_weight must be >= 0"),
         ("ab", {"init_epochs": 1.5}, "method.init_epochs"),
         ("fsp", {"hint_weight": 3}, "method 'fsp' has no option"),
+        ("kd", {"logit_standardization": "yes"}, "method.logit_standardization must be true or false"),
     ],
 )
 def test_bad_options_fail_before_the_teacher(method: str, options: dict, match: str) -> None:

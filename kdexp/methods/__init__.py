@@ -110,6 +110,10 @@ def check_hparams(hparams: dict[str, Any]) -> None:
                 raise ValueError(
                     f"method.{key} must be >= 0 (a loss weight; 0 switches the term off), got {value!r}"
                 )
+    if not isinstance(hparams.get("logit_standardization", False), bool):
+        raise ValueError(
+            f"method.logit_standardization must be true or false, got {hparams['logit_standardization']!r}"
+        )
     if "generations" in hparams:
         _integer("generations", hparams["generations"], 1, "students trained after the teacher")
     if "hint_epochs" in hparams:
