@@ -153,7 +153,9 @@ class VIDRegressor(nn.Module):
     that ``softplus(α) + eps = init_var`` (5). The larger of the two maps is average-pooled to the
     smaller size by the caller (:meth:`align`)."""
 
-    def __init__(self, s_channels: int, mid_channels: int, t_channels: int, init_var: float = 5.0, eps: float = 1e-5) -> None:
+    def __init__(
+        self, s_channels: int, mid_channels: int, t_channels: int, init_var: float = 5.0, eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.regressor = nn.Sequential(
             nn.Conv2d(s_channels, mid_channels, 1, bias=False),
@@ -178,7 +180,7 @@ class VIDRegressor(nn.Module):
 
 def _conv_block(c_in: int, c_out: int, bn: bool, transpose: bool = False) -> list[nn.Module]:
     conv = (nn.ConvTranspose2d if transpose else nn.Conv2d)(c_in, c_out, 3, 1, 1)
-    return [conv, *( [nn.BatchNorm2d(c_out)] if bn else []), nn.LeakyReLU(0.1)]
+    return [conv, *([nn.BatchNorm2d(c_out)] if bn else []), nn.LeakyReLU(0.1)]
 
 
 class Paraphraser(nn.Module):
@@ -192,7 +194,9 @@ class Paraphraser(nn.Module):
         if mid < 1:
             raise ValueError(f"Paraphraser: {channels} channels x rate {rate} leaves no factor channel.")
         self.encoder = nn.Sequential(
-            *_conv_block(channels, channels, use_bn), *_conv_block(channels, mid, use_bn), *_conv_block(mid, mid, use_bn)
+            *_conv_block(channels, channels, use_bn),
+            *_conv_block(channels, mid, use_bn),
+            *_conv_block(mid, mid, use_bn),
         )
         self.decoder = nn.Sequential(
             *_conv_block(mid, mid, use_bn, True),
@@ -216,7 +220,9 @@ class Translator(nn.Module):
         super().__init__()
         out = int(t_channels * rate)
         self.encoder = nn.Sequential(
-            *_conv_block(s_channels, s_channels, use_bn), *_conv_block(s_channels, out, use_bn), *_conv_block(out, out, use_bn)
+            *_conv_block(s_channels, s_channels, use_bn),
+            *_conv_block(s_channels, out, use_bn),
+            *_conv_block(out, out, use_bn),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -265,7 +271,9 @@ class ContrastMemory(nn.Module):
     to ``mean(exp(score / τ)) · N`` (-1 until then).
     """
 
-    def __init__(self, dim: int, num_data: int, num_negatives: int = 16384, temperature: float = 0.07, momentum: float = 0.5) -> None:
+    def __init__(
+        self, dim: int, num_data: int, num_negatives: int = 16384, temperature: float = 0.07, momentum: float = 0.5
+    ) -> None:
         super().__init__()
         if num_data < 2:
             raise ValueError(f"ContrastMemory: the training set must have >= 2 samples, got {num_data}.")

@@ -730,7 +730,9 @@ def factor_loss(student_factor: Tensor, teacher_factor: Tensor, p1: float = 2.0,
 # --------------------------------------------------------------------------------------------------
 
 
-def _dkd_inputs(fn: str, s: Tensor, t: Tensor, target: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor, float]:
+def _dkd_inputs(
+    fn: str, s: Tensor, t: Tensor, target: Tensor, temperature: float
+) -> tuple[Tensor, Tensor, Tensor, float]:
     _check_logits(fn, "student_logits", s)
     _check_same_shape(fn, "student_logits", s, "teacher_logits", t)
     if target.shape != (s.shape[0],):
@@ -832,7 +834,9 @@ def hcl_loss(student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor
     s_list = _check_tensor_list(fn, "student_feats", student_feats)
     t_list = _check_tensor_list(fn, "teacher_feats", teacher_feats)
     if len(s_list) != len(t_list) or not s_list:
-        raise ValueError(f"{fn}: needs equally many (>= 1) student and teacher features, got {len(s_list)} and {len(t_list)}.")
+        raise ValueError(
+            f"{fn}: needs equally many (>= 1) student and teacher features, got {len(s_list)} and {len(t_list)}."
+        )
     total = []
     for j, (s, t) in enumerate(zip(s_list, t_list)):
         _check_same_shape(fn, f"student_feats[{j}]", s, f"teacher_feats[{j}]", t)

@@ -293,3 +293,17 @@ def test_cli_runs_crd_on_fake_data(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["run"]["method"] == "crd"
+
+
+@pytest.mark.slow  # two spawned gloo processes: ~30 s on 2 CPU cores
+def test_crd_bank_stays_identical_across_ddp_ranks() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "crd_ddp_helper.py")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT same_bank=True seen=32 of 32" in proc.stdout, proc.stdout[-2000:]

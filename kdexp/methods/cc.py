@@ -59,9 +59,14 @@ class CorrelationCongruenceModule(FeatureDistillationModule):
     def check_options(hparams: dict[str, Any]) -> None:
         feat_dim = hparams.get("feat_dim", 128)
         if isinstance(feat_dim, bool) or not isinstance(feat_dim, int) or feat_dim < 1:
-            raise ValueError(f"method.feat_dim must be an integer >= 1 (the embedding size; RepDistiller 128), got {feat_dim!r}")
+            raise ValueError(
+                f"method.feat_dim must be an integer >= 1 (the embedding size; RepDistiller 128), got {feat_dim!r}"
+            )
         if hparams.get("form", "reference") not in FORMS:
-            raise ValueError(f"method.form must be one of {list(FORMS)} (reference = RepDistiller's code), got {hparams.get('form')!r}")
+            raise ValueError(
+                f"method.form must be one of {list(FORMS)} (reference = RepDistiller's code), "
+                f"got {hparams.get('form')!r}"
+            )
         order = hparams.get("order", 2)
         if isinstance(order, bool) or not isinstance(order, int) or order < 0:
             raise ValueError(f"method.order must be an integer >= 0 (Taylor order P), got {order!r}")

@@ -93,7 +93,9 @@ class CRDModule(FeatureDistillationModule):
             raise ValueError(f"method.nce_temperature must be > 0 (τ; RepDistiller 0.07), got {tau!r}")
         momentum = hparams.get("nce_momentum", 0.5)
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ValueError(f"method.nce_momentum must be in [0, 1) (the memory's μ; RepDistiller 0.5), got {momentum!r}")
+            raise ValueError(
+                f"method.nce_momentum must be in [0, 1) (the memory's μ; RepDistiller 0.5), got {momentum!r}"
+            )
 
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:

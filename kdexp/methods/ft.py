@@ -52,7 +52,9 @@ class FactorTransferModule(HintsModule):
     ) -> None:
         check_init_stage("ft", {"init_epochs": init_epochs, **kwargs}, "ft_weight")
         if not 0 < float(rate) <= 1:
-            raise ValueError(f"method.rate must be in (0, 1] (the paraphraser's factor rate k; RepDistiller 0.5), got {rate!r}")
+            raise ValueError(
+                f"method.rate must be in (0, 1] (the paraphraser's factor rate k; RepDistiller 0.5), got {rate!r}"
+            )
         super().__init__(
             student,
             teacher,

@@ -59,7 +59,9 @@ class ReviewKDModule(FeatureDistillationModule):
     ) -> None:
         check_warmup(warmup_epochs)
         if isinstance(max_mid_channels, bool) or not isinstance(max_mid_channels, int) or max_mid_channels < 1:
-            raise ValueError(f"method.max_mid_channels must be an integer >= 1 (mdistiller 512), got {max_mid_channels!r}")
+            raise ValueError(
+                f"method.max_mid_channels must be an integer >= 1 (mdistiller 512), got {max_mid_channels!r}"
+            )
         s_pool, t_pool = _pooled_dim(student, "student"), _pooled_dim(teacher, "teacher")
         super().__init__(
             student,
