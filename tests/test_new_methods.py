@@ -35,7 +35,10 @@ OWN_TERMS = {
     "ab": "ab", "fsp": "fsp", "dkd": "nckd", "dist": "dist_inter", "reviewkd": "reviewkd",
 }
 SMALL = {"crd": {"nce_negatives": 64}}  # the published 16,384 negatives are needless work on CPU
-PAIRS = [("resnet32x4", "shufflenetv2"), ("vgg13", "mobilenetv2"), ("resnet56", "resnet20"), ("wrn_40_2", "wrn_16_2")]
+PAIRS = [("resnet32x4", "shufflenetv2"), ("vgg13", "mobilenetv2"), ("resnet56", "resnet20")]
+# The other benchmark presets' pairs: the same code paths as the three above, so only in the slow run.
+SLOW_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet110", "resnet32"),
+              ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8")]
 CONFIG_DIR = str(REPO / "configs")
 
 
@@ -51,10 +54,12 @@ def models(teacher: str, student: str, classes: int = 10, channels: int = 3):
 # --- every method, every kind of pair ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("teacher, student", PAIRS)
+@pytest.mark.parametrize(
+    "teacher, student", PAIRS + [pytest.param(*pair, marks=pytest.mark.slow) for pair in SLOW_PAIRS]
+)
 def test_every_new_method_takes_a_step_on_benchmark_pairs(teacher: str, student: str) -> None:
     t, s = models(teacher, student)
-    x, y = torch.randn(4, *CIFAR, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 1])
+    x, y = torch.randn(2, *CIFAR, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1])
     cross_family = teacher[:3] != student[:3]
     for method in NEW:
         if method == "fsp" and cross_family:
@@ -64,10 +69,10 @@ def test_every_new_method_takes_a_step_on_benchmark_pairs(teacher: str, student:
         module = build(method, t, s)
         if method == "crd":
             module._build_memory(16)
-            module._views = torch.tensor([3, 7, 0, 12])  # the per-sample data path's (B,) indices
+            module._views = torch.tensor([3, 12])  # the per-sample data path's (B,) indices
         logits, terms = module.training_losses(x, y)
         module._views = None
-        assert logits.shape == (4, 10)
+        assert logits.shape == (2, 10)
         assert OWN_TERMS[method] in terms, (method, list(terms))
         loss = sum(w * v for w, v in terms.values())
         assert torch.isfinite(loss), (method, terms)
@@ -80,6 +85,30 @@ def test_every_new_method_takes_a_step_on_benchmark_pairs(teacher: str, student:
             assert len(trained) == len(own), f"{method}: connector parameters without gradient"
         module.zero_grad()
         s.module.zero_grad()
+
+
+@pytest.mark.parametrize("method", ["pkt", "cc", "nst", "ab", "fsp", "dkd", "dist", "reviewkd"])
+def test_own_loss_goes_down_in_a_short_run(method: str) -> None:
+    """8 epochs over 16 fixed images (SGD 0.05): the method's own term falls to < 0.9 of its start.
+    (VID's variance and CRD's bank move too slowly for so short a run to show it.)"""
+    torch.manual_seed(0)
+    t = build_model({"name": "cnn_small"}, 4, 1)
+    s = build_model({"name": "cnn_small" if method == "fsp" else "cnn_tiny"}, 4, 1)  # FSP: equal channels
+    options = {"init_epochs": 8} if method in ("ab", "fsp") else {"warmup_epochs": 0} if method in ("dkd", "reviewkd") else {}
+    module = build(method, t, s, shape=(1, 28, 28), classes=4, **options)
+    seen: list[tuple[int, float]] = []
+    step = module.training_losses
+
+    def recorded(x, y):
+        logits, terms = step(x, y)
+        seen.append((module.current_epoch, terms[OWN_TERMS[method]][1].item()))
+        return logits, terms
+
+    module.training_losses = recorded
+    trainer(8).fit(module, datamodule=fake_data(16, shape=(1, 28, 28), batch=8))
+    first = sum(v for e, v in seen if e == 0)
+    last = sum(v for e, v in seen if e == 7)
+    assert last < 0.9 * first, (method, first, last)
 
 
 # --- sample indices and CRD's memory bank -----------------------------------------------------------
@@ -114,8 +143,8 @@ def trainer(epochs: int, root: Path | None = None, **kwargs) -> pl.Trainer:
     )
 
 
-def fake_data(n: int = 12, shape=(3, 16, 16), classes: int = 4) -> FakeDataModule:
-    dm = FakeDataModule(image_shape=shape, num_classes=classes, train_size=n, test_size=4, batch_size=4)
+def fake_data(n: int = 12, shape=(3, 16, 16), classes: int = 4, batch: int = 4) -> FakeDataModule:
+    dm = FakeDataModule(image_shape=shape, num_classes=classes, train_size=n, test_size=4, batch_size=batch)
     dm.shuffle_seed = 0
     return dm
 
@@ -261,13 +290,13 @@ def test_dkd_and_reviewkd_warm_up_linearly_over_20_epochs() -> None:
 
 
 def test_method_configs_match_the_class_defaults() -> None:
-    t, s = models("resnet8", "resnet8")
+    t, s = models("cnn_small", "cnn_small", channels=1)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for name in NEW:
             cfg = compose(config_name="train", overrides=[f"method={name}"])
             cls, options = check_method_cfg(dict(cfg.method))
-            configured = build_method({"name": name, **options}, s, t, 10, CIFAR, SGD, NO_SCHED)
-            default = build_method({"name": name}, s, t, 10, CIFAR, SGD, NO_SCHED)
+            configured = build_method({"name": name, **options}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
+            default = build_method({"name": name}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
             assert configured.hparams["method"] == default.hparams["method"], name
         for pair in ["vgg13_mobilenetv2", "resnet32x4_shufflenetv2"]:  # the cross-family presets
             cfg = compose(config_name="train", overrides=[f"experiment=cifar100_{pair}", "method=crd"])
