@@ -264,39 +264,56 @@ class ContrastMemory(nn.Module):
     """CRD's memory bank (Tian et al. 2020; RepDistiller ``ContrastMemory``): one unit-norm
     embedding per training sample and side, updated with momentum, plus what exact resumption needs.
 
+    Rows are indexed by the sample's row in the full training set (``size`` rows); ``rows`` lists
+    the rows that train (all of them unless a validation split holds some out): negatives are drawn
+    among those, and N = ``len(rows)`` is the NCE's data size.
+
     Buffers (in the checkpoint, so a resumed run continues with the same bank): ``memory_student``
-    and ``memory_teacher`` (N, D), initialised uniform in ±1/sqrt(D/3) as the reference;
-    ``labels`` (N,), each sample's class once seen (-1 before), for drawing negatives of other
-    classes; ``normalizers`` [Z_s, Z_t], the NCE normalisation constants, fixed on the first batch
-    to ``mean(exp(score / τ)) · N`` (-1 until then).
+    and ``memory_teacher`` (size, D), initialised uniform in ±1/sqrt(D/3) as the reference;
+    ``labels`` (size,), each sample's class once seen (-1 before), for drawing negatives of other
+    classes; ``rows`` (N,); ``normalizers`` [Z_s, Z_t], the NCE normalisation constants, fixed on
+    the first batch to ``mean(exp(score / τ)) · N`` (-1 until then).
     """
 
     def __init__(
-        self, dim: int, num_data: int, num_negatives: int = 16384, temperature: float = 0.07, momentum: float = 0.5
+        self,
+        dim: int,
+        size: int,
+        rows: list[int] | None = None,
+        num_negatives: int = 16384,
+        temperature: float = 0.07,
+        momentum: float = 0.5,
     ) -> None:
         super().__init__()
-        if num_data < 2:
-            raise ValueError(f"ContrastMemory: the training set must have >= 2 samples, got {num_data}.")
-        self.num_data, self.num_negatives = int(num_data), int(num_negatives)
+        rows = list(range(size)) if rows is None else list(rows)
+        if len(rows) < 2 or min(rows) < 0 or max(rows) >= size:
+            raise ValueError(
+                f"ContrastMemory: needs >= 2 training rows within [0, {size}), got {len(rows)} rows."
+            )
+        self.num_data, self.num_negatives = len(rows), int(num_negatives)
         self.temperature, self.momentum = float(temperature), float(momentum)
         stdv = 1.0 / math.sqrt(dim / 3)
-        self.register_buffer("memory_student", torch.rand(num_data, dim).mul_(2 * stdv).add_(-stdv))
-        self.register_buffer("memory_teacher", torch.rand(num_data, dim).mul_(2 * stdv).add_(-stdv))
-        self.register_buffer("labels", torch.full((num_data,), -1, dtype=torch.int64))
+        self.register_buffer("memory_student", torch.rand(size, dim).mul_(2 * stdv).add_(-stdv))
+        self.register_buffer("memory_teacher", torch.rand(size, dim).mul_(2 * stdv).add_(-stdv))
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.int64))
+        self.register_buffer("rows", torch.tensor(rows, dtype=torch.int64))
         self.register_buffer("normalizers", torch.full((2,), -1.0))
+
+    def _draw(self, count: int | tuple[int, ...], device: torch.device) -> Tensor:
+        shape = count if isinstance(count, tuple) else (count,)
+        return self.rows[torch.randint(0, self.num_data, shape, device=device)]
 
     def negatives(self, index: Tensor, labels: Tensor, max_rounds: int = 64) -> Tensor:
         """(B, K) indices drawn uniformly with replacement among the samples of *other* classes
         (RepDistiller's CIFAR 'exact' sampler), by rejection: a draw of the anchor itself or of a
         sample known to share its class is redrawn. Before a sample has been seen its class is
         unknown and it counts as a negative (first epoch only)."""
-        b = index.shape[0]
-        neg = torch.randint(0, self.num_data, (b, self.num_negatives), device=index.device)
+        neg = self._draw((index.shape[0], self.num_negatives), index.device)
         for _ in range(max_rounds):
             bad = (neg == index[:, None]) | (self.labels[neg] == labels[:, None])
             if not bad.any():
                 break
-            neg[bad] = torch.randint(0, self.num_data, (int(bad.sum()),), device=index.device)
+            neg[bad] = self._draw(int(bad.sum()), index.device)
         return neg
 
     def scores(self, v_s: Tensor, v_t: Tensor, index: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:

@@ -151,30 +151,35 @@ def fake_data(n: int = 12, shape=(3, 16, 16), classes: int = 4, batch: int = 4) 
     return dm
 
 
-@pytest.mark.parametrize("data", ["fake", "tensor", "tensor_lean"])
+@pytest.mark.parametrize("data", ["fake", "tensor", "tensor_lean", "tensor_val", "tensor_lean_val"])
 def test_crd_bank_is_filled_through_every_data_path(data: str) -> None:
     if data == "fake":
         dm = fake_data()
     else:
-        dm = TinyTensors(batch_size=4, augment=True, lean=data == "tensor_lean")
+        dm = TinyTensors(batch_size=4, augment=True, lean="lean" in data, val_size=4 if "val" in data else 0)
         dm.shuffle_seed = 0
     t, s = models("resnet8", "resnet8", classes=4)
     module = build("crd", t, s, shape=(3, 16, 16), classes=4, nce_negatives=8)
     trainer(1).fit(module, datamodule=dm)
     memory = module.contrast
-    assert memory.num_data == 12 and memory.memory_student.shape == (12, 128)
-    assert (memory.labels >= 0).all()  # every training sample was seen once, with its label
-    if data != "fake":  # the tensor datasets' labels are index % 4
-        assert memory.labels.tolist() == [i % 4 for i in range(12)]
-    norms = memory.memory_student.norm(dim=1)
-    assert torch.allclose(norms, torch.ones(12), atol=1e-5)  # updated rows are renormalised
+    train_rows = sorted(memory.rows.tolist())
+    assert memory.memory_student.shape == (12, 128)  # one row per sample of the full training set
+    assert memory.num_data == len(train_rows) == (8 if "val" in data else 12)
+    seen = (memory.labels >= 0).nonzero().flatten().tolist()
+    assert seen == train_rows  # every training sample was seen once, with its row; held-out rows never
+    if data != "fake":  # the tensor datasets' labels are row % 4: the index is the row on both paths
+        assert all(memory.labels[r] == r % 4 for r in train_rows)
+    norms = memory.memory_student[memory.rows].norm(dim=1)
+    assert torch.allclose(norms, torch.ones(len(train_rows)), atol=1e-5)  # updated rows renormalised
     assert (memory.normalizers > 0).all()
+    negatives = memory.negatives(memory.rows[:2], memory.labels[memory.rows[:2]])
+    assert set(negatives.flatten().tolist()) <= set(train_rows)  # never a held-out row
 
 
 def test_crd_negatives_avoid_the_anchor_and_its_known_class() -> None:
     from kdexp.connectors import ContrastMemory
 
-    memory = ContrastMemory(8, 40, num_negatives=500)
+    memory = ContrastMemory(8, 40, num_negatives=500)  # all 40 rows train
     memory.labels.copy_(torch.arange(40) % 4)
     index, labels = torch.tensor([0, 5]), torch.tensor([0, 1])
     neg = memory.negatives(index, labels)
@@ -212,7 +217,7 @@ def test_crd_refuses_a_checkpoint_whose_bank_has_another_size(tmp_path: Path) ->
     trainer(1, tmp_path).fit(build("crd", t, s, shape=(3, 16, 16), classes=4, nce_negatives=8), datamodule=fake_data(12))
     t, s = models("resnet8", "resnet8", classes=4)
     module = build("crd", t, s, shape=(3, 16, 16), classes=4, nce_negatives=8)
-    with pytest.raises(ValueError, match="memory bank has 12 rows.*16 samples"):
+    with pytest.raises(ValueError, match="memory bank has 12 rows .* for 12 training samples, but this run has 16 rows"):
         trainer(2).fit(module, datamodule=fake_data(16), ckpt_path=str(tmp_path / "last.ckpt"))
 
 

@@ -40,18 +40,21 @@ from kdexp.distributed import eval_sampler
 
 
 class WithIndex(Dataset):
-    """``dataset[i] + (i,)``: each sample with its index in the training set (the default collate
-    stacks the indices into a (B,) int64 tensor, the batch's third element)."""
+    """``dataset[i] + (row,)``: each sample with its row in the full training set — ``i`` itself, or
+    for a :class:`Subset` (the split that remains after a validation hold-out) the row it maps to,
+    as the lean tensor path names it too. The default collate stacks them into a (B,) int64 tensor,
+    the batch's third element."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.rows = list(dataset.indices) if isinstance(dataset, Subset) else None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple:
         x, y = self.dataset[index]
-        return x, y, index
+        return x, y, self.rows[index] if self.rows is not None else index
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -138,11 +141,14 @@ class ImageDataModule(pl.LightningDataModule):
         """The training set as the loader reads it: with each sample's index if ``with_index``."""
         return WithIndex(dataset) if self.with_index and dataset is not None else dataset
 
-    @property
-    def num_train_samples(self) -> int:
-        """Size of the training set (after any validation hold-out); call ``setup`` first."""
+    def sample_rows(self) -> tuple[int, list[int]]:
+        """(size of the full training set, its rows that train): the range of the sample indices
+        training batches carry (all rows, unless ``val_size`` holds some out); call ``setup`` first."""
         assert self.train_set is not None, "call setup() first"
-        return len(self.train_set)  # type: ignore[arg-type]
+        if isinstance(self.train_set, Subset):
+            return len(self.train_set.dataset), list(self.train_set.indices)  # type: ignore[arg-type]
+        size = len(self.train_set)  # type: ignore[arg-type]
+        return size, list(range(size))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.indexed(self.train_set), True, self.batch_size)

@@ -34,8 +34,10 @@ class CRDModule(FeatureDistillationModule):
 
     Needs each sample's index in the training set (``needs_sample_index``): every kdexp data
     module then delivers it (lean batches name it in their views; the per-sample path adds it).
-    The bank (memories, the labels seen, the normalisers Z fixed on the first batch) is a set of
-    registered buffers, built in ``setup`` from the training set's size: it is saved in every
+    The bank (memories, the labels seen, the training rows, the normalisers Z fixed on the first
+    batch) is a set of registered buffers, built in ``setup`` from the data module's
+    ``sample_rows()`` (a sample's index is its row in the full training set, also when
+    ``data.val_size`` holds some rows out; negatives come from the training rows): it is saved in every
     checkpoint and a resumed run continues with it exactly; a checkpoint whose bank size differs
     from the training set's size is refused with a clear error.
 
@@ -108,10 +110,10 @@ class CRDModule(FeatureDistillationModule):
         return ([model.classifier] if model.classifier else []), True
 
     # --- the memory bank -------------------------------------------------------------------------
-    def _build_memory(self, num_data: int) -> None:
+    def _build_memory(self, size: int, rows: list[int] | None = None) -> None:
         o = self.options
         self.contrast = ContrastMemory(
-            o["feat_dim"], num_data, o["nce_negatives"], float(o["nce_temperature"]), float(o["nce_momentum"])
+            o["feat_dim"], size, rows, o["nce_negatives"], float(o["nce_temperature"]), float(o["nce_momentum"])
         ).to(self.embed_s.linear.weight.device)
 
     def setup(self, stage: str) -> None:
@@ -119,28 +121,29 @@ class CRDModule(FeatureDistillationModule):
         if self.contrast is not None:
             return
         datamodule = self._trainer.datamodule if self._trainer is not None else None
-        size = getattr(datamodule, "num_train_samples", None) if datamodule is not None else None
-        if size is None:
+        if not hasattr(datamodule, "sample_rows"):
             raise ValueError(
                 "method 'crd' needs a kdexp data module (its memory bank has one row per training "
                 "sample, so it must know the training set's size and each batch's sample indices); "
                 "pass datamodule=... to the trainer."
             )
-        self._build_memory(int(size))
+        self._build_memory(*datamodule.sample_rows())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("state_dict", {}).get("contrast.memory_student")
-        if saved is None:
+        state = checkpoint.get("state_dict", {})
+        saved, rows = state.get("contrast.memory_student"), state.get("contrast.rows")
+        if saved is None or rows is None:
             return
-        if self.contrast is None:  # loaded outside a trainer: take the bank's size from the file
-            self._build_memory(saved.shape[0])
-        elif saved.shape != self.contrast.memory_student.shape:
+        if self.contrast is None:  # loaded outside a trainer: take the bank's shape from the file
+            self._build_memory(saved.shape[0], rows.tolist())
+        elif saved.shape != self.contrast.memory_student.shape or not torch.equal(rows.cpu(), self.contrast.rows.cpu()):
             raise ValueError(
                 f"method 'crd': the checkpoint's memory bank has {saved.shape[0]} rows of size "
-                f"{saved.shape[1]}, but this run's training set has {self.contrast.num_data} samples "
-                f"(method.feat_dim={self.options['feat_dim']}); the data (data.*, e.g. val_size or "
-                "train_size) or feat_dim changed since the checkpoint. Resume with the settings it "
-                "was trained with, or start a new run."
+                f"{saved.shape[1]} for {rows.numel()} training samples, but this run has "
+                f"{self.contrast.memory_student.shape[0]} rows for {self.contrast.num_data} training "
+                f"samples (method.feat_dim={self.options['feat_dim']}); the data (data.*, e.g. "
+                "val_size or train_size) or feat_dim changed since the checkpoint. Resume with the "
+                "settings it was trained with, or start a new run."
             )
 
     # --- the loss --------------------------------------------------------------------------------
