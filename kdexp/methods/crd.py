@@ -136,7 +136,9 @@ class CRDModule(FeatureDistillationModule):
             return
         if self.contrast is None:  # loaded outside a trainer: take the bank's shape from the file
             self._build_memory(saved.shape[0], rows.tolist())
-        elif saved.shape != self.contrast.memory_student.shape or not torch.equal(rows.cpu(), self.contrast.rows.cpu()):
+        elif saved.shape != self.contrast.memory_student.shape or not torch.equal(
+            rows.cpu(), self.contrast.rows.cpu()
+        ):
             raise ValueError(
                 f"method 'crd': the checkpoint's memory bank has {saved.shape[0]} rows of size "
                 f"{saved.shape[1]} for {rows.numel()} training samples, but this run has "
