@@ -801,8 +801,8 @@ def _dist_probs(fn: str, s: Tensor, t: Tensor, temperature: float) -> tuple[Tens
 def dist_inter_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
     """DIST's inter-class relation (Huang et al., NeurIPS 2022, Eq. 6):
     ``T² · (1 - mean_b ρ(p_s[b, :], p_t[b, :]))``, ρ the Pearson correlation across classes of the
-    temperature softmaxes (eps 1e-8 in the denominator, as the authors' code). Published weight
-    β = 2 on CIFAR-100 (τ = 4)."""
+    temperature softmaxes (eps 1e-8 in the denominator, as the authors' code). Weight β = 2 on
+    CIFAR-100 (τ = 4) as kdexp recalls the paper (unverified here)."""
     with _full_precision(student_logits):
         p_s, p_t, T = _dist_probs("dist_inter_loss", student_logits, teacher_logits, temperature)
         return T * T * (1.0 - _pearson_rows(p_s, p_t).mean())
@@ -810,8 +810,8 @@ def dist_inter_loss(student_logits: Tensor, teacher_logits: Tensor, temperature:
 
 def dist_intra_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
     """DIST's intra-class relation (Eq. 7): ``T² · (1 - mean_c ρ(p_s[:, c], p_t[:, c]))``, the
-    Pearson correlation across the batch of each class's probabilities. Published weight γ = 2 on
-    CIFAR-100 (τ = 4). Needs B >= 2."""
+    Pearson correlation across the batch of each class's probabilities. Weight γ = 2 on CIFAR-100
+    (τ = 4) as kdexp recalls the paper (unverified here). Needs B >= 2."""
     with _full_precision(student_logits):
         p_s, p_t, T = _dist_probs("dist_intra_loss", student_logits, teacher_logits, temperature)
         return T * T * (1.0 - _pearson_rows(p_s.t(), p_t.t()).mean())

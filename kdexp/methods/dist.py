@@ -20,8 +20,11 @@ class DISTModule(DistillationModule):
     ``logit_standardization`` the logits are z-scored first. Logged raw as
     ``train/dist_inter_loss``, ``train/dist_intra_loss``.
 
-    Defaults (the DIST paper's CIFAR-100 setting): β = ``inter_weight=2``, γ = ``intra_weight=2``,
-    τ = ``temperature=4``, ``ce_weight=1``, ``kd_weight=0``. Needs batches of >= 2 samples.
+    Defaults: β = ``inter_weight=2``, γ = ``intra_weight=2``, τ = ``temperature=4``,
+    ``ce_weight=1``, ``kd_weight=0`` — the DIST paper's CIFAR-100 setting as kdexp's authors recall
+    it (not checked against a stored copy of the paper or the authors' CIFAR code, which the
+    reference repository had not published). The loss itself follows the authors' code
+    (``1 - Pearson``, ``T²``). Needs batches of >= 2 samples.
     """
 
     needs_teacher = True
