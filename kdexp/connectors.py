@@ -7,8 +7,11 @@ It trains with the student (its parameters belong in the student's optimizer).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["HintRegressor"]
@@ -120,11 +123,6 @@ class HintRegressor(nn.Module):
 # ==================================================================================================
 # Heads and memories of the methods added for issue 16 (RepDistiller / mdistiller shapes).
 # ==================================================================================================
-
-import math  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 __all__ += ["Embed", "VIDRegressor", "Paraphraser", "Translator", "ABF", "ContrastMemory"]
 
