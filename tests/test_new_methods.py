@@ -176,6 +176,15 @@ def test_crd_bank_is_filled_through_every_data_path(data: str) -> None:
     assert set(negatives.flatten().tolist()) <= set(train_rows)  # never a held-out row
 
 
+def test_fsp_flows_start_at_the_stem_as_repdistiller() -> None:
+    t, s = models("resnet56", "resnet20")
+    module = build("fsp", t, s)
+    assert module.student_layers == module.teacher_layers == ["relu", "layer1", "layer2", "layer3"]
+    assert [shape[1] for shape in module.feature_shapes[0]] == [16, 16, 32, 64]  # f0 ... f3
+    t, s = models("wrn_40_2", "wrn_16_2")
+    assert build("fsp", t, s).student_layers == ["conv1", "block1", "block2", "block3"]
+
+
 def test_crd_negatives_avoid_the_anchor_and_its_known_class() -> None:
     from kdexp.connectors import ContrastMemory
 

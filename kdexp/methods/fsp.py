@@ -3,6 +3,7 @@ Minimization and Transfer Learning" (flow of solution procedure)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,6 +13,10 @@ from kdexp.methods.ab import check_init_stage
 from kdexp.methods.feature import Shape, describe_pairs
 from kdexp.methods.hints import HintsModule
 from kdexp.models import BuiltModel
+
+
+# The module whose output is RepDistiller's f0 (the stem) in kdexp's CIFAR models, by class.
+_STEMS = {"CifarResNet": "relu", "WideResNet": "conv1", "VGG": "block0"}
 
 
 class FSPModule(HintsModule):
@@ -24,10 +29,10 @@ class FSPModule(HintsModule):
       stage by stage, i.e. same-family pairs — the CRD paper has no cross-family FSP row);
     * from then on: ``ce_weight · CE + kd_weight · KD``.
 
-    RepDistiller's ``feat[:-1]`` also includes the stem's output (f0) as the first layer of the
-    flow; kdexp's default is the declared stages (add the stem's module path to
-    ``student_layers`` / ``teacher_layers`` to include it). RepDistiller runs its initialisation as
-    a separate loop with its own SGD optimizer; here the two stages share one.
+    Default layers: RepDistiller's ``feat[:-1]``, the stem's output (f0) followed by the declared
+    stages, for kdexp's CIFAR ResNets, WRNs and VGGs (their stem modules: ``relu``, ``conv1``,
+    ``block0``); the declared stages alone for other models. RepDistiller runs its initialisation
+    as a separate loop with its own SGD optimizer; here the two stages share one.
 
     Defaults (RepDistiller CIFAR-100): ``init_epochs=30``, ``fsp_weight=1`` (its init loss is
     unweighted; the script's ``-b 50`` multiplies a term that is 0 after initialisation),
@@ -62,8 +67,29 @@ class FSPModule(HintsModule):
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
-        """All declared stages."""
-        return list(model.stages), False
+        """The stem's output (RepDistiller's f0, where kdexp's CIFAR model names it) and every
+        declared stage."""
+        stem = _STEMS.get(type(model.module).__name__)
+        return ([stem] if stem else []) + list(model.stages), False
+
+    @classmethod
+    def resolve_layers(
+        cls,
+        student: BuiltModel,
+        teacher: BuiltModel,
+        student_layers: Sequence[str] | None = None,
+        teacher_layers: Sequence[str] | None = None,
+    ) -> tuple[tuple[list[str], bool], tuple[list[str], bool]]:
+        families = type(student.module).__name__, type(teacher.module).__name__
+        if student_layers is None and teacher_layers is None and families[0] != families[1]:
+            raise ValueError(
+                f"method 'fsp' needs equal channel counts layer by layer, i.e. a same-family pair "
+                f"(the CRD paper has no cross-family FSP row), but student {student.name!r} is a "
+                f"{families[0]} and teacher {teacher.name!r} a {families[1]}; choose a same-family "
+                "pair, or set method.student_layers / method.teacher_layers to layers whose channel "
+                "counts agree."
+            )
+        return super().resolve_layers(student, teacher, student_layers, teacher_layers)
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
         super().check_features(student_shapes, teacher_shapes)
