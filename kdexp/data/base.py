@@ -90,7 +90,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
-        # True: training batches are (x, y, index) (set by methods with ``needs_sample_index``).
+        # True: training batches are (x, y, index) (set by methods with ``needs_sample_indices``).
         self.with_index = False
 
     def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
@@ -9,11 +10,14 @@ from torch import Tensor
 from kdexp.connectors import Embed
 from kdexp.losses import cc_gaussian_loss, cc_loss
 from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.options import at_least, option, positive, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 FORMS = ("reference", "gaussian")
 
 
+@register_method("cc")
 class CorrelationCongruenceModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + cc_weight · L_CC(g_s(f_s), g_t(f_t)).
 
@@ -33,50 +37,25 @@ class CorrelationCongruenceModule(FeatureDistillationModule):
     ``kd_weight=0``, on the classifier's input.
     """
 
-    method_name = "cc"
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        cc_weight: float = weight(0.02)  # β
+        feat_dim: int = at_least(128, 1, "the embedding size; RepDistiller 128")
+        form: str = option("reference", f"one of {list(FORMS)}; reference = RepDistiller's code")
+        gamma: float = positive(0.4, "the RBF's γ; form=gaussian only")
+        order: int = at_least(2, 0, "Taylor order P; form=gaussian only")
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        cc_weight: float = 0.02,
-        feat_dim: int = 128,
-        form: str = "reference",
-        gamma: float = 0.4,
-        order: int = 2,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        self.check_options(dict(feat_dim=feat_dim, form=form, gamma=gamma, order=order))
-        super().__init__(
-            student, teacher, cc_weight=cc_weight, feat_dim=feat_dim, form=form, gamma=gamma, order=order, **kwargs
-        )
-        self.cc_weight, self.form, self.gamma, self.order = float(cc_weight), form, float(gamma), order
+        def __post_init__(self) -> None:
+            if self.form not in FORMS:
+                raise ValueError(
+                    f"method.form must be one of {list(FORMS)} (reference = RepDistiller's code), got {self.form!r}"
+                )
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)
         s_shapes, t_shapes = self.feature_shapes
-        self.embed_s = Embed(_flat(s_shapes[0]), feat_dim, normalize=False)
-        self.embed_t = Embed(_flat(t_shapes[0]), feat_dim, normalize=False)
-
-    @staticmethod
-    def check_options(hparams: dict[str, Any]) -> None:
-        feat_dim = hparams.get("feat_dim", 128)
-        if isinstance(feat_dim, bool) or not isinstance(feat_dim, int) or feat_dim < 1:
-            raise ValueError(
-                f"method.feat_dim must be an integer >= 1 (the embedding size; RepDistiller 128), got {feat_dim!r}"
-            )
-        if hparams.get("form", "reference") not in FORMS:
-            raise ValueError(
-                f"method.form must be one of {list(FORMS)} (reference = RepDistiller's code), "
-                f"got {hparams.get('form')!r}"
-            )
-        order = hparams.get("order", 2)
-        if isinstance(order, bool) or not isinstance(order, int) or order < 0:
-            raise ValueError(f"method.order must be an integer >= 0 (Taylor order P), got {order!r}")
-        if not float(hparams.get("gamma", 0.4)) > 0:
-            raise ValueError(f"method.gamma must be > 0 (the RBF's γ), got {hparams.get('gamma')!r}")
-
-    @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        cls.check_options(hparams)
-        super().check_models(student, teacher, hparams)
+        self.embed_s = Embed(_flat(s_shapes[0]), self.feat_dim, normalize=False)
+        self.embed_t = Embed(_flat(t_shapes[0]), self.feat_dim, normalize=False)
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,7 +11,11 @@ from torch import Tensor
 from kdexp.connectors import ContrastMemory, Embed
 from kdexp.losses import crd_nce_loss
 from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.options import at_least, option, positive, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
+
+MOMENTUM_WHY = "the memory's μ; RepDistiller 0.5"
 
 
 def _flat(shape: tuple[int, ...]) -> int:
@@ -20,6 +25,7 @@ def _flat(shape: tuple[int, ...]) -> int:
     return size
 
 
+@register_method("crd")
 class CRDModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + crd_weight · (NCE_s + NCE_t).
 
@@ -32,7 +38,7 @@ class CRDModule(FeatureDistillationModule):
     each set of scores gives the NCE loss of :func:`kdexp.losses.crd_nce_loss`. Then the rows of
     the batch's samples are updated, ``m ← normalize(μ m + (1 - μ) v)``.
 
-    Needs each sample's index in the training set (``needs_sample_index``): every kdexp data
+    Needs each sample's index in the training set (``needs_sample_indices``): every kdexp data
     module then delivers it (lean batches name it in their views; the per-sample path adds it).
     The bank (memories, the labels seen, the training rows, the normalisers Z fixed on the first
     batch) is a set of registered buffers, built in ``setup`` from the data module's
@@ -55,54 +61,26 @@ class CRDModule(FeatureDistillationModule):
     known once it has been seen, so in the first epoch an unseen same-class sample can be drawn.
     """
 
-    method_name = "crd"
-    needs_sample_index = True
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        crd_weight: float = weight(0.8)  # β
+        feat_dim: int = at_least(128, 1, "the embedding size; RepDistiller 128")
+        nce_negatives: int = at_least(16384, 1, "negatives per sample K; RepDistiller 16384")
+        nce_temperature: float = positive(0.07, "τ; RepDistiller 0.07")
+        nce_momentum: float = option(0.5, MOMENTUM_WHY, low=0.0)
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        crd_weight: float = 0.8,
-        feat_dim: int = 128,
-        nce_negatives: int = 16384,
-        nce_temperature: float = 0.07,
-        nce_momentum: float = 0.5,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        options = dict(
-            feat_dim=feat_dim, nce_negatives=nce_negatives, nce_temperature=nce_temperature, nce_momentum=nce_momentum
-        )
-        self.check_options(options)
-        super().__init__(student, teacher, crd_weight=crd_weight, **options, **kwargs)
-        self.crd_weight = float(crd_weight)
-        self.options = options
+        def __post_init__(self) -> None:
+            if not self.nce_momentum < 1:
+                raise ValueError(f"method.nce_momentum must be in [0, 1) ({MOMENTUM_WHY}), got {self.nce_momentum!r}")
+
+    needs_sample_indices = True
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)
         s_shapes, t_shapes = self.feature_shapes
-        self.embed_s = Embed(_flat(s_shapes[0]), feat_dim)
-        self.embed_t = Embed(_flat(t_shapes[0]), feat_dim)
+        self.embed_s = Embed(_flat(s_shapes[0]), self.feat_dim)
+        self.embed_t = Embed(_flat(t_shapes[0]), self.feat_dim)
         self.contrast: ContrastMemory | None = None  # sized by the training set, in setup
-
-    @staticmethod
-    def check_options(hparams: dict[str, Any]) -> None:
-        for key, default, why in (
-            ("feat_dim", 128, "the embedding size; RepDistiller 128"),
-            ("nce_negatives", 16384, "negatives per sample K; RepDistiller 16384"),
-        ):
-            value = hparams.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"method.{key} must be an integer >= 1 ({why}), got {value!r}")
-        tau = hparams.get("nce_temperature", 0.07)
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
-            raise ValueError(f"method.nce_temperature must be > 0 (τ; RepDistiller 0.07), got {tau!r}")
-        momentum = hparams.get("nce_momentum", 0.5)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ValueError(
-                f"method.nce_momentum must be in [0, 1) (the memory's μ; RepDistiller 0.5), got {momentum!r}"
-            )
-
-    @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        cls.check_options(hparams)
-        super().check_models(student, teacher, hparams)
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
@@ -111,9 +89,8 @@ class CRDModule(FeatureDistillationModule):
 
     # --- the memory bank -------------------------------------------------------------------------
     def _build_memory(self, size: int, rows: list[int] | None = None) -> None:
-        o = self.options
         self.contrast = ContrastMemory(
-            o["feat_dim"], size, rows, o["nce_negatives"], float(o["nce_temperature"]), float(o["nce_momentum"])
+            self.feat_dim, size, rows, self.nce_negatives, self.nce_temperature, self.nce_momentum
         ).to(self.embed_s.linear.weight.device)
 
     def setup(self, stage: str) -> None:
@@ -143,7 +120,7 @@ class CRDModule(FeatureDistillationModule):
                 f"method 'crd': the checkpoint's memory bank has {saved.shape[0]} rows of size "
                 f"{saved.shape[1]} for {rows.numel()} training samples, but this run has "
                 f"{self.contrast.memory_student.shape[0]} rows for {self.contrast.num_data} training "
-                f"samples (method.feat_dim={self.options['feat_dim']}); the data (data.*, e.g. "
+                f"samples (method.feat_dim={self.feat_dim}); the data (data.*, e.g. "
                 "val_size or train_size) or feat_dim changed since the checkpoint. Resume with the "
                 "settings it was trained with, or start a new run."
             )
@@ -158,7 +135,7 @@ class CRDModule(FeatureDistillationModule):
         if index is None or self.contrast is None:
             raise RuntimeError(
                 "method 'crd': this training batch carries no sample indices; train with a kdexp "
-                "data module, which adds them for methods with needs_sample_index."
+                "data module, which adds them for methods with needs_sample_indices."
             )
         s_hooks, t_hooks = self._current
         fs, ft = self._collect(s_hooks, "student")[0], self._collect(t_hooks, "teacher")[0]

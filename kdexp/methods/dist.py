@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import dist_inter_loss, dist_intra_loss
 from kdexp.methods.base import DistillationModule
-from kdexp.models import BuiltModel
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 
 
+@register_method("dist")
 class DISTModule(DistillationModule):
     """loss = ce_weight · CE + inter_weight · T²(1 - ρ̄_inter) + intra_weight · T²(1 - ρ̄_intra).
 
@@ -27,31 +29,13 @@ class DISTModule(DistillationModule):
     (``1 - Pearson``, ``T²``). Needs batches of >= 2 samples.
     """
 
+    @dataclass
+    class Options(DistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature (τ) 4 inherited
+        inter_weight: float = weight(2.0)  # β
+        intra_weight: float = weight(2.0)  # γ
+
     needs_teacher = True
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        inter_weight: float = 2.0,
-        intra_weight: float = 2.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
-            inter_weight=inter_weight,
-            intra_weight=intra_weight,
-            **kwargs,
-        )
-        self.inter_weight, self.intra_weight = float(inter_weight), float(intra_weight)
 
     def extra_losses(
         self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None

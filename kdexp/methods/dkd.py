@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import dkd_nontarget_loss, dkd_target_loss
 from kdexp.methods.base import DistillationModule
-from kdexp.models import BuiltModel
+from kdexp.methods.options import at_least, weight
+from kdexp.methods.registry import register_method
+
+WARMUP_WHY = "epochs of the linear warm-up of the method's terms; 0 = no warm-up"
 
 
 def warmup_factor(epoch: int, warmup_epochs: int) -> float:
@@ -17,11 +20,7 @@ def warmup_factor(epoch: int, warmup_epochs: int) -> float:
     return 1.0 if warmup_epochs <= 0 else min((epoch + 1) / warmup_epochs, 1.0)
 
 
-def check_warmup(warmup_epochs: Any) -> None:
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"method.warmup_epochs must be an integer >= 0 (0 = no warm-up), got {warmup_epochs!r}")
-
-
+@register_method("dkd")
 class DKDModule(DistillationModule):
     """loss = ce_weight · CE + w(e) · (tckd_weight · TCKD + nckd_weight · NCKD) (+ kd_weight · KD).
 
@@ -36,39 +35,14 @@ class DKDModule(DistillationModule):
     and resnet110→resnet32, 6 for the WRN and VGG pairs, 8 otherwise (``method.nckd_weight=...``).
     """
 
+    @dataclass
+    class Options(DistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature 4 inherited
+        tckd_weight: float = weight(1.0)  # α
+        nckd_weight: float = weight(8.0)  # β
+        warmup_epochs: int = at_least(20, 0, WARMUP_WHY)
+
     needs_teacher = True
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        tckd_weight: float = 1.0,
-        nckd_weight: float = 8.0,
-        warmup_epochs: int = 20,
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
-        **kwargs: Any,
-    ) -> None:
-        check_warmup(warmup_epochs)
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
-            tckd_weight=tckd_weight,
-            nckd_weight=nckd_weight,
-            warmup_epochs=warmup_epochs,
-            **kwargs,
-        )
-        self.tckd_weight, self.nckd_weight = float(tckd_weight), float(nckd_weight)
-        self.warmup_epochs = warmup_epochs
-
-    @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        check_warmup(hparams.get("warmup_epochs", 20))
 
     def extra_losses(
         self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None

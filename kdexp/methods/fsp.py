@@ -4,14 +4,15 @@ Minimization and Transfer Learning" (flow of solution procedure)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from kdexp.losses import fsp_loss
-from kdexp.methods.ab import check_init_stage
 from kdexp.methods.feature import Shape, describe_pairs
-from kdexp.methods.hints import HintsModule
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
+from kdexp.methods.staged import InitStageModule
 from kdexp.models import BuiltModel
 
 
@@ -19,8 +20,9 @@ from kdexp.models import BuiltModel
 _STEMS = {"CifarResNet": "relu", "WideResNet": "conv1", "VGG": "block0"}
 
 
-class FSPModule(HintsModule):
-    """FSP in FitNets' two stages (:class:`~kdexp.methods.hints.HintsModule`, ``hint_epochs`` =
+@register_method("fsp")
+class FSPModule(InitStageModule):
+    """FSP in FitNets' two stages (:class:`~kdexp.methods.staged.StagedFeatureModule`, stage 1 =
     ``init_epochs``):
 
     * epochs < ``init_epochs``: ``loss = fsp_weight · Σ_k mean (G_s^k - G_t^k)²`` over the FSP
@@ -39,31 +41,9 @@ class FSPModule(HintsModule):
     ``ce_weight=1``, ``kd_weight=0``.
     """
 
-    method_name = "fsp"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        fsp_weight: float = 1.0,
-        init_epochs: int = 30,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        check_init_stage("fsp", {"init_epochs": init_epochs, **kwargs}, "fsp_weight")
-        super().__init__(
-            student,
-            teacher,
-            hint_weight=fsp_weight,
-            hint_epochs=init_epochs,
-            fsp_weight=fsp_weight,
-            init_epochs=init_epochs,
-            **kwargs,
-        )
-
-    @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        check_init_stage("fsp", hparams, "fsp_weight")
-        super().check_models(student, teacher, hparams)
+    @dataclass
+    class Options(InitStageModule.Options):  # init_epochs (30) inherited
+        fsp_weight: float = weight(1.0)
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
@@ -106,10 +86,7 @@ class FSPModule(HintsModule):
                 f"{self.student_layers} -> teacher {self.teacher_layers})."
             )
 
-    def make_regressors(self, s_shapes: list[Shape], t_shapes: list[Shape], use_relu: bool) -> nn.ModuleList:
-        return nn.ModuleList()  # FSP compares the flows directly
-
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]
     ) -> dict[str, tuple[float, Tensor]]:
-        return {"fsp": (self.hint_weight, fsp_loss(student_feats, teacher_feats))}
+        return {"fsp": (self.fsp_weight, fsp_loss(student_feats, teacher_feats))}  # no connectors

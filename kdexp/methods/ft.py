@@ -3,6 +3,7 @@ Transfer"."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
@@ -10,14 +11,16 @@ from torch import Tensor, nn
 
 from kdexp.connectors import Paraphraser, Translator
 from kdexp.losses import factor_loss
-from kdexp.methods.ab import check_init_stage
-from kdexp.methods.feature import FeatureDistillationModule, Shape
-from kdexp.methods.hints import HintsModule
+from kdexp.methods.feature import Shape
+from kdexp.methods.options import option, weight
+from kdexp.methods.registry import register_method
+from kdexp.methods.staged import InitStageModule
 from kdexp.models import BuiltModel
 
 
-class FactorTransferModule(HintsModule):
-    """FT in FitNets' two stages (:class:`~kdexp.methods.hints.HintsModule`, ``hint_epochs`` =
+@register_method("ft")
+class FactorTransferModule(InitStageModule):
+    """FT in FitNets' two stages (:class:`~kdexp.methods.staged.StagedFeatureModule`, stage 1 =
     ``init_epochs``):
 
     * epochs < ``init_epochs``: the paraphraser ``P`` (a conv auto-encoder of the teacher's last
@@ -38,70 +41,37 @@ class FactorTransferModule(HintsModule):
     on the last declared stage of each model (RepDistiller ``feat[-2]``).
     """
 
-    method_name = "ft"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        ft_weight: float = 200.0,
-        paraphraser_weight: float = 1.0,
-        rate: float = 0.5,
-        init_epochs: int = 30,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        check_init_stage("ft", {"init_epochs": init_epochs, **kwargs}, "ft_weight")
-        if not 0 < float(rate) <= 1:
-            raise ValueError(
-                f"method.rate must be in (0, 1] (the paraphraser's factor rate k; RepDistiller 0.5), got {rate!r}"
-            )
-        super().__init__(
-            student,
-            teacher,
-            hint_weight=paraphraser_weight,
-            hint_epochs=init_epochs,
-            ft_weight=ft_weight,
-            paraphraser_weight=paraphraser_weight,
-            rate=rate,
-            init_epochs=init_epochs,
-            **kwargs,
+    @dataclass
+    class Options(InitStageModule.Options):  # init_epochs (30) inherited
+        ft_weight: float = weight(200.0)  # β
+        paraphraser_weight: float = weight(1.0, "the weight of stage 1's reconstruction loss; >= 0")
+        rate: float = option(
+            0.5, "the paraphraser's factor rate k; RepDistiller 0.5", low=0.0, high=1.0, strict=True
         )
-        self.ft_weight = float(ft_weight)
-        s_shapes, t_shapes = self.feature_shapes
-        self.translator = Translator(s_shapes[0][1], t_shapes[0][1], rate=float(rate))
 
-    @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        check_init_stage("ft", hparams, "ft_weight")
-        super().check_models(student, teacher, hparams)
+    features_in_second_stage = True  # the factor loss trains the translator in stage 2
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)  # builds the paraphraser (make_regressors)
+        s_shapes, t_shapes = self.feature_shapes
+        self.translator = Translator(s_shapes[0][1], t_shapes[0][1], rate=self.rate)
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
         """The last declared stage (RepDistiller ``feat[-2]``)."""
         return list(model.stages[-1:]), False
 
-    def make_regressors(self, s_shapes: list[Shape], t_shapes: list[Shape], use_relu: bool) -> nn.ModuleList:
-        rate = float(self.hparams["method"].get("rate", 0.5))
-        return nn.ModuleList(Paraphraser(t[1], rate=rate) for t in t_shapes[:1])
+    def make_regressors(self, s_shapes: list[Shape], t_shapes: list[Shape]) -> nn.ModuleList:
+        return nn.ModuleList(Paraphraser(t[1], rate=self.rate) for t in t_shapes[:1])
 
     @property
     def paraphraser(self) -> Paraphraser:
         return self.regressors[0]
 
-    def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
-        if self.in_hint_stage:
-            return super().training_losses(x, y)  # stage 1: only the paraphraser's term trains
-        return FeatureDistillationModule.training_losses(self, x, y)  # stage 2 needs the features
-
-    def extra_losses(
-        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
-    ) -> dict[str, tuple[float, Tensor]]:
-        return FeatureDistillationModule.extra_losses(self, x, y, student_logits, teacher_logits)
-
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]
     ) -> dict[str, tuple[float, Tensor]]:
         fs, ft = student_feats[0], teacher_feats[0]
-        if self.in_hint_stage:
-            return {"ft_paraphraser": (self.hint_weight, F.mse_loss(self.paraphraser(ft), ft))}
+        if self.in_first_stage:
+            return {"ft_paraphraser": (self.paraphraser_weight, F.mse_loss(self.paraphraser(ft), ft))}
         return {"ft": (self.ft_weight, factor_loss(self.translator(fs), self.paraphraser.encode(ft)))}

@@ -3,15 +3,17 @@ Transfer"."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import nst_loss
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
-from kdexp.models import BuiltModel
+from kdexp.methods.feature import FeatureDistillationModule, Shape
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 
 
+@register_method("nst")
 class NSTModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + nst_weight · Σ_stages MMD²_poly(f_s, f_t).
 
@@ -23,25 +25,12 @@ class NSTModule(FeatureDistillationModule):
     declared stages of both models paired in order (RepDistiller ``feat[1:-1]``).
     """
 
-    method_name = "nst"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        nst_weight: float = 50.0,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        super().__init__(student, teacher, nst_weight=nst_weight, **kwargs)
-        self.nst_weight = float(nst_weight)
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        nst_weight: float = weight(50.0)  # β
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'nst' needs 4-D feature maps (B, C, H, W) on both sides; the chosen layers "
-                f"give {describe_pairs(student_shapes, teacher_shapes)} (student "
-                f"{self.student_layers} -> teacher {self.teacher_layers})."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes)
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

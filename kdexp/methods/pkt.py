@@ -3,15 +3,18 @@ Transfer"."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import pkt_loss
 from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("pkt")
 class PKTModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + pkt_weight · mean_{i,j} P^t_ij log(P^t_ij / P^s_ij).
 
@@ -23,17 +26,9 @@ class PKTModule(FeatureDistillationModule):
     on the penultimate embedding: the *input* of each model's classifier (``feat[-1]``).
     """
 
-    method_name = "pkt"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        pkt_weight: float = 30000.0,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        super().__init__(student, teacher, pkt_weight=pkt_weight, **kwargs)
-        self.pkt_weight = float(pkt_weight)
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        pkt_weight: float = weight(30000.0)  # β
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
@@ -11,8 +12,10 @@ from torch import Tensor, nn
 from kdexp.connectors import ABF
 from kdexp.features import FeatureHooks
 from kdexp.losses import hcl_loss
-from kdexp.methods.dkd import check_warmup, warmup_factor
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
+from kdexp.methods.dkd import WARMUP_WHY, warmup_factor
+from kdexp.methods.feature import FeatureDistillationModule, Shape
+from kdexp.methods.options import at_least, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
@@ -26,6 +29,7 @@ def _pooled_dim(model: BuiltModel, role: str) -> int:
     return classifier.in_features
 
 
+@register_method("reviewkd")
 class ReviewKDModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + w(e) · reviewkd_weight · HCL(review(f_s), f_t).
 
@@ -46,36 +50,21 @@ class ReviewKDModule(FeatureDistillationModule):
     1 for resnet110 → resnet32, 8 for resnet32x4 → shufflenetv2.
     """
 
-    method_name = "reviewkd"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        reviewkd_weight: float = 5.0,
-        warmup_epochs: int = 20,
-        max_mid_channels: int = 512,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        check_warmup(warmup_epochs)
-        if isinstance(max_mid_channels, bool) or not isinstance(max_mid_channels, int) or max_mid_channels < 1:
-            raise ValueError(
-                f"method.max_mid_channels must be an integer >= 1 (mdistiller 512), got {max_mid_channels!r}"
-            )
-        s_pool, t_pool = _pooled_dim(student, "student"), _pooled_dim(teacher, "teacher")
-        super().__init__(
-            student,
-            teacher,
-            reviewkd_weight=reviewkd_weight,
-            warmup_epochs=warmup_epochs,
-            max_mid_channels=max_mid_channels,
-            **kwargs,
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        reviewkd_weight: float = weight(5.0)
+        warmup_epochs: int = at_least(20, 0, WARMUP_WHY)
+        max_mid_channels: int = at_least(
+            512, 1, "the ABFs' channels: min(this, the student's pooled size); mdistiller 512"
         )
-        self.reviewkd_weight, self.warmup_epochs = float(reviewkd_weight), warmup_epochs
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)  # refuses a missing teacher
+        s_pool, t_pool = _pooled_dim(student, "student"), _pooled_dim(teacher, "teacher")
         s_shapes, t_shapes = self.feature_shapes
         in_channels = [s[1] for s in s_shapes] + [s_pool]
         out_channels = [t[1] for t in t_shapes] + [t_pool]
-        mid = min(max_mid_channels, s_pool)
+        mid = min(self.max_mid_channels, s_pool)
         last = len(in_channels) - 1
         self.abfs = nn.ModuleList(
             ABF(c_in, mid, c_out, fuse=i < last) for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels))
@@ -85,7 +74,6 @@ class ReviewKDModule(FeatureDistillationModule):
 
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        check_warmup(hparams.get("warmup_epochs", 20))
         if teacher is not None:
             _pooled_dim(student, "student"), _pooled_dim(teacher, "teacher")
         super().check_models(student, teacher, hparams)
@@ -96,12 +84,7 @@ class ReviewKDModule(FeatureDistillationModule):
         return list(model.stages), False
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'reviewkd' needs 4-D feature maps (B, C, H, W) on both sides; the chosen "
-                f"layers give {describe_pairs(student_shapes, teacher_shapes)} (student "
-                f"{self.student_layers} -> teacher {self.teacher_layers})."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes)
 
     @contextlib.contextmanager
     def _pooled_hooks(self) -> Iterator[None]:

@@ -94,7 +94,9 @@ class StagedFeatureModule(FeatureDistillationModule):
             self.regressors.requires_grad_(False)  # unused from here on: no updates, no decay
             for p in self.regressors.parameters():
                 p.grad = None
-            log.info("%s: epoch %d starts stage 2 (CE + KD); stage-1 connectors frozen", self.method_name, self.current_epoch)
+            log.info(
+                "%s: epoch %d starts stage 2 (CE + KD); stage-1 connectors frozen", self.method_name, self.current_epoch
+            )
 
     def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
         if self.in_second_stage and not self.features_in_second_stage:
@@ -123,3 +125,6 @@ class InitStageModule(StagedFeatureModule):
         init_epochs: int = at_least(30, 0, "epochs of the initialisation stage; RepDistiller 30, 0 = no separate stage")
 
     stage_option = "init_epochs"
+
+    def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
+        self.require_feature_maps(student_shapes, teacher_shapes)  # conv connectors, flows, factors

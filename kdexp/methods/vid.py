@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
 from kdexp.connectors import VIDRegressor
 from kdexp.losses import vid_loss
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
+from kdexp.methods.feature import FeatureDistillationModule, Shape
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("vid")
 class VIDModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD
     + vid_weight · Σ_stages mean ½ ((r(f_s) - f_t)² / σ² + log σ²).
@@ -27,27 +31,17 @@ class VIDModule(FeatureDistillationModule):
     declared stages paired in order (RepDistiller ``feat[1:-1]``).
     """
 
-    method_name = "vid"
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        vid_weight: float = weight(1.0)  # β
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        vid_weight: float = 1.0,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        super().__init__(student, teacher, vid_weight=vid_weight, **kwargs)
-        self.vid_weight = float(vid_weight)
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)
         s_shapes, t_shapes = self.feature_shapes
         self.regressors = nn.ModuleList(VIDRegressor(s[1], t[1], t[1]) for s, t in zip(s_shapes, t_shapes))
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'vid' needs 4-D feature maps (B, C, H, W) on both sides for its 1x1-conv "
-                f"regressors; the chosen layers give {describe_pairs(student_shapes, teacher_shapes)} "
-                f"(student {self.student_layers} -> teacher {self.teacher_layers})."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes, " for its 1x1-conv regressors")
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]
