@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import REPO, run_cli
+from conftest import REPO, compose_config, make_method, run_cli
 from kdexp.data.fake import FakeDataModule
 from kdexp.data.tensor import TensorDataModule
 from kdexp.losses import (
@@ -23,11 +22,10 @@ from kdexp.losses import (
     mutual_kl,
     standardize_logits,
 )
-from kdexp.methods import build_method, check_method_cfg
+from kdexp.methods import check_method_cfg
 from kdexp.models import build_model
 
 SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
-NO_SCHED = {"name": "none"}
 CIFAR = (3, 32, 32)
 NEW = ["crd", "pkt", "vid", "cc", "nst", "ft", "ab", "fsp", "dkd", "dist", "reviewkd"]
 OWN_TERMS = {
@@ -39,11 +37,12 @@ PAIRS = [("resnet32x4", "shufflenetv2"), ("vgg13", "mobilenetv2"), ("resnet56", 
 # The other benchmark presets' pairs: the same code paths as the three above, so only in the slow run.
 SLOW_PAIRS = [("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet110", "resnet32"),
               ("resnet32x4", "resnet8x4"), ("vgg13", "vgg8")]
-CONFIG_DIR = str(REPO / "configs")
 
 
 def build(method: str, teacher, student, shape=CIFAR, classes=10, **options):
-    return build_method({"name": method, **SMALL.get(method, {}), **options}, student, teacher, classes, shape, SGD, NO_SCHED)
+    """``make_method`` on BuiltModels made by :func:`models` (seeded there)."""
+    options = {**SMALL.get(method, {}), **options}
+    return make_method(method, student, teacher, input_shape=shape, num_classes=classes, optimizer=SGD, seed=None, **options)
 
 
 def models(teacher: str, student: str, classes: int = 10, channels: int = 3):
@@ -244,6 +243,11 @@ def test_crd_refuses_a_checkpoint_whose_bank_has_another_size(tmp_path: Path) ->
         ("dkd", {"nckd_weight": -8}, "method.nckd_weight must be >= 0"),
         ("ab", {"init_epochs": 1.5}, "method.init_epochs"),
         ("fsp", {"hint_weight": 3}, "method 'fsp' has no option"),
+        ("ab", {"hint_epochs": 2}, "method 'ab' has no option"),  # FitNets' options are not AB's
+        ("ft", {"regressor_relu": False}, "method 'ft' has no option"),
+        ("ft", {"rate": 1.5}, "method.rate must be > 0 and <= 1"),
+        ("crd", {"nce_temperature": 0}, "method.nce_temperature must be > 0"),
+        ("reviewkd", {"max_mid_channels": 0}, "method.max_mid_channels must be an integer >= 1"),
         ("kd", {"logit_standardization": "yes"}, "method.logit_standardization must be true or false"),
     ],
 )
@@ -280,9 +284,7 @@ def test_logit_standardization_reaches_every_logit_term() -> None:
 
 
 def test_dml_standardizes_its_cohort_logits() -> None:
-    torch.manual_seed(0)
-    s = build_model({"name": "cnn_tiny"}, 10, 1)
-    module = build_method({"name": "dml", "logit_standardization": True}, s, None, 10, (1, 28, 28), SGD, NO_SCHED)
+    module = make_method("dml", "cnn_tiny", None, logit_standardization=True)
     module.eval()
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     _, terms = module.training_losses(x, y)
@@ -307,17 +309,16 @@ def test_dkd_and_reviewkd_warm_up_linearly_over_20_epochs() -> None:
 
 def test_method_configs_match_the_class_defaults() -> None:
     t, s = models("cnn_small", "cnn_small", channels=1)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for name in NEW:
-            cfg = compose(config_name="train", overrides=[f"method={name}"])
-            cls, options = check_method_cfg(dict(cfg.method))
-            configured = build_method({"name": name, **options}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
-            default = build_method({"name": name}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
-            assert configured.hparams["method"] == default.hparams["method"], name
-        for pair in ["vgg13_mobilenetv2", "resnet32x4_shufflenetv2"]:  # the cross-family presets
-            cfg = compose(config_name="train", overrides=[f"experiment=cifar100_{pair}", "method=crd"])
-            assert cfg.optimizer.lr == 0.01 and cfg.trainer.max_epochs == 240 and cfg.data.name == "cifar100"
-            assert cfg.teacher.train.optimizer.lr == 0.05  # the teacher keeps the benchmark recipe
+    for name in NEW:
+        cfg = compose_config(f"method={name}")
+        cls, options = check_method_cfg(dict(cfg.method))
+        configured = make_method(name, s, t, seed=None, **options)  # the published settings, as built
+        default = make_method(name, s, t, seed=None)
+        assert configured.hparams["method"] == default.hparams["method"], name
+    for pair in ["vgg13_mobilenetv2", "resnet32x4_shufflenetv2"]:  # the cross-family presets
+        cfg = compose_config(f"experiment=cifar100_{pair}", "method=crd")
+        assert cfg.optimizer.lr == 0.01 and cfg.trainer.max_epochs == 240 and cfg.data.name == "cifar100"
+        assert cfg.teacher.train.optimizer.lr == 0.05  # the teacher keeps the benchmark recipe
 
 
 def test_docs_give_a_row_per_new_method() -> None:
