@@ -21,8 +21,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdexp.distributed import scaled_lr
-from kdexp.losses import kd_loss
-from kdexp.methods.options import parse_options, positive, weight
+from kdexp.losses import kd_loss, standardize_logits
+from kdexp.methods.options import option, parse_options, positive, weight
 from kdexp.metric_names import metric_name, metric_prefix
 from kdexp.models import BuiltModel
 from kdexp.optim import build_optimizer, build_scheduler
@@ -60,13 +60,18 @@ class DistillationModule(pl.LightningModule):
         ce_weight: float = weight(1.0, search=(0.0, 1.0))
         kd_weight: float = weight(0.0, search=(0.0, 1.0))
         temperature: float = positive(4.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
+        logit_standardization: bool = option(
+            False, "true: z-score student and teacher logits before the temperature softmax (Sun et al. 2024)"
+        )
 
     method_name: ClassVar[str] = "base"
     needs_teacher: ClassVar[bool] = True  # False for methods that train without one (vanilla, dml)
     # True where the method uses its frozen teacher only through ``teacher_logits`` (no features,
     # no teacher training): its teacher outputs may then come from a kdexp.teacher_outputs cache.
     teacher_logits_only: ClassVar[bool] = False
-    # True where training batches must name each sample's index in the training set.
+    # True where training batches must name each sample's index in the training set (CRD's memory
+    # bank): ``setup`` then asks the kdexp data module to add it to every training batch, and the
+    # step reads it as ``sample_index``.
     needs_sample_indices: ClassVar[bool] = False
     # A chain of runs (Born-Again), each student taught by the one before: see chain_links.
     chain_runner: ClassVar[bool] = False
@@ -78,7 +83,9 @@ class DistillationModule(pl.LightningModule):
     chain_step: ClassVar[str] = "step"
     chain_folder: ClassVar[str] = "step"
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
-    _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
+    # The current training batch's [index, dy, dx, flip] (lean path) or (B,) indices (per-sample
+    # path with ``needs_sample_indices``), if named.
+    _views: Tensor | None = None
 
     def __init__(
         self,
@@ -191,11 +198,29 @@ class DistillationModule(pl.LightningModule):
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The teacher's logits for the training images ``x``: from the teacher-output cache when
         one is attached and the batch names its views, otherwise one forward pass."""
-        if self.teacher_outputs is not None and self._views is not None:
-            return self.teacher_outputs.logits(x, self._views, self.teacher_forward)
+        views = self._views
+        if self.teacher_outputs is not None and views is not None and views.dim() == 2:  # not bare indices
+            return self.teacher_outputs.logits(x, views, self.teacher_forward)
         return self.teacher_forward(x)
 
+    # --- sample indices (methods with ``needs_sample_indices``) ----------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if self.needs_sample_indices and datamodule is not None and hasattr(datamodule, "with_index"):
+            datamodule.with_index = True  # before the training loader is built
+
+    @property
+    def sample_index(self) -> Tensor | None:
+        """(B,) indices of the current training batch's samples in the training set, or None."""
+        views = self._views
+        return None if views is None else (views[:, 0] if views.dim() == 2 else views)
+
     # --- the loss ----------------------------------------------------------------------------
+    def kd_logits(self, logits: Tensor) -> Tensor:
+        """Logits as a logit-based KD term sees them: z-scored per sample with
+        ``method.logit_standardization`` (Sun et al. 2024), else unchanged."""
+        return standardize_logits(logits) if self.logit_standardization else logits
+
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
@@ -210,7 +235,10 @@ class DistillationModule(pl.LightningModule):
         logits = self.student(x)
         terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
         if self.kd_weight > 0:
-            terms["kd"] = (self.kd_weight, kd_loss(logits, teacher_logits, self.temperature))
+            terms["kd"] = (
+                self.kd_weight,
+                kd_loss(self.kd_logits(logits), self.kd_logits(teacher_logits), self.temperature),
+            )
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
 

@@ -88,13 +88,14 @@ class DMLModule(DistillationModule):
         teacher_logits = self.teacher_forward(x) if self.teacher is not None else None
         logits = [member(x) for member in self.members]
         ce = sum(F.cross_entropy(z, y) for z in logits)
+        soft = [self.kd_logits(z) for z in logits]  # z-scored with method.logit_standardization
         dml = sum(
-            mutual_kl(z, [p for j, p in enumerate(logits) if j != i], self.dml_temperature)
-            for i, z in enumerate(logits)
+            mutual_kl(z, [p for j, p in enumerate(soft) if j != i], self.dml_temperature)
+            for i, z in enumerate(soft)
         )
         terms = {"ce": (self.ce_weight, ce), "dml": (self.dml_weight, dml)}
         if self.kd_weight > 0:
-            kd = sum(kd_loss(z, teacher_logits, self.temperature) for z in logits)
+            kd = sum(kd_loss(z, self.kd_logits(teacher_logits), self.temperature) for z in soft)
             terms["kd"] = (self.kd_weight, kd)
         return logits[0], terms
 
