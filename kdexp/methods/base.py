@@ -83,6 +83,7 @@ class DistillationModule(pl.LightningModule):
     chain_step: ClassVar[str] = "step"
     chain_folder: ClassVar[str] = "step"
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
+    evaluate_teacher = True  # False while only the student is tested again (best-epoch test)
     # The current training batch's [index, dy, dx, flip] (lean path) or (B,) indices (per-sample
     # path with ``needs_sample_indices``), if named.
     _views: Tensor | None = None
@@ -269,7 +270,7 @@ class DistillationModule(pl.LightningModule):
         student_logits = self.student(x)
         self.test_student.update(student_logits, y)
         self.log_dict(self.test_student)
-        if self.teacher is not None:
+        if self.teacher is not None and self.evaluate_teacher:
             teacher_logits = self.teacher_forward(x)
             self.test_teacher.update(teacher_logits, y)
             agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()

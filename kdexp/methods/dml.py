@@ -120,7 +120,7 @@ class DMLModule(DistillationModule):
         first = self._evaluate(x, y, self.test_members, self.test_ensemble)
         self.test_student.update(first, y)
         self.log_dict(self.test_student)
-        if self.teacher is not None:
+        if self.teacher is not None and self.evaluate_teacher:
             teacher_logits = self.teacher_forward(x)
             self.test_teacher.update(teacher_logits, y)
             self.log_dict(self.test_teacher)

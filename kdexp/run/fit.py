@@ -86,24 +86,31 @@ def train_and_test(
 
 
 def test_best_checkpoint(
-    trainer: pl.Trainer, module: DistillationModule, datamodule: ImageDataModule
+    trainer: pl.Trainer, module: DistillationModule, datamodule: ImageDataModule, last_metrics: dict[str, float]
 ) -> tuple[int | None, dict[str, float]]:
     """Test metrics of the epoch with the best validation accuracy, and that epoch (1-based).
 
-    The checkpoint callback keeps that epoch (``monitor: val/acc``). Its numbers go to
-    results.json only, not to the curves; the module gets its last weights back afterwards.
+    The checkpoint callback keeps that epoch (``monitor: val/acc``). When it is the last epoch the
+    last test's metrics are those numbers (no second pass); otherwise only the student is tested
+    again (the teacher did not change). Its numbers go to results.json only, not to the curves;
+    the module gets its last weights back afterwards.
     """
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback is not None and callback.monitor else ""
     if not path or not Path(path).is_file():
         return None, {}
+    found = re.search(r"epoch=(\d+)", Path(path).name)
+    best_epoch = int(found.group(1)) + 1 if found else None
+    if best_epoch is not None and best_epoch == trainer.current_epoch:
+        return best_epoch, dict(last_metrics)
     last_weights = copy.deepcopy(module.state_dict())
     loggers = trainer.loggers
     trainer.loggers = []
+    module.evaluate_teacher = False
     try:
         (metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
     finally:
         trainer.loggers = loggers
+        module.evaluate_teacher = True
         module.load_state_dict(last_weights)
-    epoch = re.search(r"epoch=(\d+)", Path(path).name)
-    return (int(epoch.group(1)) + 1 if epoch else None), metrics
+    return best_epoch, metrics

@@ -35,7 +35,7 @@ def fit_and_report(
     trainer = make_trainer(cfg, run_fingerprint(cfg, prep.teacher is not None))
     resumed_from = resume_from(cfg, prep, chained)
     metrics, last_val = train_and_test(cfg, trainer, module, prep, resumed_from)
-    best_epoch, best = test_best_checkpoint(trainer, module, prep.datamodule)
+    best_epoch, best = test_best_checkpoint(trainer, module, prep.datamodule, metrics)
     cache_summary = finish_cache(module)  # after fit and test: the test ran the teacher online
     if not trainer.is_global_zero:
         return {}
