@@ -177,3 +177,16 @@ def _hparams_experiment(folder: Path) -> tuple[list[str], list[str]]:
     assert content is not None, f"no experiment summary in {folder}"
     experiment = metadata.parse_experiment_plugin_data(content)
     return [h.name for h in experiment.hparam_infos], [m.name.tag for m in experiment.metric_infos]
+
+
+def test_a_parallel_sweep_divides_the_cores_among_its_jobs(tmp_path: Path) -> None:
+    """Hydra's joblib launcher runs 2 jobs at once; each takes cores // 2 threads (at least 1)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    from kdexp.threads import available_cores
+
+    sweep_dir, proc = _sweep(tmp_path, "method=vanilla", "seed=0,1", "logger=none",
+                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [json.loads(f.read_text())["run"] for f in sorted(sweep_dir.glob("*/results.json"))]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert {r["threads"] for r in runs} == {max(1, available_cores() // 2)}

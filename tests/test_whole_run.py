@@ -44,3 +44,53 @@ def test_an_earlier_best_epoch_tests_only_the_student_again(tmp_path):
     assert [flag for _, flag in trainer.calls] == [False]  # the teacher was not evaluated again
     assert module.evaluate_teacher is True
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def _run(tmp_path: Path, name: str, *extra: str):
+    from conftest import TINY_RUN, run_cli
+
+    return run_cli(*TINY_RUN, "method=kd", "logger=none", *extra, cache_dir=tmp_path / "cache",
+                   run_dir=tmp_path / name)
+
+
+def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(tmp_path):
+    """The first run fills the store in its own test pass; a second run with the store reports
+    exactly the teacher accuracy and agreement that a run computing them online reports."""
+    import json
+
+    first = _run(tmp_path, "first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (entry,) = (tmp_path / "cache" / "teacher_test_logits").glob("*.pt")
+    second = _run(tmp_path, "second")
+    online = _run(tmp_path, "online", "performance.teacher_test_logits=false")
+    assert second.returncode == 0 and online.returncode == 0, (second.stderr + online.stderr)[-3000:]
+    results = {n: json.loads((tmp_path / n / "results.json").read_text()) for n in ("first", "second", "online")}
+    for name in ("first", "second"):
+        assert results[name]["teacher"]["acc_top1"] == results["online"]["teacher"]["acc_top1"]
+        assert results[name]["comparison"]["agreement_top1"] == results["online"]["comparison"]["agreement_top1"]
+        assert results[name]["student"]["acc_top1"] == results["online"]["student"]["acc_top1"]
+    stored = torch.load(entry, weights_only=True)["logits"]
+    assert stored.shape[1] == 10 and torch.isfinite(stored).all()
+
+
+def test_a_complete_store_answers_without_running_the_teacher(tmp_path):
+    from kdexp.teacher_eval import TeacherTestLogits
+
+    store = TeacherTestLogits(tmp_path / "t.pt", size=4, num_classes=3)
+    calls = []
+
+    def forward(x):
+        calls.append(len(x))
+        return x @ torch.ones(2, 3)
+
+    x = torch.arange(8, dtype=torch.float32).view(4, 2)
+    assert not store.save_if_filled()  # nothing seen yet
+    store.logits_for(torch.tensor([0, 1]), x[:2], forward)
+    assert not store.save_if_filled()  # half the test set
+    store.logits_for(torch.tensor([2, 3]), x[2:], forward)
+    assert store.save_if_filled() and calls == [2, 2]
+    again = TeacherTestLogits(tmp_path / "t.pt", size=4, num_classes=3)
+    assert again.complete
+    assert torch.equal(again.logits_for(torch.tensor([3, 1]), x[:2], forward), forward(x)[[3, 1]])
+    assert calls == [2, 2, 4]  # only the reference forward above: the store answered alone
+    assert not TeacherTestLogits(tmp_path / "t.pt", size=5, num_classes=3).complete  # another test set

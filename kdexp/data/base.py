@@ -92,6 +92,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.test_set: Dataset | None = None
         # True: training batches are (x, y, index) (set by methods with ``needs_sample_indices``).
         self.with_index = False
+        self.index_test = False  # test batches carry each sample's index (the teacher-logits store)
 
     def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         """Return (train, train_as_eval, test): the training set with and without augmentation."""
@@ -157,6 +158,10 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, False, self.eval_batch_size, evaluate=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, self.eval_batch_size, evaluate=True)
+        return self._loader(self.test_indexed(self.test_set), False, self.eval_batch_size, evaluate=True)
+
+    def test_indexed(self, dataset: Dataset | None) -> Dataset | None:
+        """The test set as the loader reads it: with each sample's index if ``index_test``."""
+        return WithIndex(dataset) if self.index_test and dataset is not None else dataset
 
 

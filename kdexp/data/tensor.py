@@ -98,6 +98,8 @@ class BatchedImages(Dataset):
     ``raw=False`` (evaluation): ``(x, y)`` with ``x`` normalised float32.
     """
 
+    with_index = False  # evaluation batches: (x, y, index), for the teacher-logits store
+
     def __init__(self, data: ImageTensors, mean: Sequence[float], std: Sequence[float], raw: bool) -> None:
         self.data, self.raw = data, raw
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
@@ -111,7 +113,8 @@ class BatchedImages(Dataset):
         images, labels = self.data.images[index], self.data.labels[index]
         if self.raw:
             return RawBatch(images, labels, index)
-        return normalize(images, *self.stats(images.device)), labels
+        x = normalize(images, *self.stats(images.device))
+        return (x, labels, index) if self.with_index else (x, labels)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         """One evaluation-style sample (normalised, no augmentation), for inspection."""
@@ -196,6 +199,12 @@ class TensorDataModule(ImageDataModule):
         if self.lean:  # lean batches name their samples already: views[:, 0] is the index
             return dataset
         return super().indexed(dataset)
+
+    def test_indexed(self, dataset):
+        if self.lean and dataset is not None:  # one gather per batch: the index comes with it
+            dataset.with_index = self.index_test
+            return dataset
+        return super().test_indexed(dataset)
 
     @property
     def view_grid(self) -> ViewGrid | None:

@@ -84,6 +84,7 @@ class DistillationModule(pl.LightningModule):
     chain_folder: ClassVar[str] = "step"
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
     evaluate_teacher = True  # False while only the student is tested again (best-epoch test)
+    teacher_test_logits: Any = None  # a kdexp.teacher_eval.TeacherTestLogits, attached by kdexp.run.build
     # The current training batch's [index, dy, dx, flip] (lean path) or (B,) indices (per-sample
     # path with ``needs_sample_indices``), if named.
     _views: Tensor | None = None
@@ -196,6 +197,18 @@ class DistillationModule(pl.LightningModule):
     def teacher_forward(self, x: Tensor) -> Tensor:
         return self.teacher(x)
 
+    def test_teacher_logits(self, x: Tensor, index: Tensor | None) -> Tensor:
+        """The teacher's logits for the test images ``x``: from the store of its test logits
+        (kdexp.teacher_eval) when one is attached and single-process, else one forward pass."""
+        store = self.teacher_test_logits
+        if store is None or index is None or self.trainer.world_size > 1:
+            return self.teacher_forward(x)
+        return store.logits_for(index, x, self.teacher_forward)
+
+    def on_test_end(self) -> None:
+        if self.teacher_test_logits is not None and self.trainer.world_size == 1:
+            self.teacher_test_logits.save_if_filled()
+
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The teacher's logits for the training images ``x``: from the teacher-output cache when
         one is attached and the batch names its views, otherwise one forward pass."""
@@ -265,13 +278,13 @@ class DistillationModule(pl.LightningModule):
         self.val_metrics.update(self.student(x), y)
         self.log_dict(self.val_metrics, prog_bar=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y, *index = batch  # (x, y), or (x, y, test-set index) with a teacher-logits store
         student_logits = self.student(x)
         self.test_student.update(student_logits, y)
         self.log_dict(self.test_student)
         if self.teacher is not None and self.evaluate_teacher:
-            teacher_logits = self.teacher_forward(x)
+            teacher_logits = self.test_teacher_logits(x, index[0] if index else None)
             self.test_teacher.update(teacher_logits, y)
             agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
             self.test_agreement.update(agree)

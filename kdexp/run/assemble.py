@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
@@ -74,6 +75,7 @@ def run_header(cfg: DictConfig, prep: Prepared, student: str) -> dict[str, Any]:
         "tags": run_tags(cfg),
         "output_dir": str(cfg.paths.output_dir),
         "teacher_source": prep.teacher_info,
+        "threads": torch.get_num_threads(),  # runtime.threads as set for this run
     }
 
 

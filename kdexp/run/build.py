@@ -144,9 +144,26 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
         record_teacher_weights(module, prep.teacher_info)  # load_from_checkpoint rebuilds the teacher
         perf = plain(cfg.get("performance"))
         apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
+        store_teacher_test_logits(cfg, prep, module)
         return module
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
+
+
+def store_teacher_test_logits(cfg: DictConfig, prep: Prepared, module: DistillationModule) -> None:
+    """A teacher with weights of its own (cached, trained, a checkpoint) is run on the test set
+    once for all runs: its stored logits give its accuracy and the agreement (kdexp.teacher_eval)."""
+    from kdexp.teacher_eval import attach_teacher_test_logits
+
+    info = prep.teacher_info or {}
+    if info.get("source") not in ("cache", "trained", "checkpoint") or info.get("cached") is False:
+        return
+    if not (cfg.get("performance") or {}).get("teacher_test_logits", True):
+        return
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
+    attach_teacher_test_logits(module, prep.datamodule, cfg.paths.cache_dir, plain(cfg.data), device,
+                               str(cfg.trainer.get("precision", "32-true")))
 
 
 def init_student(cfg: DictConfig, module: DistillationModule) -> None:

@@ -125,9 +125,22 @@ def run_checked(cfg: DictConfig) -> dict[str, Any]:
     """The job's checks, then the run: what ``kdexp`` and the Python API's ``kdexp.run`` both do.
     Errors propagate (KdexpErrors with their exit codes); recording them is the caller's."""
     from kdexp.run import run_experiment  # torch and Lightning: only once a run starts
+    from kdexp.threads import apply_threads
 
     check_job(cfg)
+    try:
+        apply_threads(OmegaConf.select(cfg, "runtime.threads", default="auto"), launcher_cfg())
+    except ValueError as err:
+        raise SetupError(str(err)) from None
     return run_experiment(cfg)
+
+
+def launcher_cfg() -> dict[str, Any]:
+    """The Hydra launcher's settings (``n_jobs`` of a parallel one), or {} outside a Hydra job."""
+    try:
+        return OmegaConf.to_container(HydraConfig.get().launcher, resolve=True) or {}
+    except ValueError:  # the Python API outside Hydra's own run
+        return {}
 
 
 def run_job(cfg: DictConfig) -> float | None:

@@ -1,0 +1,106 @@
+"""The teacher's test-set logits, computed once per teacher and test set, then reused by every run.
+
+Test data has no augmentation, so once a teacher has been through the test set its logits there
+never change: later runs (every job of a sweep, every seed) test only the student and read the
+teacher's accuracy and the top-1 agreement from the stored logits. The store is filled by the
+first run's own test pass — the same loader, batches, device and precision — so the numbers are
+exactly those that running the teacher gives. Keyed by the teacher's weights (a SHA-256), the test
+set's identity, the evaluation batch size, the device type and the precision; written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger("kdexp")
+
+# Data settings that do not change what the test set holds.
+_LOADER_KEYS = {"num_workers", "pin_memory", "root", "download", "download_dir", "batch_size"}
+
+
+def store_key(teacher_digest: str, data_cfg: dict[str, Any], device: str, precision: str) -> str:
+    """A short hash of everything the stored logits depend on (``eval_batch_size`` included: it
+    decides the batches the logits were computed in)."""
+    identity = {
+        "teacher": teacher_digest,
+        "data": {k: v for k, v in data_cfg.items() if k not in _LOADER_KEYS},
+        "device": device,
+        "precision": precision,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class TeacherTestLogits:
+    """The teacher's logits on the ``size`` test samples: loaded from ``path``, or filled by a test
+    pass (``logits_for``) and saved once every sample has been seen."""
+
+    def __init__(self, path: Path, size: int, num_classes: int) -> None:
+        self.path = path
+        self.logits = self._load(size, num_classes)
+        self.complete = self.logits is not None
+        if self.logits is None:
+            self.logits = torch.zeros(size, num_classes)
+        self.seen = torch.zeros(size, dtype=torch.bool)
+
+    def _load(self, size: int, num_classes: int) -> Tensor | None:
+        if not self.path.is_file():
+            return None
+        try:
+            logits = torch.load(self.path, map_location="cpu", weights_only=True)["logits"]
+        except Exception:  # noqa: BLE001 - an unreadable entry is computed again and replaced
+            return None
+        return logits if isinstance(logits, Tensor) and logits.shape == (size, num_classes) else None
+
+    def logits_for(self, index: Tensor, x: Tensor, forward: Callable[[Tensor], Tensor]) -> Tensor:
+        """The teacher's logits for the test samples ``index`` (the batch ``x``)."""
+        rows = index.cpu()
+        if self.complete:
+            return self.logits[rows].to(x.device)
+        out = forward(x)
+        self.logits[rows] = out.detach().float().cpu()
+        self.seen[rows] = True
+        return out
+
+    def save_if_filled(self) -> bool:
+        """Write the store once a test pass has covered every sample; True when it did."""
+        if self.complete or not bool(self.seen.all()):
+            return False
+        from kdexp.run_record import write_atomic
+
+        buffer = io.BytesIO()
+        torch.save({"logits": self.logits}, buffer)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, buffer.getvalue())
+        self.complete = True
+        log.info("Stored the teacher's test logits for later runs: %s", self.path)
+        return True
+
+
+def attach_teacher_test_logits(module: Any, datamodule: Any, cache_dir: str | Path, data_cfg: dict[str, Any],
+                               device: str, precision: str) -> TeacherTestLogits | None:
+    """Give ``module`` the store for its teacher, and make the test batches carry sample indices.
+
+    Only for a teacher with weights of its own (cached, trained or from a checkpoint) and a module
+    that tests through the base ``test_step``; else None (the teacher runs in the test pass)."""
+    from kdexp.methods.base import DistillationModule
+    from kdexp.teachers import state_digest
+
+    if module.teacher is None or type(module).test_step is not DistillationModule.test_step:
+        return None
+    test_set = datamodule.test_set
+    if test_set is None:
+        return None
+    key = store_key(state_digest(module.teacher.state_dict()), data_cfg, device, precision)
+    store = TeacherTestLogits(Path(cache_dir) / "teacher_test_logits" / f"{key}.pt", len(test_set),
+                              datamodule.num_classes)
+    module.teacher_test_logits = store
+    datamodule.index_test = True
+    return store
