@@ -94,3 +94,20 @@ def test_a_complete_store_answers_without_running_the_teacher(tmp_path):
     assert torch.equal(again.logits_for(torch.tensor([3, 1]), x[:2], forward), forward(x)[[3, 1]])
     assert calls == [2, 2, 4]  # only the reference forward above: the store answered alone
     assert not TeacherTestLogits(tmp_path / "t.pt", size=5, num_classes=3).complete  # another test set
+
+
+def test_pretrained_weights_without_internet_name_the_key(monkeypatch):
+    """torchvision's download fails offline: a clear error naming the weights, not a traceback."""
+    import urllib.error
+
+    import pytest
+    import torchvision
+
+    from kdexp.models.external import create_torchvision_model
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(ValueError, match=r"weights='DEFAULT': the pretrained weights could not be downloaded.*teacher\.checkpoint"):
+        create_torchvision_model("resnet18", num_classes=10, weights="DEFAULT")

@@ -66,7 +66,7 @@ def create_torchvision_model(
     if weights is None:
         model = torchvision.models.get_model(name, num_classes=num_classes)
     else:  # pretrained weights keep their head shape; the classifier is replaced below
-        model = torchvision.models.get_model(name, weights=weights)
+        model = _with_weights(lambda: torchvision.models.get_model(name, weights=weights), f"weights={weights!r}")
         head_path = last_linear_path(model)
         head = model.get_submodule(head_path)
         if head.out_features != num_classes:
@@ -84,7 +84,24 @@ def create_timm_model(
         import timm
     except ImportError:
         raise ImportError("teacher/student source 'timm' needs `pip install kdexp[timm]`") from None
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
+    make = lambda: timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)  # noqa: E731
+    return _with_weights(make, "pretrained=true") if pretrained else make()
+
+
+def _with_weights(make, what: str) -> nn.Module:
+    """Build a model whose pretrained weights may have to be downloaded; without a connection (or
+    with a broken download) say which key asked for them and what to do instead."""
+    import urllib.error
+
+    try:
+        return make()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
+        raise ValueError(
+            f"{what}: the pretrained weights could not be downloaded or read ({type(err).__name__}: {err}). "
+            "Without internet, put the weights file in torch's hub cache ($TORCH_HOME/hub/checkpoints, "
+            "~/.cache/torch by default) on a machine that has them, give a checkpoint "
+            "(teacher.checkpoint=PATH), or drop the pretrained weights"
+        ) from None
 
 
 def timm_stages(model: nn.Module) -> tuple[str, ...]:
