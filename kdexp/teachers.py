@@ -237,9 +237,10 @@ def train_teacher(
     datamodule: ImageDataModule,
     recipe: dict[str, Any],
     trainer_cfg: dict[str, Any],
-    log_dir: Path,
+    log_dir: Path | None,
 ) -> dict[str, float]:
-    """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics."""
+    """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics. Its curves
+    go to ``log_dir`` (TensorBoard), or nowhere when it is None (``logger=none``)."""
     from kdexp.methods import VanillaModule  # the methods import losses; keep this module light
 
     recipe = dict(recipe)
@@ -260,13 +261,13 @@ def train_teacher(
         strategy="auto",
         sync_batchnorm=False,
         enable_checkpointing=False,
-        default_root_dir=str(log_dir),
+        default_root_dir=str(log_dir) if log_dir else None,
     )
     from kdexp.run.build import build_trainer  # the one trainer factory: the student's NaN guard too
 
     trainer = build_trainer(
         kwargs,
-        logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False),
+        logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False) if log_dir else False,
         callbacks=[pl.callbacks.RichProgressBar()],
     )
     trainer.fit(module, datamodule)
@@ -363,7 +364,7 @@ def provide_teacher(
     datamodule: ImageDataModule,
     trainer_cfg: dict[str, Any],
     cache_dir: str | Path,
-    log_dir: str | Path,
+    log_dir: str | Path | None,
 ) -> tuple[BuiltModel, dict[str, Any]]:
     """Return the teacher (frozen) and where it came from: checkpoint, cache or trained now.
 
@@ -425,7 +426,7 @@ def _train_uncached(
     )
     pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
     teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
-    metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir))
+    metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None)
     return teacher, {"source": "trained", "cached": False, "not_cached_because": because, **metrics}
 
 
@@ -444,7 +445,7 @@ def _train_and_cache(
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
         teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
-        metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir))
+        metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None)
         write_entry(path, teacher.module.state_dict(), metrics)
     except BaseException as err:
         launch = launch_id()

@@ -111,3 +111,9 @@ def test_pretrained_weights_without_internet_name_the_key(monkeypatch):
     monkeypatch.setattr(torchvision.models, "get_model", offline)
     with pytest.raises(ValueError, match=r"weights='DEFAULT': the pretrained weights could not be downloaded.*teacher\.checkpoint"):
         create_torchvision_model("resnet18", num_classes=10, weights="DEFAULT")
+
+
+def test_logger_none_writes_no_event_files_for_the_teacher_either(tmp_path):
+    proc = _run(tmp_path, "quiet")  # _run passes logger=none; the teacher is trained in this run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list((tmp_path / "quiet").rglob("*tfevents*"))

@@ -126,7 +126,8 @@ def prepare(cfg: DictConfig) -> Prepared:
                 check_cache_writable(cfg.paths.cache_dir)
             teacher, teacher_info = provide_teacher(
                 teacher_arch, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer),
-                cache_dir=cfg.paths.cache_dir, log_dir=Path(cfg.paths.output_dir) / "teacher",
+                cache_dir=cfg.paths.cache_dir,  # logger=none: no curves for the teacher either
+                log_dir=Path(cfg.paths.output_dir) / "teacher" if cfg.get("logger") else None,
             )
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
