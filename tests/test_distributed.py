@@ -276,9 +276,9 @@ def test_a_crash_mid_write_leaves_no_entry(tmp_path: Path, clean_env, fake_train
     script = (
         "import os, sys; sys.path.insert(0, 'tests'); import test_distributed as t; from kdexp import teachers\n"
         "teachers.train_teacher = lambda *a, **k: {'test_acc': 0.5}\n"
-        "def save(obj, handle, *a, **k):\n"
-        "    handle.write(b'PK\\x03\\x04 half a zip'); handle.flush(); os._exit(9)  # killed mid-write\n"
-        "teachers.torch.save = save\n"
+        "def fsync(fd):\n"
+        "    os._exit(9)  # killed after the bytes went to the temporary file, before the rename\n"
+        "os.fsync = fsync\n"
         "from pathlib import Path; t.provide(Path(sys.argv[1]), Path(sys.argv[1]) / 'log')\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in DDP_ENV}
