@@ -64,8 +64,8 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "data_group": (("data=nope",), 1, ("Could not find 'data/nope'", "fashion_mnist", "cifar100")),
     "data_name": (("data.name=nope",), 2, ("data.name='nope' is unknown", "fashion_mnist", "fake")),
     # a misspelt override key (Hydra): names the key and the form that adds a new one
-    "typo_key": (("method.temperatur=3",), 1, ("Could not override 'method.temperatur'", "+method.temperatur=3")),
-    "typo_group": (("trainer.max_epoch=3",), 1, ("Could not override 'trainer.max_epoch'", "max_epoch")),
+    "typo_key": (("method.temperatur=3",), 2, ("method.temperatur: method 'kd' has no option 'temperatur'; it accepts: temperature",)),
+    "typo_group": (("trainer.max_epoch=3",), 2, ("trainer.max_epoch: trainer has no option 'max_epoch'; it accepts:", "max_epochs")),
     "method_option": (("+method.temperatur=3",), 2, ("method 'kd' has no option(s) ['temperatur']", "temperature")),
     # a hook layer path that is not in the model
     "layer_path": (

@@ -22,7 +22,7 @@ def test_small_cnns(name: str, params: int) -> None:
 
 
 def test_unknown_model_lists_registered_names() -> None:
-    with pytest.raises(ValueError, match="registered models are: .*resnet32x4"):
+    with pytest.raises(ValueError, match="is unknown; choose one of: .*resnet32x4"):
         build_model({"name": "resnet1000"}, 10, 3)
 
 
