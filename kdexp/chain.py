@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,11 @@ from kdexp.results import RESULTS_FILE, comparison, print_results, write_results
 log = logging.getLogger("kdexp")
 
 
-def generation_cfg(cfg: DictConfig, generation: int) -> DictConfig:
-    """The run config of one generation: its own output folder and seed."""
+def generation_cfg(cfg: DictConfig, generation: int, folder: str = "gen") -> DictConfig:
+    """The run config of one generation (or step): its own output folder and seed."""
     sub = copy.deepcopy(cfg)
     with open_dict(sub):
-        sub.paths.output_dir = str(Path(cfg.paths.output_dir) / f"gen{generation}")
+        sub.paths.output_dir = str(Path(cfg.paths.output_dir) / f"{folder}{generation}")
         sub.seed = int(cfg.seed) + generation  # fresh initialisation for every generation
     OmegaConf.resolve(sub)
     return sub
@@ -68,32 +69,55 @@ def ensemble_accuracy(models: list[torch.nn.Module], datamodule, device: torch.d
     return correct / max(total, 1)
 
 
+def run_steps(
+    cfg: DictConfig,
+    n_steps: int,
+    step_prep: Callable[[int, DictConfig, BuiltModel | None], Prepared],
+    teacher: BuiltModel | None,
+    folder: str = "gen",
+    finished: Callable[[Path], dict[str, Any] | None] = finished_generation,
+    after_step: Callable[[int, DictConfig, Prepared, dict[str, Any], bool], dict[str, Any]] | None = None,
+) -> list[tuple[int, dict[str, Any], BuiltModel]]:
+    """The chain: step k (1..n) trains ``step_prep(k, its config, teacher)``'s student in the sub-run
+    ``<folder><k>/``, and its frozen copy teaches step k+1. A step that already finished (per
+    ``finished``) is reloaded from its ``student.pt`` instead of trained again (resume).
+    ``after_step(k, config, prepared, results, resumed)`` may add to a step's results.
+    Returns (k, results, trained model) per step; results are empty on DDP ranks other than 0."""
+    steps = []
+    for k in range(1, n_steps + 1):
+        sub = generation_cfg(cfg, k, folder)
+        step_dir = Path(sub.paths.output_dir)
+        pl.seed_everything(sub.seed, workers=True)
+        step = step_prep(k, sub, teacher)
+        done = finished(step_dir)
+        if done is not None:
+            log.info("Step %s%d already finished in %s: reusing it", folder, k, step_dir)
+            step.student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
+            results = done
+        else:
+            extra = {"generation": k} if folder == "gen" else {"step": k}
+            results = fit_and_report(sub, step, make_module(sub, step), extra)
+        if after_step is not None:
+            results = after_step(k, sub, step, results, done is not None)
+        steps.append((k, results, step.student))
+        teacher = frozen_copy(step.student)
+    return steps
+
+
 def run_chain(cfg: DictConfig) -> dict[str, Any]:
     """Train ``method.generations`` students in sequence; report each and their ensemble."""
     n_gen = int(cfg.method.get("generations", 3))  # cfg stays unresolved: each generation moves paths
     prep = prepare(cfg)  # validates everything; provides generation 0 (the teacher)
-    teacher = prep.teacher
     datamodule, in_channels = prep.datamodule, prep.datamodule.input_shape[0]
-    generations: list[dict[str, Any]] = []
-    students: list[torch.nn.Module] = []
-    for gen in range(1, n_gen + 1):
-        sub = generation_cfg(cfg, gen)
-        gen_dir = Path(sub.paths.output_dir)
-        pl.seed_everything(sub.seed, workers=True)
+
+    def fresh_student(gen: int, sub: DictConfig, teacher: BuiltModel | None) -> Prepared:
         student = build_model(OmegaConf.to_container(sub.student), datamodule.num_classes, in_channels)
-        done = finished_generation(gen_dir)
-        if done is not None:
-            log.info("Generation %d already finished in %s: reusing it", gen, gen_dir)
-            student.module.load_state_dict(torch.load(gen_dir / "student.pt", weights_only=True))
-            results = done
-        else:
-            teacher_info = {"source": f"generation {gen - 1}"} if gen > 1 else prep.teacher_info
-            gen_prep = Prepared(datamodule, student, teacher, teacher_info)
-            results = fit_and_report(sub, gen_prep, make_module(sub, gen_prep), {"generation": gen})
-        if results:  # empty on DDP ranks other than 0, which train but do not report
-            generations.append({"generation": gen, **results["student"]})
-        students.append(student.module)
-        teacher = frozen_copy(student)
+        teacher_info = {"source": f"generation {gen - 1}"} if gen > 1 else prep.teacher_info
+        return Prepared(datamodule, student, teacher, teacher_info)
+
+    steps = run_steps(cfg, n_gen, fresh_student, prep.teacher)
+    generations = [{"generation": gen, **results["student"]} for gen, results, _ in steps if results]
+    students = [built.module for _, _, built in steps]
 
     if rank_zero_only.rank != 0:
         return {}

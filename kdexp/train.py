@@ -50,6 +50,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         except ValueError as err:
             raise SetupError(str(err)) from err
     with reported_errors():  # write errors and SIGTERM: clear messages, not tracebacks
+        if cfg.get("incremental") or cfg.method.name in ("finetune", "lwf", "icarl", "joint"):
+            from kdexp.incremental.run import run_incremental  # a chain of class-incremental steps
+
+            return run_incremental(cfg)
         if cfg.method.name == "born_again":
             from kdexp.chain import run_chain  # resolves one config per generation itself
 

@@ -8,9 +8,12 @@ from typing import Any
 from kdexp.methods.at import AttentionTransferModule
 from kdexp.methods.base import DistillationModule
 from kdexp.methods.born_again import BornAgainModule
+from kdexp.methods.class_incremental import FinetuneModule, JointModule
 from kdexp.methods.dml import DMLModule
 from kdexp.methods.hints import HintsModule
+from kdexp.methods.icarl import ICaRLModule
 from kdexp.methods.kd import KDModule
+from kdexp.methods.lwf import LwFModule
 from kdexp.methods.rkd import RelationalKDModule
 from kdexp.methods.sp import SimilarityPreservingModule
 from kdexp.methods.vanilla import VanillaModule
@@ -25,6 +28,11 @@ METHODS: dict[str, type[DistillationModule]] = {
     "rkd": RelationalKDModule,
     "born_again": BornAgainModule,
     "dml": DMLModule,
+    # class-incremental steps (run by kdexp.incremental under an `incremental` config)
+    "finetune": FinetuneModule,
+    "lwf": LwFModule,
+    "icarl": ICaRLModule,
+    "joint": JointModule,
 }
 
 

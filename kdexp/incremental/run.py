@@ -1,0 +1,267 @@
+"""A class-incremental run: a chain (``kdexp.chain.run_steps``) whose step k trains on step k's
+classes, grows the previous step's model's head and is taught by a frozen copy of it.
+
+Each step is a sub-run ``step<k>/`` with its own checkpoints, curves and results.json (plus, for
+iCaRL, ``memory.json``: the exemplars after the step); after every step the model is evaluated on
+the test images of all classes seen so far, per step's classes (a row of the accuracy matrix).
+A finished step is reused when the run is started again in the same folder, so a run stopped in
+step 3 resumes in step 3 with the memory step 2 left. The run's results.json holds the matrix,
+average incremental accuracy, final accuracy and average forgetting.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+
+from kdexp.chain import run_steps
+from kdexp.incremental.head import grown
+from kdexp.incremental.memory import MEMORY_FILE, ExemplarMemory, nme_predict, penultimate_features
+from kdexp.incremental.metrics import matrix_figure, step_accuracies, summary
+from kdexp.incremental.protocol import (
+    IncrementalData,
+    check_incremental_cfg,
+    class_split,
+    expected_num_classes,
+)
+from kdexp.methods import METHODS, DistillationModule, method_class
+from kdexp.models import BuiltModel
+from kdexp.pipeline import SetupError, Prepared, build_role, hparams_row, plain, prepare
+from kdexp.results import RESULTS_FILE, write_results
+
+log = logging.getLogger("kdexp")
+
+
+def incremental_methods() -> list[str]:
+    return [name for name, cls in METHODS.items() if getattr(cls, "incremental", False)]
+
+
+def check_run(cfg: DictConfig) -> type[DistillationModule]:
+    """The method and ``incremental`` options, before any data is loaded."""
+    inc = cfg.get("incremental")
+    name = cfg.method.name
+    if not inc:
+        raise ValueError(
+            f"method={name} is a class-incremental method: choose a protocol with incremental=<preset> "
+            f"(e.g. incremental=fashion_mnist_5; presets in configs/incremental/)"
+        )
+    cls = method_class(name)
+    if not getattr(cls, "incremental", False):
+        raise ValueError(
+            f"incremental runs train with a class-incremental method; method={name} is not one: "
+            f"choose one of {', '.join(incremental_methods())}"
+        )
+    check_incremental_cfg(plain(inc), expected_num_classes(plain(cfg.data)), cls.uses_memory)
+    return cls
+
+
+class IncrementalSteps:
+    """What the chain needs to know about each step: its data and model, whether it already
+    finished, and what to measure after it (memory update, the accuracy-matrix row)."""
+
+    def __init__(self, cfg: DictConfig, data: IncrementalData, method: type[DistillationModule]) -> None:
+        self.cfg, self.data, self.method = cfg, data, method
+        self.split = data.split
+        self.memory = ExemplarMemory(int(cfg.incremental.get("memory", 0))) if method.uses_memory else None
+
+    def step_prep(self, k: int, sub: DictConfig, teacher: BuiltModel | None) -> Prepared:
+        seen = self.split.seen(k - 1)
+        if teacher is None:
+            student = build_role("student", plain(sub.student), seen, self.data.base.input_shape[0])
+        else:
+            student = grown(teacher, seen)
+        exemplars = self.memory.indices() if self.memory is not None else None
+        datamodule = self.data.step(k - 1, exemplars, joint=self.method.trains_on_seen)
+        info = {"source": f"step {k - 1}"} if teacher is not None else {}
+        return Prepared(datamodule, student, teacher, info)
+
+    def finished(self, step_dir: Path) -> dict[str, Any] | None:
+        try:
+            results = json.loads((step_dir / RESULTS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        complete = results.get("run", {}).get("complete") and "incremental" in results
+        has_memory = self.memory is None or (step_dir / MEMORY_FILE).is_file()
+        return results if complete and has_memory and (step_dir / "student.pt").is_file() else None
+
+    def after_step(self, k: int, sub: DictConfig, prep: Prepared, results: dict[str, Any], resumed: bool) -> dict[str, Any]:
+        step_dir = Path(sub.paths.output_dir)
+        if resumed:
+            if self.memory is not None:
+                self.memory = ExemplarMemory.load(step_dir)
+            return results
+        model = prep.student
+        if self.memory is not None:
+            self.update_memory(k - 1, model)
+            if rank_zero_only.rank == 0:
+                self.memory.save(step_dir)
+        if results:  # rank 0 only
+            results["incremental"] = self.evaluate(k - 1, model, prep)
+            write_results(results, step_dir)
+        return results
+
+    def update_memory(self, step: int, model: BuiltModel) -> None:
+        """iCaRL: shrink every old class to budget // seen exemplars, herd as many for each new
+        class, then recompute every class's mean exemplar feature with the new model."""
+        memory, seen = self.memory, self.split.seen(step)
+        m = memory.per_class(seen)
+        memory.reduce(m)
+        for label in self.split.classes(step):
+            candidates = self.data.class_indices(label)
+            feats, _, _ = penultimate_features(model.module, model.classifier, self.data.subset("train", candidates))
+            memory.add(label, candidates, feats, m)
+        for label in self.split.order[:seen]:
+            stored = torch.tensor(memory.exemplars[label], dtype=torch.int64)
+            feats, _, _ = penultimate_features(model.module, model.classifier, self.data.subset("train", stored))
+            memory.set_mean(label, feats)
+
+    def evaluate(self, step: int, model: BuiltModel, prep: Prepared) -> dict[str, Any]:
+        """The step's row of the accuracy matrix: the network's head (argmax over the seen
+        classes' logits) and, with a memory, nearest-mean-of-exemplars."""
+        feats, logits, positions = penultimate_features(model.module, model.classifier, prep.datamodule.test_set)
+        tasks, task_of = self.split.tasks, self.split.task_of_position()
+        row, acc = step_accuracies(logits.argmax(1), positions, task_of, tasks)
+        out: dict[str, Any] = {
+            "step": step + 1,
+            "classes": self.split.classes(step),
+            "seen": self.split.seen(step),
+            "train_images": len(prep.datamodule.train_set),
+            "head": {"row": row, "accuracy_seen": acc},
+        }
+        if self.memory is not None:
+            means = self.memory.class_means(list(self.split.order[: self.split.seen(step)]))
+            row, acc = step_accuracies(nme_predict(feats, means), positions, task_of, tasks)
+            out["nme"] = {"row": row, "accuracy_seen": acc}
+            out["memory_size"] = len(self.memory)
+            out["memory_per_class"] = self.memory.per_class(self.split.seen(step))
+        return out
+
+
+def run_incremental(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``incremental.tasks`` steps with ``method``; report the accuracy matrix and summaries."""
+    try:
+        method = check_run(cfg)
+    except ValueError as err:
+        raise SetupError(str(err)) from err
+    if cfg.get("performance") is not None:  # steps train on subsets of the per-sample datasets
+        with open_dict(cfg):
+            cfg.performance.lean_data = False
+    prep = prepare(cfg)  # validates models, optimizer, data; no teacher: each step's is the previous model
+    try:
+        check_incremental_cfg(plain(cfg.incremental), prep.datamodule.num_classes, method.uses_memory)
+    except ValueError as err:
+        raise SetupError(str(err)) from err
+    split = class_split(plain(cfg.incremental), prep.datamodule.num_classes)
+    steps = IncrementalSteps(cfg, IncrementalData(prep.datamodule, split), method)
+    done = run_steps(
+        cfg, split.tasks, steps.step_prep, None, folder="step", finished=steps.finished, after_step=steps.after_step
+    )
+    if rank_zero_only.rank != 0:
+        return {}
+    results = assemble(cfg, split, method, [r for _, r, _ in done])
+    write_results(results, cfg.paths.output_dir)
+    log_tensorboard(cfg, results)
+    print_incremental(results)
+    return results
+
+
+def classifier_summary(step_results: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    matrix = [r["incremental"][name]["row"] for r in step_results]
+    seen = [r["incremental"][name]["accuracy_seen"] for r in step_results]
+    return summary(matrix, seen)
+
+
+def assemble(cfg: DictConfig, split, method: type[DistillationModule], step_results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's results.json: the last step's model as ``student``, with ``acc_top1`` the final
+    accuracy of the method's classifier (NME for iCaRL, else the head)."""
+    primary = "nme" if method.uses_memory else "head"
+    classifiers = {name: classifier_summary(step_results, name) for name in ("head", "nme") if name in step_results[-1]["incremental"]}
+    last = dict(step_results[-1].get("student", {}))
+    last["acc_top1_head"] = last.get("acc_top1")
+    last["acc_top1"] = classifiers[primary]["final_accuracy"]
+    run = {
+        "method": cfg.method.name,
+        "data": cfg.data.name,
+        "teacher": None,
+        "student": cfg.student.name,
+        "seed": cfg.seed,
+        "tasks": split.tasks,
+        "class_order": list(split.order),
+        "output_dir": cfg.paths.output_dir,
+        "complete": True,
+    }
+    if method.uses_memory:
+        run["memory"] = int(cfg.incremental.memory)
+    return {
+        "run": run,
+        "teacher": {},
+        "student": last,
+        "incremental": {
+            "classifier": primary,
+            **classifiers[primary],
+            "classifiers": classifiers,
+            "steps": [{k: v for k, v in r["incremental"].items() if k not in ("head", "nme")} for r in step_results],
+        },
+    }
+
+
+def log_tensorboard(cfg: DictConfig, results: dict[str, Any]) -> None:
+    """Per-step scalars, the matrix as an image and one HParams row, in the run's TensorBoard
+    folder (the steps' own curves are in step<k>/tensorboard)."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    resolved = copy.deepcopy(cfg)
+    OmegaConf.resolve(resolved)
+    inc = results["incremental"]
+    for logger in (instantiate(lg) for lg in (resolved.get("logger") or {}).values() if lg):
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        writer = logger.experiment
+        for name, stats in inc["classifiers"].items():
+            for i, (row, seen) in enumerate(zip(stats["accuracy_matrix"], stats["accuracy_seen"]), start=1):
+                writer.add_scalar(f"incremental/{name}_acc_seen", seen, i)
+                for j, value in enumerate(row, start=1):
+                    if value is not None:
+                        writer.add_scalar(f"incremental/{name}_acc_step{j}_classes", value, i)
+            title = f"{results['run']['method']} ({name}) on {results['run']['data']}: accuracy (%)"
+            writer.add_figure(f"incremental/{name}_accuracy_matrix", matrix_figure(stats["accuracy_matrix"], title), len(stats["accuracy_seen"]))
+        metrics = {
+            f"final/{key}": float(inc[key])
+            for key in ("average_incremental_accuracy", "final_accuracy", "average_forgetting")
+            if inc.get(key) is not None
+        }
+        logger.log_hyperparams(hparams_row(resolved, None), metrics)
+        logger.finalize("success")
+
+
+def print_incremental(results: dict[str, Any], console: Console | None = None) -> None:
+    """The accuracy matrix (%) and the summary numbers, per classifier."""
+    run, inc = results["run"], results["incremental"]
+    console = console or Console()
+    for name, stats in inc["classifiers"].items():
+        matrix = stats["accuracy_matrix"]
+        table = Table(title=f"{run['method']} on {run['data']}, {run['tasks']} steps — {name}: accuracy (%)")
+        table.add_column("after step")
+        for j in range(len(matrix)):
+            table.add_column(f"step {j + 1}", justify="right")
+        table.add_column("all seen", justify="right")
+        for i, row in enumerate(matrix):
+            cells = ["" if v is None else f"{100 * v:.1f}" for v in row]
+            table.add_row(str(i + 1), *cells, f"{100 * stats['accuracy_seen'][i]:.1f}")
+        forgetting = stats["average_forgetting"]
+        table.caption = (
+            f"average incremental accuracy {100 * stats['average_incremental_accuracy']:.2f}%, final "
+            f"{100 * stats['final_accuracy']:.2f}%, average forgetting "
+            + ("—" if forgetting is None else f"{100 * forgetting:.2f} pts")
+        )
+        console.print(table)
