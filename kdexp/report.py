@@ -59,7 +59,7 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
                 print(f"kdexp-report: skipping unreadable {file}: {err}", file=sys.stderr)
                 continue
             run = results.get("run", {})
-            if "generation" in run:
+            if "generation" in run or "step" in run:  # a chain's generation or incremental step
                 continue
             results["_dir"] = str(file.parent)
             method_options, overrides = run_options(file.parent)
@@ -311,6 +311,9 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     if console is None:  # logs and pipes get the full width; a terminal wraps the text columns
         console = Console() if Console().is_terminal else Console(width=200)
     console.print(rows_table(rows))
+    from kdexp.incremental.report import write_incremental_report  # class-incremental runs, if any
+
+    plots += write_incremental_report(runs, out, group_key, console)
     for error in (e for row in rows for e in row["errors"]):
         console.print(f"[red]failed:[/] {error}")
     console.print(f"Report: {out / 'report.md'}, {out / 'report.csv'}" + "".join(f", {p}" for p in plots))

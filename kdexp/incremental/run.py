@@ -188,6 +188,7 @@ def assemble(cfg: DictConfig, split, method: type[DistillationModule], step_resu
     classifiers = {name: classifier_summary(step_results, name) for name in ("head", "nme") if name in step_results[-1]["incremental"]}
     last = dict(step_results[-1].get("student", {}))
     last["acc_top1_head"] = last.get("acc_top1")
+    last.pop("acc_top1_best_epoch", None)  # the head's, of the last step only: in step<k>/results.json
     last["acc_top1"] = classifiers[primary]["final_accuracy"]
     run = {
         "method": cfg.method.name,
