@@ -227,7 +227,12 @@ def test_two_step_run_matrix_equals_a_hand_evaluation(tmp_path: Path) -> None:
     for got_row, want_row in zip(inc["accuracy_matrix"], expected):
         assert got_row == [pytest.approx(v) if v is not None else None for v in want_row]
     assert results["student"]["acc_top1"] == inc["final_accuracy"]
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    seen = events.Scalars("incremental/head_acc_seen")
+    assert [e.step for e in seen] == [1, 2] and seen[-1].value == pytest.approx(inc["final_accuracy"])
+    assert "incremental/head_accuracy_matrix" in events.Tags()["images"]
     # kdexp-report: the run is one row (its steps are parts of it), with the incremental table.
     from kdexp.report import write_report
 
@@ -266,6 +271,25 @@ def test_icarl_run_keeps_its_memory_and_resumes_in_the_unfinished_step(tmp_path:
     again = json.loads((run_dir / "results.json").read_text())["incremental"]
     assert again["steps"][1]["train_images"] == new_images
     assert json.loads((run_dir / "step2" / "memory.json").read_text())["exemplars"].keys() == step2["exemplars"].keys()
+
+
+def test_a_failed_step_keeps_the_finished_ones_and_the_rerun_continues(tmp_path: Path, monkeypatch) -> None:
+    tests = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    run_dir = tmp_path / "fail"
+    boom = ("+callbacks.boom._target_=incremental_helpers.FailInStep", "+callbacks.boom.step=step2")
+    proc = run_cli(*FAKE, "method=finetune", *boom, cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert proc.returncode != 0 and "injected failure in step2" in proc.stderr
+    failed = json.loads((run_dir / "results.json").read_text())["run"]
+    assert failed["status"] == "failed" and "injected failure" in failed["error"]
+    step1 = json.loads((run_dir / "step1" / "results.json").read_text())
+    assert step1["run"]["complete"] and "incremental" in step1
+    stamp = os.path.getmtime(run_dir / "step1" / "student.pt")
+    proc = run_cli(*FAKE, "method=finetune", cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.getmtime(run_dir / "step1" / "student.pt") == stamp  # reused, not retrained
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["complete"] and len(results["incremental"]["accuracy_seen"]) == 2
 
 
 @pytest.mark.parametrize(
