@@ -91,6 +91,7 @@ def write_curve_plot(rows: list[dict[str, Any]], path: Path) -> Path:
         stds = [100 * (s or 0) for _, s in row["curve"]]
         label = row["method"] + (f" ({row['classifier']})" if row["classifier"] != "head" else "")
         ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=f"{label}, n={row['n']}")
+    ax.set_xticks(range(1, max(len(r["curve"]) for r in rows) + 1))
     ax.set_xlabel("after step")
     ax.set_ylabel("top-1 accuracy on all classes seen (%)")
     ax.set_ylim(0, 100)
