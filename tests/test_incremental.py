@@ -18,7 +18,9 @@ from kdexp.incremental.memory import ExemplarMemory, herding, nme_predict
 from kdexp.incremental.metrics import average_forgetting, step_accuracies, summary
 from kdexp.incremental.protocol import IncrementalData, check_incremental_cfg, class_split
 from kdexp.models import build_model
-from tests.conftest import run_cli
+from conftest import run_cli
+from kdexp.chain import frozen_copy
+from kdexp.methods import build_method
 
 
 # --- the protocol --------------------------------------------------------------------------------
@@ -147,6 +149,40 @@ def test_lwf_distillation_uses_only_the_old_class_logits() -> None:
     same = torch.cat([teacher + 1.0, torch.zeros(6, 2)], 1)
     entropy = -(p * torch.log(p)).sum(1).mean()
     assert torch.allclose(lwf_distillation(same, teacher, 2.0), entropy, atol=1e-6)
+
+
+def lwf_step(method: dict):
+    """A step-2 module: the student's head grown from 2 to 4 classes, the step-1 model teaching."""
+    torch.manual_seed(0)
+    teacher = frozen_copy(build_model({"name": "cnn_tiny"}, 2, 1))
+    student = grown(teacher, 4)
+    sgd, none = {"name": "sgd", "lr": 0.1}, {"name": "none"}
+    return build_method(method, student, teacher, 4, (1, 28, 28), sgd, none), teacher
+
+
+def test_lwf_module_distils_the_previous_models_old_class_outputs() -> None:
+    module, teacher = lwf_step({"name": "lwf"})
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([2, 3] * 4)
+    module.train()
+    logits, terms = module.training_losses(x, y)
+    assert set(terms) == {"ce", "lwf"} and terms["lwf"][0] == 1.0 and module.temperature == 2.0
+    with torch.no_grad():
+        t = teacher.module(x)
+    assert t.shape == (8, 2)
+    assert torch.allclose(terms["lwf"][1], lwf_distillation(logits, t, 2.0))
+    assert torch.allclose(terms["ce"][1], F.cross_entropy(logits[:, 2:], y - 2))
+    assert not any(p.requires_grad for p in teacher.module.parameters())
+    assert "teacher" not in module.report_models()
+
+
+def test_icarl_module_loss_is_the_bce_with_old_class_targets() -> None:
+    module, teacher = lwf_step({"name": "icarl"})
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([0, 3] * 4)  # an exemplar of class 0 among new images
+    module.train()
+    logits, terms = module.training_losses(x, y)
+    with torch.no_grad():
+        t = teacher.module(x)
+    assert set(terms) == {"bce"} and torch.allclose(terms["bce"][1], icarl_bce(logits, y, t))
 
 
 def test_lwf_new_class_ce_sees_only_new_logits() -> None:
