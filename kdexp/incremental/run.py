@@ -12,7 +12,6 @@ average incremental accuracy, final accuracy and average forgetting.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,8 @@ from kdexp.incremental.protocol import (
 from kdexp.methods import METHODS, DistillationModule, method_class
 from kdexp.models import BuiltModel
 from kdexp.pipeline import SetupError, Prepared, build_role, hparams_row, plain, prepare
-from kdexp.results import RESULTS_FILE, write_results
+from kdexp.results import log_final, write_results
+from kdexp.run_record import is_finished, read_results
 
 log = logging.getLogger("kdexp")
 
@@ -86,13 +86,11 @@ class IncrementalSteps:
         return Prepared(datamodule, student, teacher, info)
 
     def finished(self, step_dir: Path) -> dict[str, Any] | None:
-        try:
-            results = json.loads((step_dir / RESULTS_FILE).read_text())
-        except (OSError, ValueError):
+        """A step's results, if it finished with its matrix row, weights and (iCaRL) memory."""
+        results = read_results(step_dir) if is_finished(step_dir) else None
+        if results is None or "incremental" not in results or not (step_dir / "student.pt").is_file():
             return None
-        complete = results.get("run", {}).get("complete") and "incremental" in results
-        has_memory = self.memory is None or (step_dir / MEMORY_FILE).is_file()
-        return results if complete and has_memory and (step_dir / "student.pt").is_file() else None
+        return results if self.memory is None or (step_dir / MEMORY_FILE).is_file() else None
 
     def after_step(self, k: int, sub: DictConfig, prep: Prepared, results: dict[str, Any], resumed: bool) -> dict[str, Any]:
         step_dir = Path(sub.paths.output_dir)
@@ -170,7 +168,7 @@ def run_incremental(cfg: DictConfig) -> dict[str, Any]:
         return {}
     results = assemble(cfg, split, method, [r for _, r, _ in done])
     write_results(results, cfg.paths.output_dir)
-    log_tensorboard(cfg, results)
+    log_incremental(cfg, results)
     print_incremental(results)
     return results
 
@@ -200,6 +198,8 @@ def assemble(cfg: DictConfig, split, method: type[DistillationModule], step_resu
         "class_order": list(split.order),
         "output_dir": cfg.paths.output_dir,
         "complete": True,
+        "status": "complete",
+        "hparams": hparams_row(cfg, None),  # kdexp-report's HParams columns
     }
     if method.uses_memory:
         run["memory"] = int(cfg.incremental.memory)
@@ -216,33 +216,33 @@ def assemble(cfg: DictConfig, split, method: type[DistillationModule], step_resu
     }
 
 
-def log_tensorboard(cfg: DictConfig, results: dict[str, Any]) -> None:
-    """Per-step scalars, the matrix as an image and one HParams row, in the run's TensorBoard
-    folder (the steps' own curves are in step<k>/tensorboard)."""
+def log_incremental(cfg: DictConfig, results: dict[str, Any]) -> None:
+    """Per-step scalars (``incremental/<classifier>_acc_seen``, ``_acc_step<j>_classes``, the step
+    as the x axis) to every configured logger, the matrix as an image to TensorBoard, and one
+    HParams row with the summary numbers (the steps' own curves are in step<k>/)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     resolved = copy.deepcopy(cfg)
     OmegaConf.resolve(resolved)
     inc = results["incremental"]
-    for logger in (instantiate(lg) for lg in (resolved.get("logger") or {}).values() if lg):
-        if not isinstance(logger, TensorBoardLogger):
-            continue
-        writer = logger.experiment
+    loggers = [instantiate(lg) for lg in (resolved.get("logger") or {}).values() if lg]
+    for logger in loggers:
         for name, stats in inc["classifiers"].items():
             for i, (row, seen) in enumerate(zip(stats["accuracy_matrix"], stats["accuracy_seen"]), start=1):
-                writer.add_scalar(f"incremental/{name}_acc_seen", seen, i)
-                for j, value in enumerate(row, start=1):
-                    if value is not None:
-                        writer.add_scalar(f"incremental/{name}_acc_step{j}_classes", value, i)
-            title = f"{results['run']['method']} ({name}) on {results['run']['data']}: accuracy (%)"
-            writer.add_figure(f"incremental/{name}_accuracy_matrix", matrix_figure(stats["accuracy_matrix"], title), len(stats["accuracy_seen"]))
-        metrics = {
-            f"final/{key}": float(inc[key])
-            for key in ("average_incremental_accuracy", "final_accuracy", "average_forgetting")
-            if inc.get(key) is not None
-        }
-        logger.log_hyperparams(hparams_row(resolved, None), metrics)
-        logger.finalize("success")
+                scalars = {f"incremental/{name}_acc_seen": seen}
+                scalars.update({f"incremental/{name}_acc_step{j}_classes": v for j, v in enumerate(row, start=1) if v is not None})
+                logger.log_metrics(scalars, step=i)
+            if isinstance(logger, TensorBoardLogger):
+                title = f"{results['run']['method']} ({name}) on {results['run']['data']}: accuracy (%)"
+                figure = matrix_figure(stats["accuracy_matrix"], title)
+                logger.experiment.add_figure(f"incremental/{name}_accuracy_matrix", figure, len(stats["accuracy_seen"]))
+    metrics = {
+        f"final/{key}": float(inc[key])
+        for key in ("average_incremental_accuracy", "final_accuracy", "average_forgetting")
+        if inc.get(key) is not None
+    }
+    for problem in log_final(loggers, results["run"]["hparams"], metrics, results["run"]["tasks"]):
+        log.warning("A logger could not record the incremental numbers (results.json has them): %s", problem)
 
 
 def print_incremental(results: dict[str, Any], console: Console | None = None) -> None:
