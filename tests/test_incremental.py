@@ -326,6 +326,7 @@ def test_a_failed_step_keeps_the_finished_ones_and_the_rerun_continues(tmp_path:
     assert os.path.getmtime(run_dir / "step1" / "student.pt") == stamp  # reused, not retrained
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["complete"] and len(results["incremental"]["accuracy_seen"]) == 2
+    assert "injected failure" in results["run"]["earlier_failures"][0]["message"]
 
 
 @pytest.mark.parametrize(

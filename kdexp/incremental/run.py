@@ -28,6 +28,7 @@ from kdexp.incremental.head import grown
 from kdexp.incremental.memory import MEMORY_FILE, ExemplarMemory, nme_predict, penultimate_features
 from kdexp.incremental.metrics import matrix_figure, step_accuracies, summary
 from kdexp.incremental.protocol import (
+    ClassSplit,
     IncrementalData,
     check_incremental_cfg,
     class_split,
@@ -37,7 +38,7 @@ from kdexp.methods import METHODS, DistillationModule, method_class
 from kdexp.models import BuiltModel
 from kdexp.pipeline import SetupError, Prepared, build_role, hparams_row, plain, prepare
 from kdexp.results import log_final, write_results
-from kdexp.run_record import is_finished, read_results
+from kdexp.run_record import earlier_failures, is_finished, read_results
 
 log = logging.getLogger("kdexp")
 
@@ -167,6 +168,9 @@ def run_incremental(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank != 0:
         return {}
     results = assemble(cfg, split, method, [r for _, r, _ in done])
+    failures = earlier_failures(cfg.paths.output_dir)  # an attempt that failed in a step, resumed here
+    if failures:
+        results["run"]["earlier_failures"] = failures
     write_results(results, cfg.paths.output_dir)
     log_incremental(cfg, results)
     print_incremental(results)
@@ -179,7 +183,7 @@ def classifier_summary(step_results: list[dict[str, Any]], name: str) -> dict[st
     return summary(matrix, seen)
 
 
-def assemble(cfg: DictConfig, split, method: type[DistillationModule], step_results: list[dict[str, Any]]) -> dict[str, Any]:
+def assemble(cfg: DictConfig, split: ClassSplit, method: type[DistillationModule], step_results: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's results.json: the last step's model as ``student``, with ``acc_top1`` the final
     accuracy of the method's classifier (NME for iCaRL, else the head)."""
     primary = "nme" if method.uses_memory else "head"
