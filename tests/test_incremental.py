@@ -350,3 +350,24 @@ def test_incremental_method_without_a_protocol_is_refused(tmp_path: Path) -> Non
     proc = run_cli("data=fake", "method=lwf", cache_dir=tmp_path / "cache", run_dir=tmp_path / "r")
     assert proc.returncode == 2
     assert "incremental=" in proc.stderr
+
+
+# --- the presets ---------------------------------------------------------------------------------
+def test_presets_compose_with_their_published_settings() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from kdexp.methods import check_method_cfg
+    from kdexp.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for preset, tasks in (("cifar100_10", 10), ("cifar100_20", 20)):
+            cfg = compose(config_name="train", overrides=[f"incremental={preset}", "method=icarl"])
+            assert (cfg.data.name, cfg.student.name, cfg.incremental.tasks, cfg.incremental.memory) == ("cifar100", "resnet32", tasks, 2000)
+            assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size, cfg.trainer.max_epochs) == (2.0, 1e-5, 128, 70)
+            assert list(cfg.scheduler.milestones) == [49, 63] and cfg.scheduler.gamma == 0.2
+            check_incremental_cfg(dict(cfg.incremental), 100, uses_memory=True)
+        cfg = compose(config_name="train", overrides=["incremental=fashion_mnist_5", "method=lwf"])
+        assert (cfg.data.name, cfg.incremental.tasks, cfg.incremental.class_order_seed) == ("fashion_mnist", 5, 1993)
+        _, options = check_method_cfg(dict(cfg.method))
+        assert options == {"ce_weight": 1.0, "lwf_weight": 1.0, "temperature": 2.0, "ce_logits": "new"}
+    assert class_split({"tasks": 10, "class_order_seed": 1993}, 100).classes(0)[:3] == [68, 56, 78]  # the order used since iCaRL
