@@ -200,6 +200,7 @@ def assemble(cfg: DictConfig, split: ClassSplit, method: type[DistillationModule
         "seed": cfg.seed,
         "tasks": split.tasks,
         "class_order": list(split.order),
+        "duration_s": round(sum(r.get("run", {}).get("duration_s", 0.0) for r in step_results), 1),  # the steps
         "output_dir": cfg.paths.output_dir,
         "complete": True,
         "status": "complete",
