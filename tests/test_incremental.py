@@ -19,7 +19,7 @@ from kdexp.incremental.metrics import average_forgetting, step_accuracies, summa
 from kdexp.incremental.protocol import IncrementalData, check_incremental_cfg, class_split
 from kdexp.models import build_model
 from conftest import run_cli
-from kdexp.chain import frozen_copy
+from kdexp.run.chain import frozen_copy
 from kdexp.methods import build_method
 
 
@@ -173,6 +173,33 @@ def test_lwf_module_distils_the_previous_models_old_class_outputs() -> None:
     assert torch.allclose(terms["ce"][1], F.cross_entropy(logits[:, 2:], y - 2))
     assert not any(p.requires_grad for p in teacher.module.parameters())
     assert "teacher" not in module.report_models()
+
+
+def test_lwf_logit_standardization_z_scores_both_sides_old_logits() -> None:
+    from kdexp.losses import standardize_logits
+
+    module, teacher = lwf_step({"name": "lwf", "logit_standardization": True})
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([2, 3] * 4)
+    logits, terms = module.training_losses(x, y)
+    with torch.no_grad():
+        t = teacher.module(x)
+    want = lwf_distillation(standardize_logits(logits[:, :2]), standardize_logits(t), 2.0)
+    assert torch.allclose(terms["lwf"][1], want)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "words"),
+    [
+        ({"name": "finetune", "logit_standardization": True}, "needs a softmax distillation term"),
+        ({"name": "icarl", "kd_weight": 0.5}, "method.kd_weight must be >= 0 and <= 0"),
+        ({"name": "lwf", "ce_logits": "old"}, "method.ce_logits='old' is not one of new, all"),
+    ],
+)
+def test_incremental_options_are_checked(cfg, words) -> None:
+    from kdexp.methods import check_method_cfg
+
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        check_method_cfg(cfg)
 
 
 def test_icarl_module_loss_is_the_bce_with_old_class_targets() -> None:
@@ -334,7 +361,7 @@ def test_a_failed_step_keeps_the_finished_ones_and_the_rerun_continues(tmp_path:
     [
         (("incremental.tasks=11",), ["incremental.tasks=11"]),
         (("method=icarl", "incremental.memory=5"), ["incremental.memory=5", "one exemplar per class"]),
-        (("method=kd",), ["method=kd", "finetune, lwf, icarl, joint"]),
+        (("method=kd",), ["method=kd", "choose one of", "finetune", "lwf", "icarl", "joint"]),
     ],
 )
 def test_bad_input_stops_before_training(tmp_path: Path, overrides, words) -> None:
@@ -369,5 +396,8 @@ def test_presets_compose_with_their_published_settings() -> None:
         cfg = compose(config_name="train", overrides=["incremental=fashion_mnist_5", "method=lwf"])
         assert (cfg.data.name, cfg.incremental.tasks, cfg.incremental.class_order_seed) == ("fashion_mnist", 5, 1993)
         _, options = check_method_cfg(dict(cfg.method))
-        assert options == {"ce_weight": 1.0, "lwf_weight": 1.0, "temperature": 2.0, "ce_logits": "new"}
+        assert options == {
+            "ce_weight": 1.0, "lwf_weight": 1.0, "temperature": 2.0, "ce_logits": "new", "kd_weight": 0.0,
+            "logit_standardization": False,
+        }
     assert class_split({"tasks": 10, "class_order_seed": 1993}, 100).classes(0)[:3] == [68, 56, 78]  # the order used since iCaRL

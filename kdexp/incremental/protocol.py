@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from kdexp.data import DATAMODULES, ImageDataModule
+from kdexp.data import DATASETS, ImageDataModule
 
 # The options of the ``incremental`` config node, and what each one is.
 OPTIONS = {
@@ -68,7 +68,8 @@ def expected_num_classes(data_cfg: dict[str, Any]) -> int | None:
     """The data set's class count from its config alone (None where only the files know it)."""
     if isinstance(data_cfg.get("num_classes"), int):
         return int(data_cfg["num_classes"])
-    cls = DATAMODULES.get(str(data_cfg.get("name")))
+    name = str(data_cfg.get("name"))
+    cls = DATASETS.get(name) if name in DATASETS else None
     value = getattr(cls, "num_classes", None) if cls is not None else None
     return value if isinstance(value, int) else None
 

@@ -1,4 +1,4 @@
-"""A class-incremental run: a chain (``kdexp.chain.run_steps``) whose step k trains on step k's
+"""A class-incremental run: a chain (``kdexp.run.chain.run_steps``) whose step k trains on step k's
 classes, grows the previous step's model's head and is taught by a frozen copy of it.
 
 Each step is a sub-run ``step<k>/`` with its own checkpoints, curves and results.json (plus, for
@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -23,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
-from kdexp.chain import run_steps
+from kdexp.errors import SetupError
 from kdexp.incremental.head import grown
 from kdexp.incremental.memory import MEMORY_FILE, ExemplarMemory, nme_predict, penultimate_features
 from kdexp.incremental.metrics import matrix_figure, step_accuracies, summary
@@ -36,15 +37,18 @@ from kdexp.incremental.protocol import (
 )
 from kdexp.methods import METHODS, DistillationModule, method_class
 from kdexp.models import BuiltModel
-from kdexp.pipeline import SetupError, Prepared, build_role, hparams_row, plain, prepare
 from kdexp.results import log_final, write_results
+from kdexp.run.assemble import hparams_row
+from kdexp.run.build import Prepared, build_role, make_module, plain, prepare
+from kdexp.run.chain import run_steps, step_cfg
+from kdexp.run.single import fit_and_report
 from kdexp.run_record import earlier_failures, is_finished, read_results
 
 log = logging.getLogger("kdexp")
 
 
 def incremental_methods() -> list[str]:
-    return [name for name, cls in METHODS.items() if getattr(cls, "incremental", False)]
+    return [name for name in METHODS.names() if METHODS.get(name).step_runner]
 
 
 def check_run(cfg: DictConfig) -> type[DistillationModule]:
@@ -57,7 +61,7 @@ def check_run(cfg: DictConfig) -> type[DistillationModule]:
             f"(e.g. incremental=fashion_mnist_5; presets in configs/incremental/)"
         )
     cls = method_class(name)
-    if not getattr(cls, "incremental", False):
+    if not cls.step_runner:
         raise ValueError(
             f"incremental runs train with a class-incremental method; method={name} is not one: "
             f"choose one of {', '.join(incremental_methods())}"
@@ -74,6 +78,22 @@ class IncrementalSteps:
         self.cfg, self.data, self.method = cfg, data, method
         self.split = data.split
         self.memory = ExemplarMemory(int(cfg.incremental.get("memory", 0))) if method.uses_memory else None
+
+    def run_one(self, k: int, teacher: BuiltModel | None) -> tuple[BuiltModel, dict[str, Any]]:
+        """Step k (a sub-run ``step<k>/``): trained, or reused if it finished; then measured."""
+        sub = step_cfg(self.cfg, "step", k)
+        step_dir = Path(sub.paths.output_dir)
+        pl.seed_everything(sub.seed, workers=True)
+        prep = self.step_prep(k, sub, teacher)
+        done = self.finished(step_dir)
+        if done is not None:
+            log.info("Step %d already finished in %s: reusing it", k, step_dir)
+            prep.student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
+            results = done
+        else:
+            part = {"step": k, "chain_step": "step"}  # kdexp-report reports the run, not its steps
+            results = fit_and_report(sub, prep, make_module(sub, prep), part, chained=True)
+        return prep.student, self.after_step(k, sub, prep, results, done is not None)
 
     def step_prep(self, k: int, sub: DictConfig, teacher: BuiltModel | None) -> Prepared:
         seen = self.split.seen(k - 1)
@@ -162,12 +182,10 @@ def run_incremental(cfg: DictConfig) -> dict[str, Any]:
         raise SetupError(str(err)) from err
     split = class_split(plain(cfg.incremental), prep.datamodule.num_classes)
     steps = IncrementalSteps(cfg, IncrementalData(prep.datamodule, split), method)
-    done = run_steps(
-        cfg, split.tasks, steps.step_prep, None, folder="step", finished=steps.finished, after_step=steps.after_step
-    )
+    done = run_steps(None, split.tasks, steps.run_one)
     if rank_zero_only.rank != 0:
         return {}
-    results = assemble(cfg, split, method, [r for _, r, _ in done])
+    results = assemble(cfg, split, method, [r for _, _, r in done])
     failures = earlier_failures(cfg.paths.output_dir)  # an attempt that failed in a step, resumed here
     if failures:
         results["run"]["earlier_failures"] = failures

@@ -7,23 +7,19 @@ the nearest-mean-of-exemplars classifier is evaluated beside the network's own h
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from kdexp.incremental.losses import icarl_bce
 from kdexp.methods.class_incremental import IncrementalModule
-from kdexp.models import BuiltModel
+from kdexp.methods.registry import register_method
 
 
+@register_method("icarl")
 class ICaRLModule(IncrementalModule):
     """loss = BCE(σ(s), q): q = one-hot on the new classes, σ(previous model's logits) on the
     old ones (``kdexp.incremental.losses.icarl_bce``), over new images and exemplars alike."""
 
     uses_memory = True
-
-    def __init__(self, student: BuiltModel, teacher: BuiltModel | None, **kwargs: Any) -> None:
-        super().__init__(student, teacher, **kwargs)
 
     def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
         teacher_logits = self.teacher_logits(x) if self.teacher is not None else None
