@@ -82,6 +82,9 @@ class DistillationModule(pl.LightningModule):
     # A chain's runs: what one is called in results.json ("generation") and its sub-folder prefix.
     chain_step: ClassVar[str] = "step"
     chain_folder: ClassVar[str] = "step"
+    # A method whose whole run is its own chain of steps (class-incremental learning): the
+    # "module:function" that runs it from the config, on kdexp.run.chain.run_steps.
+    step_runner: ClassVar[str | None] = None
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
     evaluate_teacher = True  # False while only the student is tested again (best-epoch test)
     teacher_test_logits: Any = None  # a kdexp.teacher_eval.TeacherTestLogits, attached by kdexp.run.build

@@ -32,7 +32,10 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     from kdexp.run.signals import reported_errors
 
     with reported_errors():  # write errors and signals: clear messages, not tracebacks
-        if method_of(cfg).chain_runner:
+        cls = method_of(cfg)
+        if cls.step_runner or cfg.get("incremental"):  # a method that runs its own chain of steps
+            return step_runner(cls, cfg)(cfg)
+        if cls.chain_runner:
             from kdexp.run.chain import run_chain  # resolves one config per run of the chain
 
             return run_chain(cfg)
@@ -40,6 +43,23 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
         OmegaConf.resolve(cfg)
         return run_single(cfg)
+
+
+def step_runner(cls: type, cfg: DictConfig) -> Any:
+    """The function a method's ``step_runner`` names ("module:function")."""
+    import importlib
+
+    from kdexp.errors import SetupError
+    from kdexp.methods import METHODS
+
+    if not cls.step_runner:
+        runners = [name for name in METHODS.names() if METHODS.get(name).step_runner]
+        raise SetupError(
+            f"incremental runs train with a class-incremental method; method={cfg.method.name} is not "
+            f"one: choose one of {', '.join(runners)}"
+        )
+    module, _, function = cls.step_runner.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def record_run_failure(cfg: DictConfig, err: BaseException) -> None:

@@ -73,7 +73,7 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
     needs_teacher = method_cls.requires_teacher(plain(cfg.method))
-    resolve_ckpt_path(cfg, needs_teacher, missing_ok=method_cls.chain_runner)
+    resolve_ckpt_path(cfg, needs_teacher, missing_ok=method_cls.chain_runner or bool(method_cls.step_runner))
     check_runtimes(cfg.profile.get("runtimes"))  # profile.runtimes: known, and installed
     if cfg.get("init_weights"):
         if cfg.get("ckpt_path"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +95,31 @@ def run_step(
     return student, fit_and_report(sub, step_prep, module, part, chained=True)
 
 
+def run_steps(
+    teacher: BuiltModel | None, count: int, run_one: Callable[[int, BuiltModel | None], tuple[BuiltModel, dict[str, Any]]]
+) -> list[tuple[int, BuiltModel, dict[str, Any]]]:
+    """The chain: ``run_one(k, teacher)`` trains (or reuses) run k = 1..count and returns its
+    student and results; a frozen copy of that student teaches run k+1. Born-Again's generations
+    and a class-incremental run's steps (kdexp.incremental.run) both go through here."""
+    done = []
+    for step in range(1, count + 1):
+        student, results = run_one(step, teacher)
+        done.append((step, student, results))
+        teacher = frozen_copy(student)
+    return done
+
+
 def run_chain(cfg: DictConfig) -> dict[str, Any]:
     """Train the chain's students in sequence; report each and their ensemble."""
     cls = method_of(cfg)
     prep = prepare(cfg)  # validates everything; provides run 0 (the teacher)
     links = cls.chain_links(plain(cfg.method))  # cfg stays unresolved: each run moves its paths
-    teacher, steps, students = prep.teacher, [], []
-    for step, link in enumerate(links, start=1):
-        student, results = run_step(cfg, cls, prep, teacher, step, link)
-        if results:  # empty on DDP ranks other than 0, which train but do not report
-            steps.append({cls.chain_step: step, **results["student"], "teacher_stats": results.get("teacher", {})})
-        students.append(student.module)
-        teacher = frozen_copy(student)
+    done = run_steps(prep.teacher, len(links), lambda k, teacher: run_step(cfg, cls, prep, teacher, k, links[k - 1]))
+    steps = [  # results are empty on DDP ranks other than 0, which train but do not report
+        {cls.chain_step: step, **results["student"], "teacher_stats": results.get("teacher", {})}
+        for step, _, results in done if results
+    ]
+    students = [student.module for _, student, _ in done]
     if rank_zero_only.rank != 0:
         return {}
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
