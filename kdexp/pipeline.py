@@ -27,6 +27,7 @@ from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, re
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
+from kdexp.models.soft_tree_picture import write_tree_pictures
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
@@ -166,10 +167,12 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     return method_cls
 
 
-def build_role(role: str, cfg: dict[str, Any], num_classes: int, channels: int) -> BuiltModel:
+def build_role(
+    role: str, cfg: dict[str, Any], num_classes: int, channels: int, input_shape: tuple[int, ...] | None = None
+) -> BuiltModel:
     """``build_model`` for the teacher or the student, with errors that name ``<role>.name``."""
     try:
-        return build_model(cfg, num_classes, channels)
+        return build_model(cfg, num_classes, channels, input_shape)
     except UnknownModelError as err:
         raise ValueError(f"{role}.name={err.name!r} is not a registered model; registered models are: {err.choices}") from None
     except ValueError as err:
@@ -186,7 +189,7 @@ def prepare(cfg: DictConfig) -> Prepared:
         datamodule.setup("fit")
         check_performance(plain(cfg.get("performance")), method_cls, plain(cfg.method), datamodule)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
-        student = build_role("student", plain(cfg.student), num_classes, channels)
+        student = build_role("student", plain(cfg.student), num_classes, channels, datamodule.input_shape)
         teacher, teacher_info = None, {}
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
@@ -455,6 +458,7 @@ def fit_and_report(
     results["run"]["duration_s"] = round(time.time() - started, 1)
     results["run"]["complete"] = True
     write_results(results, output_dir)
+    write_tree_pictures(models, prep.datamodule, output_dir, trainer.loggers)  # soft-tree students
 
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams_row(cfg, results["run"]["teacher"]), hparams_metrics(results))

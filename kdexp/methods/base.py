@@ -151,10 +151,28 @@ class DistillationModule(pl.LightningModule):
 
     def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
         teacher_logits = self.teacher_logits(x) if self.teacher is not None else None
+        if hasattr(self.student, "target_losses"):  # a student trained on its own loss (soft tree)
+            return self.target_distribution_losses(x, y, teacher_logits)
         logits = self.student(x)
         terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
         if self.kd_weight > 0:
             terms["kd"] = (self.kd_weight, kd_loss(logits, teacher_logits, self.temperature))
+        terms.update(self.extra_losses(x, y, logits, teacher_logits))
+        return logits, terms
+
+    def target_distribution_losses(
+        self, x: Tensor, y: Tensor, teacher_logits: Tensor | None
+    ) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
+        """For a student with ``target_losses(x, targets)`` (the soft decision tree): its own loss
+        in place of CE and KD, against the one-hot labels (weight ce_weight) and the teacher's
+        soft targets softmax(t/T) (weight kd_weight, no T² factor: the tree's leaves are not
+        tempered), plus the student's own extra terms (weight 1)."""
+        targets = {"ce": F.one_hot(y, self.hparams["num_classes"]).float()}
+        if self.kd_weight > 0:
+            targets["kd"] = F.softmax(teacher_logits.detach().float() / self.temperature, dim=1)
+        logits, losses = self.student.target_losses(x, targets)
+        weights = {"ce": self.ce_weight, "kd": self.kd_weight}
+        terms = {name: (weights.get(name, 1.0), value) for name, value in losses.items()}
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
 

@@ -6,12 +6,13 @@ source's options) and returns a ``BuiltModel``: the module plus where its featur
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from kdexp.models import cifar, small  # noqa: F401  (registers the models)
+from kdexp.models import cifar, projection, small, soft_tree  # noqa: F401  (registers the models)
 from kdexp.models.external import (
     create_timm_model,
     create_torchvision_model,
@@ -22,6 +23,8 @@ from kdexp.models.external import (
 from kdexp.models.registry import ModelSpec, available_models, create_model, get_spec, register_model
 
 SOURCES = ("kdexp", "torchvision", "timm")
+# Model-config keys that are not a kdexp constructor's options (where the weights come from etc.).
+NOT_OPTIONS = {"source", "name", "weights", "pretrained", "checkpoint", "train", "seed", "quantize"}
 
 
 @dataclass
@@ -33,13 +36,39 @@ class BuiltModel:
     cfg: dict[str, Any] = field(default_factory=dict)  # the config that builds it afresh
 
 
-def build_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BuiltModel:
-    """Build the model a teacher/student config describes (keys: source, name, weights...)."""
+def build_model(
+    cfg: dict[str, Any], num_classes: int, in_channels: int, input_shape: tuple[int, ...] | None = None
+) -> BuiltModel:
+    """Build the model a teacher/student config describes (keys: source, name, weights...).
+
+    For kdexp models, the config's other keys are the constructor's options (e.g. a soft tree's
+    ``depth``), and ``input_shape`` (C, H, W) reaches constructors that take it. ``quantize``
+    (weight_bits, activation_bits) makes any model a quantisation-aware one (kdexp.quantize).
+    """
     source, name = cfg.get("source", "kdexp"), cfg["name"]
     cfg = dict(cfg)
+    if cfg.get("quantize"):
+        from kdexp.quantize import check_quantize_cfg, quantize_model
+
+        check_quantize_cfg(cfg["quantize"])
+        plain_cfg = {k: v for k, v in cfg.items() if k != "quantize"}
+        built = build_model(plain_cfg, num_classes, in_channels, input_shape)
+        shape = tuple(input_shape) if input_shape else (in_channels, 28, 28)
+        built.module = quantize_model(built.module, cfg["quantize"], shape)
+        built.cfg = cfg
+        return built
     if source == "kdexp":
         spec = get_spec(name)
-        model = spec.build(num_classes=num_classes, in_channels=in_channels)
+        options = {k: v for k, v in cfg.items() if k not in NOT_OPTIONS}
+        if input_shape is not None and "input_shape" in inspect.signature(spec.build).parameters:
+            options["input_shape"] = tuple(input_shape)
+        try:
+            model = spec.build(num_classes=num_classes, in_channels=in_channels, **options)
+        except TypeError as err:
+            if "unexpected keyword" not in str(err):
+                raise
+            allowed = [p for p in inspect.signature(spec.build).parameters if p not in ("num_classes", "in_channels", "input_shape")]
+            raise ValueError(f"model {name!r} has no option(s) {sorted(set(options) - set(allowed) - {'input_shape'})}; its options are: {allowed or 'none'}") from None
         return BuiltModel(model, name, spec.stages, spec.classifier, cfg)
     if source == "torchvision":
         model = create_torchvision_model(name, num_classes, in_channels, cfg.get("weights"))
