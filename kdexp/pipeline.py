@@ -452,6 +452,11 @@ def fit_and_report(
     device = trainer.strategy.root_device
     for role, profile in profile_models(cfg, models, prep.datamodule.input_shape, device).items():
         results[role].update(profile)
+    for role, model in models.items():  # students stored in fewer bits; 8-bit ones as int8 models
+        if role != "teacher" and hasattr(model, "memory_report"):
+            results[role].update(model.memory_report())
+        if role != "teacher" and hasattr(model, "integer_report") and cfg.profile.enabled:
+            results[role].update(model.integer_report(prep.datamodule, plain(cfg.profile)))
     results["comparison"] = comparison(results["teacher"], results["student"]) if prep.teacher else {}
     if "test/agreement" in metrics:
         results["comparison"]["agreement_top1"] = float(metrics["test/agreement"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from kdexp.methods.apprentice import ApprenticeFinetuneModule
 from kdexp.methods.at import AttentionTransferModule
 from kdexp.methods.base import DistillationModule
 from kdexp.methods.born_again import BornAgainModule
 from kdexp.methods.dml import DMLModule
 from kdexp.methods.hints import HintsModule
+from kdexp.methods.joint import ApprenticeJointModule, ProjectionJointModule
 from kdexp.methods.kd import KDModule
 from kdexp.methods.rkd import RelationalKDModule
 from kdexp.methods.sp import SimilarityPreservingModule
@@ -25,6 +27,9 @@ METHODS: dict[str, type[DistillationModule]] = {
     "rkd": RelationalKDModule,
     "born_again": BornAgainModule,
     "dml": DMLModule,
+    "apprentice_joint": ApprenticeJointModule,
+    "apprentice_finetune": ApprenticeFinetuneModule,
+    "projection_joint": ProjectionJointModule,
 }
 
 
