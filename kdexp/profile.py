@@ -186,9 +186,7 @@ def profile_model(
 
 def _count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
     x = _random_input(model, shape, 1, _model_device(model))
-    # no_grad, not inference_mode: the counter's module tracker fails under inference mode on
-    # modules called with a parameter as input (torch.ao fake-quantised weights).
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops()) // 2
 

@@ -105,7 +105,19 @@ class QuantizedStudent(nn.Module):
             self.model = prepare_qat_fx(model.train(), mapping, example_inputs=(torch.zeros(2, *input_shape),))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        if not torch.is_inference_mode_enabled():
+            return self.model(x)
+        # Under inference mode (kdexp.profile), with the weights' requires_grad flags off for the
+        # call: the FX graph passes parameters into modules (the weight FakeQuantize), which
+        # torch.utils.flop_counter's module tracker cannot handle under inference mode otherwise.
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            return self.model(x)
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
     def weight_quantizers(self) -> dict[str, nn.Module]:
         """Module path → the FakeQuantize of a quantised weight."""
