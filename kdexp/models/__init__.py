@@ -55,7 +55,9 @@ def build_model(
         built = build_model(plain_cfg, num_classes, in_channels, input_shape)
         shape = tuple(input_shape) if input_shape else (in_channels, 28, 28)
         built.module = quantize_model(built.module, cfg["quantize"], shape)
-        built.cfg = cfg
+        # The traced graph no longer calls the stage modules (their hooks would not fire), so
+        # feature methods find no stages; logits methods (kd, the apprentice schemes) work.
+        built.stages, built.cfg = (), cfg
         return built
     if source == "kdexp":
         spec = get_spec(name)

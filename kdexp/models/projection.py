@@ -112,3 +112,33 @@ def projection(
             "was trained on; use that data (or resize it), or train a new projection student"
         )
     return ProjectionNet(shape, num_classes, projections, bits, tuple(hidden), projection_seed)
+
+
+class MLP(nn.Module):
+    """Flattened pixels → dense ReLU layers → logits: the projection network's dense baseline
+    (``student=mlp student.hidden=[98]`` has about the parameters of the default projection net)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.body(x))
+
+
+@register_model("mlp", stages=["body"], classifier="fc")
+def mlp(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_shape: tuple[int, int, int] | None = None,
+    hidden: list[int] | tuple[int, ...] = (98,),
+) -> MLP:
+    """A dense network on the flattened image; ``input_shape`` defaults to (in_channels, 28, 28)."""
+    shape = tuple(input_shape) if input_shape is not None else (in_channels, 28, 28)
+    return MLP(shape, num_classes, tuple(hidden))
