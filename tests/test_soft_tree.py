@@ -144,3 +144,21 @@ def test_cli_tree_run_writes_the_picture_and_a_too_deep_tree_fails_before_the_te
     good = run_cli(*common, "student.depth=3", "method=vanilla", cache_dir=tmp_path / "c", run_dir=tmp_path / "ok")
     assert good.returncode == 0, good.stderr[-2000:]
     assert (tmp_path / "ok" / "student_soft_tree.png").stat().st_size > 10_000
+
+
+def test_pictures_go_to_the_run_folder_and_tensorboard(tmp_path) -> None:
+    from kdexp.models.soft_tree_picture import write_tree_pictures
+
+    class Board:
+        def __init__(self) -> None:
+            self.figures = []
+
+        def add_figure(self, tag, figure, close=True) -> None:  # noqa: ANN001
+            self.figures.append(tag)
+
+    logger = type("Logger", (), {"experiment": Board()})()
+    datamodule = type("DM", (), {"test_dataloader": lambda self: [(torch.randn(8, 1, 28, 28), torch.zeros(8))]})()
+    models = {"student": tree(depth=2), "teacher": torch.nn.Linear(2, 2)}
+    written = write_tree_pictures(models, datamodule, tmp_path, [logger])
+    assert written == [tmp_path / "student_soft_tree.png"] and written[0].stat().st_size > 5_000
+    assert logger.experiment.figures == ["student/soft_tree"]
