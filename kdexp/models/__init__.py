@@ -58,6 +58,8 @@ def build_model(
         # The traced graph no longer calls the stage modules (their hooks would not fire), so
         # feature methods find no stages; logits methods (kd, the apprentice schemes) work.
         built.stages, built.cfg = (), cfg
+        bits = built.module.weight_bits, built.module.activation_bits
+        built.name = f"{name}-w{bits[0]}a{bits[1]}"  # e.g. cnn_tiny-w4a8: its own row in reports
         return built
     if source == "kdexp":
         spec = get_spec(name)
