@@ -8,7 +8,7 @@ the T·d·D of them are stored as bits, in a persistent buffer: a reloaded stude
 identically. The T·d bits feed a small dense network (``hidden`` ReLU layers, then K logits).
 
 Memory: the dense network's float32 weights plus T·d·D projection bits (``memory_report``).
-Defaults T=60, d=10: the paper's MNIST ProjectionNet size; one 128-unit hidden layer.
+Defaults T=60, d=10 (600 bits) and one 128-unit hidden layer: a small ProjectionNet for 28x28 inputs.
 """
 
 from __future__ import annotations
