@@ -124,11 +124,12 @@ class QuantizedStudent(nn.Module):
         return {name: m for name, m in self.model.named_modules() if name.endswith("weight_fake_quant")}
 
     def set_quantization(self, enabled: bool) -> None:
-        """Switch fake quantisation and its observers on (QAT) or off (a full-precision student)."""
-        from torch.ao.quantization import disable_fake_quant, disable_observer, enable_fake_quant, enable_observer
+        """Switch fake quantisation on (QAT) or off (a full-precision student). The observers keep
+        tracking value ranges either way, so quantisation starts calibrated (and no observer
+        buffer is left at its initial ±inf)."""
+        from torch.ao.quantization import disable_fake_quant, enable_fake_quant
 
         self.model.apply(enable_fake_quant if enabled else disable_fake_quant)
-        self.model.apply(enable_observer if enabled else disable_observer)
 
     def quantized_weight_elements(self) -> int:
         """Elements of the weights stored at ``weight_bits`` (those with a weight FakeQuantize)."""

@@ -3,9 +3,9 @@ quantised and fine-tuned, with the frozen teacher's distillation term throughout
 
     loss = ce_weight · CE(s, y) + kd_weight · T² · KL(softmax(t/T) ‖ softmax(s/T))
 
-Epochs ``0 .. fp_epochs-1`` run with the student's fake quantisation and observers switched off
-(a full-precision student); from epoch ``fp_epochs`` on they are on (quantisation-aware
-fine-tuning). Defaults: the paper's β=0.5, γ=0.5, T=1. Scheme A is ``apprentice_joint``
+Epochs ``0 .. fp_epochs-1`` run with the student's fake quantisation switched off (a
+full-precision student; its observers keep tracking value ranges, so quantisation starts
+calibrated); from epoch ``fp_epochs`` on it is on (quantisation-aware fine-tuning). Defaults: the paper's β=0.5, γ=0.5, T=1. Scheme A is ``apprentice_joint``
 (kdexp.methods.joint); scheme B is ``kd`` with a quantised student (configs/method/apprentice_kd.yaml).
 """
 
