@@ -156,3 +156,18 @@ def test_scheme_c_switches_quantisation_on_after_the_full_precision_epochs() -> 
     hook.remove()
     with pytest.raises(ValueError, match="apprentice_finetune.*student.quantize.weight_bits"):
         ApprenticeFinetuneModule.check_models(build_model({"name": "cnn_tiny"}, 10, 1), None, {})
+
+
+def test_cli_scheme_c_runs_end_to_end_and_reports_the_storage(tmp_path) -> None:
+    import json
+
+    from conftest import run_cli
+
+    result = run_cli(
+        "data=fake", "data.image_shape=[1,28,28]", "teacher=cnn_tiny", "student=quantized",
+        "method=apprentice_finetune", "debug=fast", "trainer.max_epochs=2", "logger=none",
+        cache_dir=tmp_path / "cache", run_dir=tmp_path / "run",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    student = json.loads((tmp_path / "run" / "results.json").read_text())["student"]
+    assert student["weight_bits"] == 4 and student["size_mb_at_bit_width"] < student["size_mb_float32"] / 4
