@@ -64,15 +64,15 @@ def build_model(
     if source == "kdexp":
         spec = get_spec(name)
         options = {k: v for k, v in cfg.items() if k not in NOT_OPTIONS}
-        if input_shape is not None and "input_shape" in inspect.signature(spec.build).parameters:
+        accepted = set(inspect.signature(spec.build).parameters) - {"num_classes", "in_channels"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ValueError(
+                f"model {name!r} has no option(s) {unknown}; its options are: {sorted(accepted - {'input_shape'}) or 'none'}"
+            )
+        if input_shape is not None and "input_shape" in accepted:
             options["input_shape"] = tuple(input_shape)
-        try:
-            model = spec.build(num_classes=num_classes, in_channels=in_channels, **options)
-        except TypeError as err:
-            if "unexpected keyword" not in str(err):
-                raise
-            allowed = [p for p in inspect.signature(spec.build).parameters if p not in ("num_classes", "in_channels", "input_shape")]
-            raise ValueError(f"model {name!r} has no option(s) {sorted(set(options) - set(allowed) - {'input_shape'})}; its options are: {allowed or 'none'}") from None
+        model = spec.build(num_classes=num_classes, in_channels=in_channels, **options)
         return BuiltModel(model, name, spec.stages, spec.classifier, cfg)
     if source == "torchvision":
         model = create_torchvision_model(name, num_classes, in_channels, cfg.get("weights"))
