@@ -192,4 +192,11 @@ def quantize_model(model: nn.Module, cfg: dict[str, Any], input_shape: tuple[int
     bits = check_quantize_cfg(cfg)
     if not math.prod(input_shape):
         raise ValueError(f"input_shape {input_shape} is empty")
-    return QuantizedStudent(model, bits["weight_bits"], bits["activation_bits"], input_shape)
+    try:
+        return QuantizedStudent(model, bits["weight_bits"], bits["activation_bits"], input_shape)
+    except Exception as err:  # torch.fx cannot trace data-dependent control flow, for one
+        raise ValueError(
+            f"student.quantize: {type(model).__name__} cannot be prepared for quantisation-aware "
+            f"training by torch.ao's FX graph mode ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "choose another student architecture or drop student.quantize"
+        ) from None

@@ -171,3 +171,26 @@ def test_cli_scheme_c_runs_end_to_end_and_reports_the_storage(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     student = json.loads((tmp_path / "run" / "results.json").read_text())["student"]
     assert student["weight_bits"] == 4 and student["size_mb_at_bit_width"] < student["size_mb_float32"] / 4
+
+
+def test_any_registered_architecture_with_residual_additions() -> None:
+    student = quantized("resnet8", 2, 8)
+    out = student.module(torch.randn(4, 1, 28, 28))
+    out.logsumexp(1).mean().backward()
+    assert out.shape == (4, 10) and len(student.module.weight_quantizers()) >= 7
+    assert student.name == "resnet8-w2a8"
+
+
+def test_untraceable_model_gets_a_clear_error() -> None:
+    from kdexp.quantize import quantize_model
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)  # data-dependent: FX cannot trace it
+
+    with pytest.raises(ValueError, match="student.quantize: Branchy cannot be prepared"):
+        quantize_model(Branchy(), {"weight_bits": 4, "activation_bits": 8}, (4,))
