@@ -3,9 +3,12 @@ registered architecture with PyTorch's ``torch.ao`` fake quantisation (FX graph 
 
 ``student.quantize: {weight_bits, activation_bits}``:
 
-* weights: ``weight_bits`` ∈ {2 (ternary), 4, 8}, symmetric per tensor, integer levels
-  q ∈ [−2^(b−1), 2^(b−1) − 1] (ternary: q ∈ {−1, 0, 1}), w_q = scale · q with
-  scale = max|w| / ((q_max − q_min) / 2) tracked by a moving-average min/max observer;
+* weights: ``weight_bits`` ∈ {2 (ternary), 4, 8}, symmetric with one scale per output channel,
+  integer levels q ∈ [−2^(b−1), 2^(b−1) − 1] (ternary: q ∈ {−1, 0, 1}), w_q = scale_c · q with
+  scale_c = max|w_c| / ((q_max − q_min) / 2) tracked by a moving-average min/max observer. Per
+  channel, not per tensor: with conv+BN folding, a per-tensor ternary scale zeroes whole weak
+  channels, whose batch variance then falls to ~0, whose folded weights grow as 1/√var, which
+  raises the shared scale further — it diverged to NaN within 100 steps on Fashion-MNIST;
 * activations: ``activation_bits`` ∈ {4, 8} quantised after every quantisable op (unsigned,
   affine, q ∈ [0, 2^b − 1]); 32 keeps them in float32;
 * gradients pass the rounding by the straight-through estimator of ``torch.ao``'s FakeQuantize.
@@ -19,7 +22,7 @@ It prints a deprecation notice pointing to ``torchao``, whose QAT targets transf
 layers rather than these CNNs; docs/students.md says more.
 
 Cost reported (``memory_report``): storage at the real bit-width, Σ bits × quantised weight
-elements + 32 × the other parameters, beside the float32 size. For 8-bit weights and
+elements + 32 × (one scale per output channel + the other parameters), beside the float32 size. For 8-bit weights and
 activations, ``integer_report`` converts a copy with ``convert_fx`` (x86 backend) and measures
 the int8 model's test accuracy and CPU latency beside the float32 architecture's.
 """
@@ -63,16 +66,23 @@ def weight_levels(bits: int) -> tuple[int, int]:
 
 
 def qat_config(weight_bits: int, activation_bits: int) -> Any:
-    """The ``torch.ao`` QConfig: per-tensor symmetric weights, per-tensor affine activations."""
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, PlaceholderObserver, QConfig
+    """The ``torch.ao`` QConfig: per-channel symmetric weights, per-tensor affine activations."""
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        PlaceholderObserver,
+        QConfig,
+    )
 
     low, high = weight_levels(weight_bits)
     weight = FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver,
+        observer=MovingAveragePerChannelMinMaxObserver,
         quant_min=low,
         quant_max=high,
         dtype=torch.qint8,
-        qscheme=torch.per_tensor_symmetric,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
     )
     if activation_bits == 32:
         activation = PlaceholderObserver.with_args(dtype=torch.float)
@@ -131,16 +141,16 @@ class QuantizedStudent(nn.Module):
 
         self.model.apply(enable_fake_quant if enabled else disable_fake_quant)
 
-    def quantized_weight_elements(self) -> int:
-        """Elements of the weights stored at ``weight_bits`` (those with a weight FakeQuantize)."""
-        owners = {name.rsplit(".", 1)[0] for name in self.weight_quantizers()}
-        return sum(self.model.get_submodule(o).weight.numel() for o in owners)
+    def quantized_weight_elements(self) -> tuple[int, int]:
+        """(elements of the weights stored at ``weight_bits``, their output channels = scales)."""
+        owners = [self.model.get_submodule(name.rsplit(".", 1)[0]) for name in self.weight_quantizers()]
+        return sum(o.weight.numel() for o in owners), sum(o.weight.shape[0] for o in owners)
 
     def memory_report(self) -> dict[str, Any]:
         """Storage at the real bit-width beside float32 (MB = 10^6 bytes)."""
         total = sum(p.numel() for p in self.model.parameters())
-        quantized = self.quantized_weight_elements()
-        bits = self.weight_bits * quantized + 32 * (total - quantized)
+        quantized, scales = self.quantized_weight_elements()
+        bits = self.weight_bits * quantized + 32 * (scales + total - quantized)
         return {
             "weight_bits": self.weight_bits,
             "activation_bits": self.activation_bits,

@@ -45,9 +45,10 @@ def test_quantised_weights_take_exactly_the_levels_after_training_and_gradients_
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
     train_steps(module, 3, x, y)
     seen: dict[str, torch.Tensor] = {}
+    quantizers = student.module.weight_quantizers()
     hooks = [
         m.register_forward_hook(lambda m, i, out, name=name: seen.__setitem__(name, out.detach()))
-        for name, m in student.module.weight_quantizers().items()
+        for name, m in quantizers.items()
     ]
     module.eval()
     student.module(x)
@@ -55,10 +56,15 @@ def test_quantised_weights_take_exactly_the_levels_after_training_and_gradients_
         h.remove()
     assert len(seen) == 4  # three conv(+BN) layers and the classifier
     for name, weights in seen.items():
-        distinct = weights.unique().numel()
+        scale = quantizers[name].scale.view(-1, *[1] * (weights.dim() - 1))  # one per output channel
+        codes = weights / scale
+        assert torch.allclose(codes, codes.round(), atol=1e-3)  # integer multiples of the scale
+        distinct = codes.round().unique().numel()  # the integer levels of the whole tensor
         assert distinct <= levels, name
         if weights.numel() >= 1000:  # every level is used by a large tensor
             assert distinct == levels, (name, distinct)
+        for channel in weights.flatten(1):  # and each channel holds at most that many values
+            assert channel.unique().numel() <= levels
     for name, p in student.module.named_parameters():
         if name.endswith("weight") and p.dim() > 1:
             assert p.grad is not None and p.grad.abs().sum() > 0, name  # straight-through gradients
@@ -87,9 +93,10 @@ def test_storage_at_real_bit_width() -> None:
     plain = build_model({"name": "cnn_tiny"}, 10, 1).module
     weights = sum(m.weight.numel() for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     total = sum(p.numel() for p in plain.parameters())
+    channels = sum(m.weight.shape[0] for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     report = student.module.memory_report()
     assert report["quantized_weight_elements"] == weights
-    assert report["size_mb_at_bit_width"] == pytest.approx((4 * weights + 32 * (total - weights)) / 8e6)
+    assert report["size_mb_at_bit_width"] == pytest.approx((4 * weights + 32 * (channels + total - weights)) / 8e6)
     assert report["size_mb_float32"] == pytest.approx(total * 4 / 1e6)
 
 
@@ -147,12 +154,13 @@ def test_scheme_c_switches_quantisation_on_after_the_full_precision_epochs() -> 
     q.eval()
     q.set_quantization(False)
     seen = []
-    hook = next(iter(q.weight_quantizers().values())).register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    quantizer = next(iter(q.weight_quantizers().values()))
+    hook = quantizer.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
     q(x)
-    assert seen[-1].unique().numel() > 3  # full precision
+    assert seen[-1][0].unique().numel() > 3  # full precision (first output channel)
     q.set_quantization(True)
     q(x)
-    assert seen[-1].unique().numel() <= 3  # ternary
+    assert all(channel.unique().numel() <= 3 for channel in seen[-1].flatten(1))  # ternary
     hook.remove()
     with pytest.raises(ValueError, match="apprentice_finetune.*student.quantize.weight_bits"):
         ApprenticeFinetuneModule.check_models(build_model({"name": "cnn_tiny"}, 10, 1), None, {})
