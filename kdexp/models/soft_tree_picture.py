@@ -70,7 +70,7 @@ def tree_figure(tree: SoftDecisionTree, images: Tensor, labels: Tensor | None = 
         ax.imshow(images[i].detach().float().cpu().mean(0), cmap="gray")
         turns = "".join("R" if (int(leaf[i]) >> (tree.depth - 1 - d)) & 1 else "L" for d in range(tree.depth))
         q = leaf_probs[int(leaf[i])]
-        truth = f", true {int(labels[i])}" if labels is not None else ""
+        truth = f"\ntrue class {int(labels[i])}" if labels is not None else ""
         ax.set_title(
             f"path {turns}\nnodes {','.join(map(str, nodes[i, :4].tolist()))}…\n"
             f"leaf {int(leaf[i])} → class {int(q.argmax())} ({float(q.max()):.2f}){truth}",
