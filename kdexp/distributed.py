@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 AUTO_RESUME = ("slurm", "always", "never")
 HPC_PATTERN = "hpc_ckpt_*.ckpt"  # Lightning's checkpoint on its SLURM requeue signal
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # callbacks.model_checkpoint.save_last
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # callbacks.last_checkpoint (every epoch)
 
 
 # --- ranks, before the process group exists -----------------------------------------------------
@@ -150,15 +150,25 @@ def slurm_job_dir(fallback: str) -> str:
     return f"slurm/{os.environ['SLURM_JOB_ID']}"
 
 
+def launcher_pid() -> str:
+    """This process's id: with the time, it names a default run folder that no other live run on
+    this machine can share. (Lightning's ``ddp`` ranks get the folder as ``hydra.run.dir=``.)"""
+    return str(os.getpid())
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):
         OmegaConf.register_new_resolver("kdexp.slurm_job_dir", slurm_job_dir, use_cache=True)
+    if not OmegaConf.has_resolver("kdexp.pid"):
+        OmegaConf.register_new_resolver("kdexp.pid", launcher_pid, use_cache=True)
 
 
 register_resolvers()  # before Hydra composes configs/hydra (kdexp.train imports this module)
 
 
-def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path, auto_resume: str = "slurm") -> str | None:
+def resume_checkpoint(
+    ckpt_path: str | None, output_dir: str | Path, auto_resume: str = "slurm", last: str | Path | None = None
+) -> str | None:
     """The checkpoint ``fit`` resumes from: ``ckpt_path`` if given, else (auto-resume) the newest of
     ``<output_dir>/checkpoints/last.ckpt`` and Lightning's ``<output_dir>/hpc_ckpt_*.ckpt``.
 
@@ -170,7 +180,8 @@ def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path, auto_resume
     if auto_resume == "never" or (auto_resume == "slurm" and not in_slurm_job()):
         return None
     output_dir = Path(output_dir)
-    found = [p for p in (output_dir / LAST_CHECKPOINT, *output_dir.glob(HPC_PATTERN)) if p.is_file()]
+    last = Path(last) if last is not None else output_dir / LAST_CHECKPOINT  # the run folder's (kdexp.run.folder)
+    found = [p for p in (last, *output_dir.glob(HPC_PATTERN)) if p.is_file()]
     if not found:
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)

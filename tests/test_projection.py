@@ -94,8 +94,8 @@ def test_cli_bad_inputs_fail_before_any_teacher_work(tmp_path) -> None:
     common = ("data=fake", "data.image_shape=[1,28,28]", "debug=fast", "logger=none", "method=kd")
     for i, overrides in enumerate(
         (
-            ("student=projection", "student.trained_input_shape=[1,32,32]"),
-            ("student=quantized", "student.quantize.weight_bits=3"),
+            ("student=projection", "+student.trained_input_shape=[1,32,32]"),
+            ("student=cnn_tiny", "+student.quantize.weight_bits=3", "+student.quantize.activation_bits=8"),
         )
     ):
         result = run_cli(*common, *overrides, cache_dir=tmp_path / "cache", run_dir=tmp_path / f"run{i}")

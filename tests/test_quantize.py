@@ -172,7 +172,7 @@ def test_cli_scheme_c_runs_end_to_end_and_reports_the_storage(tmp_path) -> None:
     from conftest import run_cli
 
     result = run_cli(
-        "data=fake", "data.image_shape=[1,28,28]", "teacher=cnn_tiny", "student=quantized",
+        "data=fake", "data.image_shape=[1,28,28]", "teacher=cnn_tiny", "student=cnn_tiny", "+student.quantize.weight_bits=4", "+student.quantize.activation_bits=8",
         "method=apprentice_finetune", "debug=fast", "trainer.max_epochs=2", "logger=none",
         cache_dir=tmp_path / "cache", run_dir=tmp_path / "run",
     )

@@ -137,11 +137,11 @@ def test_picture_draws_filters_leaves_and_paths() -> None:
 
 def test_cli_tree_run_writes_the_picture_and_a_too_deep_tree_fails_before_the_teacher(tmp_path) -> None:
     common = ("data=fake", "data.image_shape=[1,28,28]", "student=soft_tree", "debug=fast", "logger=none")
-    bad = run_cli(*common, "student.depth=40", "method=kd", cache_dir=tmp_path / "c", run_dir=tmp_path / "bad")
+    bad = run_cli(*common, "+student.depth=40", "method=kd", cache_dir=tmp_path / "c", run_dir=tmp_path / "bad")
     assert bad.returncode == 2, bad.stderr[-2000:]
     assert "student.depth=40 does not fit in memory" in bad.stderr + bad.stdout
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.pt"))  # no teacher trained
-    good = run_cli(*common, "student.depth=3", "method=vanilla", cache_dir=tmp_path / "c", run_dir=tmp_path / "ok")
+    good = run_cli(*common, "+student.depth=3", "method=vanilla", cache_dir=tmp_path / "c", run_dir=tmp_path / "ok")
     assert good.returncode == 0, good.stderr[-2000:]
     assert (tmp_path / "ok" / "student_soft_tree.png").stat().st_size > 10_000
 

@@ -11,30 +11,25 @@ calibrated); from epoch ``fp_epochs`` on it is on (quantisation-aware fine-tunin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kdexp.methods.kd import KDModule
+from kdexp.methods.options import at_least, positive, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("apprentice_finetune")
 class ApprenticeFinetuneModule(KDModule):
     """kd whose quantised student trains at full precision for ``fp_epochs``, then quantised."""
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        fp_epochs: int = 1,
-        ce_weight: float = 0.5,
-        kd_weight: float = 0.5,
-        temperature: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            student, teacher, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
-            fp_epochs=fp_epochs, **kwargs,
-        )
-        self.fp_epochs = fp_epochs
+    @dataclass
+    class Options(KDModule.Options):
+        fp_epochs: int = at_least(1, 0, "full-precision epochs first, then quantised fine-tuning")
+        ce_weight: float = weight(0.5, search=(0.0, 1.0))  # β
+        kd_weight: float = weight(0.5, search=(0.0, 1.0))  # γ
+        temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
 
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
@@ -44,10 +39,6 @@ class ApprenticeFinetuneModule(KDModule):
                 f"method.fp_epochs full-precision epochs: give the student bit-widths, e.g. "
                 f"+student.quantize.weight_bits=4 +student.quantize.activation_bits=8 (student {student.name!r} has none)"
             )
-        fp_epochs = hparams.get("fp_epochs", 1)
-        if isinstance(fp_epochs, bool) or not isinstance(fp_epochs, int) or fp_epochs < 0:
-            raise ValueError(f"method.fp_epochs must be an integer >= 0 (full-precision epochs first), got {fp_epochs!r}")
-
     def on_train_epoch_start(self) -> None:
         self.student.set_quantization(self.current_epoch >= self.fp_epochs)
 

@@ -18,6 +18,7 @@ reported as the run's ``teacher`` (its test accuracy and agreement are measured)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -27,58 +28,47 @@ from torchmetrics import MeanMetric
 
 from kdexp.losses import kd_loss
 from kdexp.methods.base import DistillationModule, accuracy_metrics
+from kdexp.methods.options import option, positive, weight
+from kdexp.methods.registry import register_method
+from kdexp.metric_names import metric_prefix
 from kdexp.models import BuiltModel, available_models, build_model
 
 
 class JointModule(DistillationModule):
     """Teacher (``trainer_model``) and student trained together; see the module docstring."""
 
-    needs_teacher = False
+    @dataclass
+    class Options(DistillationModule.Options):
+        trainer_model: str = option("cnn_large", "a registered model name: the trainable teacher, from scratch")
+        trainer_weight: float = weight(1.0, search=(0.0, 2.0))
+        ce_weight: float = weight(0.5, search=(0.0, 1.0))
+        kd_weight: float = weight(0.5, search=(0.0, 1.0))
+        temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel | None,
-        trainer_model: str = "cnn_large",
-        trainer_weight: float = 1.0,
-        ce_weight: float = 0.5,
-        kd_weight: float = 0.5,
-        temperature: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
+        def __post_init__(self) -> None:
+            if self.trainer_model not in available_models():
+                raise ValueError(
+                    f"method.trainer_model={self.trainer_model!r} is not a registered model; registered models are: "
+                    f"{', '.join(available_models())}"
+                )
+
+    needs_teacher = False
+    trains_own_teacher = True  # kd_weight > 0 distils from the jointly trained network, not a given teacher
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel | None, **kwargs: Any) -> None:
         num_classes, input_shape = kwargs["num_classes"], tuple(kwargs["input_shape"])
-        trainer = build_model({"name": trainer_model}, num_classes, input_shape[0], input_shape)
-        # kd_weight goes to the base as 0: its teacher term is for a frozen teacher, which this is not.
-        super().__init__(
-            student,
-            None,
-            ce_weight=ce_weight,
-            kd_weight=0.0,
-            temperature=temperature,
-            trainer_model=trainer_model,
-            trainer_weight=trainer_weight,
-            **kwargs,
-        )
-        self.hparams["method"]["kd_weight"] = kd_weight
-        self.kd_weight, self.trainer_weight = kd_weight, trainer_weight
+        options = self.options_from(kwargs)
+        trainer = build_model({"name": options.trainer_model}, num_classes, input_shape[0], input_shape)
+        super().__init__(student, None, **kwargs)
         self.trainer_net = trainer.module  # a registered child: trained, checkpointed, on the device
         self.teacher_info = trainer
-        self.test_teacher = accuracy_metrics(num_classes).clone(prefix="test/teacher_")
+        self.test_teacher = accuracy_metrics(num_classes).clone(prefix=metric_prefix("test", "teacher"))
         self.test_agreement = MeanMetric()
-        self.val_teacher = accuracy_metrics(num_classes).clone(prefix="val/teacher_")
+        self.val_teacher = accuracy_metrics(num_classes).clone(prefix=metric_prefix("val", "teacher"))
 
     @classmethod
     def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
         return False  # it trains its own
-
-    @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        name = hparams.get("trainer_model", "cnn_large")
-        if name not in available_models():
-            raise ValueError(
-                f"method.trainer_model={name!r} is not a registered model; registered models are: "
-                f"{', '.join(available_models())}"
-            )
 
     @property
     def teacher(self) -> nn.Module | None:  # the base's test_step measures it as the teacher
@@ -97,7 +87,7 @@ class JointModule(DistillationModule):
         terms = {
             "trainer_ce": (self.trainer_weight, F.cross_entropy(teacher_logits, y)),
             "ce": (self.ce_weight, F.cross_entropy(logits, y)),
-            "kd": (self.kd_weight, kd_loss(logits, teacher_logits, self.temperature)),
+            "kd": (self.kd_weight, kd_loss(self.kd_logits(logits), self.kd_logits(teacher_logits), self.temperature)),
         }
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
@@ -112,31 +102,16 @@ class JointModule(DistillationModule):
         return {"student": self.student, "teacher": self.trainer_net}
 
 
+@register_method("apprentice_joint")
 class ApprenticeJointModule(JointModule):
     """Apprentice scheme A: α=1 · CE(teacher) + β=0.5 · CE(student) + γ=0.5 · KD at T=1."""
 
 
+@register_method("projection_joint")
 class ProjectionJointModule(JointModule):
     """ProjectionNet joint training: λ1 · CE(trainer) + λ2 · CE(projection net) + λ3 · KD, all 1, T=1."""
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel | None,
-        trainer_model: str = "cnn_large",
-        trainer_weight: float = 1.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 1.0,
-        temperature: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            trainer_model=trainer_model,
-            trainer_weight=trainer_weight,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
-            **kwargs,
-        )
+    @dataclass
+    class Options(JointModule.Options):
+        ce_weight: float = weight(1.0, search=(0.0, 2.0))  # λ2
+        kd_weight: float = weight(1.0, search=(0.0, 2.0))  # λ3
