@@ -119,7 +119,7 @@ def prepare(cfg: DictConfig) -> Prepared:
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
         teacher_arch = (
-            build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels)
+            build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels, datamodule.input_shape)
             if needs_teacher
             else None
         )
