@@ -168,18 +168,65 @@ def override_hint(argv: list[str]) -> str | None:
     return None
 
 
-def with_override_hints(main: Any) -> Any:
-    """Wrap the Hydra entry point: a path override Hydra cannot parse ends with a hint (exit 2)."""
+def unknown_key_hint(config_dir: str, overrides: list[str]) -> str | None:
+    """Why Hydra refused to compose ``overrides``, when the reason is a key the config does not
+    have (``optimizer.betas=...`` with SGD): that key and the ones its node accepts; else None.
+
+    Called only after Hydra has failed, so a good command line never pays for a second compose."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    plain = [o for o in overrides if "=" in o and not o.startswith(("hydra.", "-"))]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            try:
+                compose("train", overrides=plain)
+                return None
+            except ConfigCompositionException as err:
+                found = re.search(r"Could not override '([^']+)'", str(err))
+                if not found or "not in struct" not in str(err.__cause__ or err):
+                    return None
+                key = found.group(1)
+                others = [o for o in plain if not o.startswith((f"{key}=", "+"))]
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(compose("train", overrides=others), parent) if parent else None
+    except Exception:  # noqa: BLE001 - a diagnosis must never hide Hydra's own message
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    if not isinstance(node, DictConfig):
+        return None
+    owner = f"{parent} {node.name!r}" if "name" in node else parent
+    accepted = ", ".join(k for k in node if k != "name")
+    return (
+        f"{key}: {owner} has no option {leaf!r}; it accepts: {accepted}. (A key added with "
+        f"+{key}=... is checked against what the {parent} accepts when the run starts.)"
+    )
+
+
+def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
+    """Wrap the Hydra entry point: a path override Hydra cannot parse ends with a hint (exit 2),
+    and so does an override of a key the config does not have (Hydra's own exit would be 1)."""
     import functools
     import sys
+
+    from kdexp.errors import SetupError, exit_with
 
     @functools.wraps(main)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         hint = override_hint(sys.argv[1:])
         if hint:
-            from kdexp.errors import SetupError, exit_with
-
             exit_with(SetupError(hint))
-        return main(*args, **kwargs)
+        try:
+            return main(*args, **kwargs)
+        except SystemExit as stop:
+            hint = unknown_key_hint(config_dir, sys.argv[1:]) if stop.code == 1 and config_dir else None
+            if hint:
+                exit_with(SetupError(hint))
+            raise
 
     return wrapped

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> float | None:
     return run_job(cfg)
 
 
-main = with_override_hints(main)  # path overrides Hydra's lexer rejects: a hint to quote them
+main = with_override_hints(main, CONFIG_DIR)  # overrides Hydra rejects: a hint and exit 2
 
 if __name__ == "__main__":
     main()

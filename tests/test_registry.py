@@ -209,3 +209,20 @@ def test_optimized_metric_defaults_to_validation() -> None:
 def test_tiny_config_fixture(tiny_cfg, tmp_path: Path) -> None:
     assert tiny_cfg.data.name == "fake" and tiny_cfg.trainer.max_epochs == 1
     assert tiny_cfg.paths.output_dir == str(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.betas=[0.9,0.99]", "optimizer.betas: optimizer 'sgd' has no option 'betas'; it accepts: lr, momentum"),
+        ("+data.colour=1", "data 'fashion_mnist' has no option data.colour; it accepts: root"),
+    ],
+)
+def test_an_option_the_target_does_not_take_is_refused_on_the_command_line(tmp_path, override, message):
+    """With or without ``+``, a key the optimizer or dataset does not take: exit 2, the key and the
+    accepted ones named, no traceback (Hydra's own refusal would exit 1)."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("optimizer=sgd", override, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
