@@ -131,7 +131,7 @@ def roles_in(run_dir: Path) -> list[str]:
 def build_from_card(card: dict[str, Any]) -> BuiltModel:
     """The architecture a card describes, without pretrained weights (the saved weights follow)."""
     cfg = {**card["config"], "weights": None, "pretrained": False}
-    return build_model(cfg, int(card["num_classes"]), int(card["input_shape"][0]))
+    return build_model(cfg, int(card["num_classes"]), int(card["input_shape"][0]), tuple(card["input_shape"]))
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -245,7 +245,7 @@ def module_from_checkpoint(
     if expected is not None and expected is not DistillationModule and not issubclass(cls, expected):
         raise ValueError(f"{path} was written by {cls.__name__}, not {expected.__name__}")
     num_classes, input_shape = int(hp["num_classes"]), tuple(hp["input_shape"])
-    student = build_model({**hp["models"]["student"], "weights": None, "pretrained": False}, num_classes, input_shape[0])
+    student = build_model({**hp["models"]["student"], "weights": None, "pretrained": False}, num_classes, input_shape[0], input_shape)
     teacher_cfg = hp["models"].get("teacher")
     if teacher is None and teacher_cfg is not None:
         teacher = _rebuild_teacher(path, teacher_cfg, num_classes, input_shape[0])
@@ -311,4 +311,4 @@ def _placeholder_teacher(hp: dict[str, Any]) -> BuiltModel | None:
         return None
     from kdexp.teachers import architecture_cfg
 
-    return build_model(architecture_cfg(cfg), int(hp["num_classes"]), int(hp["input_shape"][0]))
+    return build_model(architecture_cfg(cfg), int(hp["num_classes"]), int(hp["input_shape"][0]), tuple(hp["input_shape"]))

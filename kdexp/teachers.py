@@ -425,7 +425,7 @@ def _train_uncached(
         "about the recipe (teacher.train.*)", teacher_cfg["name"], because,
     )
     pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
-    teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
+    teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
     metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None)
     return teacher, {"source": "trained", "cached": False, "not_cached_because": because, **metrics}
 
@@ -444,7 +444,7 @@ def _train_and_cache(
     log.info("Training teacher %s (cache key %s)", teacher_cfg["name"], key)
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
-        teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
+        teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
         metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None)
         write_entry(path, teacher.module.state_dict(), metrics)
     except BaseException as err:

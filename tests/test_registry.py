@@ -137,7 +137,7 @@ def test_run_layer_reads_declarations_not_names() -> None:
     assert declared["born_again"].chain_links({}) == [None] * 3  # the declared default
     assert {n: c.members_field for n, c in declared.items() if c.members_field} == {
         "born_again": "generations", "dml": "cohort"}
-    assert sorted(n for n, c in declared.items() if c.teacher_logits_only) == ["born_again", "dist", "dkd", "kd"]
+    assert sorted(n for n, c in declared.items() if c.teacher_logits_only) == ["apprentice_finetune", "born_again", "dist", "dkd", "kd"]  # apprentice_finetune: kd with a quantised student
     assert [n for n, c in declared.items() if c.needs_sample_indices] == ["crd"]
     assert search_space(declared["kd"].Options) == {
         "method.ce_weight": (0.0, 1.0), "method.kd_weight": (0.0, 1.0), "method.temperature": (1.0, 10.0)}

@@ -66,6 +66,9 @@ class DistillationModule(pl.LightningModule):
 
     method_name: ClassVar[str] = "base"
     needs_teacher: ClassVar[bool] = True  # False for methods that train without one (vanilla, dml)
+    # True where the method trains its own teacher network beside the student (joint training:
+    # apprentice_joint, projection_joint): kd_weight > 0 then needs no given teacher.
+    trains_own_teacher: ClassVar[bool] = False
     # True where the method uses its frozen teacher only through ``teacher_logits`` (no features,
     # no teacher training): its teacher outputs may then come from a kdexp.teacher_outputs cache.
     teacher_logits_only: ClassVar[bool] = False
@@ -104,7 +107,7 @@ class DistillationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.options = parse_options(type(self).Options, options, self.method_name)
-        if self.options.kd_weight > 0 and teacher is None:
+        if self.options.kd_weight > 0 and teacher is None and not self.trains_own_teacher:
             raise ValueError("method.kd_weight > 0 needs a teacher")
         self.save_hyperparameters(
             {
@@ -249,6 +252,8 @@ class DistillationModule(pl.LightningModule):
 
     def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
         teacher_logits = self.teacher_logits(x) if self.teacher is not None else None
+        if hasattr(self.student, "target_losses"):  # a student trained on its own loss (soft tree)
+            return self.target_distribution_losses(x, y, teacher_logits)
         logits = self.student(x)
         terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
         if self.kd_weight > 0:
@@ -256,6 +261,23 @@ class DistillationModule(pl.LightningModule):
                 self.kd_weight,
                 kd_loss(self.kd_logits(logits), self.kd_logits(teacher_logits), self.temperature),
             )
+        terms.update(self.extra_losses(x, y, logits, teacher_logits))
+        return logits, terms
+
+    def target_distribution_losses(
+        self, x: Tensor, y: Tensor, teacher_logits: Tensor | None
+    ) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
+        """For a student with ``target_losses(x, targets)`` (the soft decision tree): its own loss
+        in place of CE and KD, against the one-hot labels (weight ce_weight) and the teacher's
+        soft targets softmax(t/T) (weight kd_weight, no T² factor: the tree's leaves are not
+        tempered), plus the student's own extra terms (weight 1)."""
+        targets = {"ce": F.one_hot(y, self.hparams["num_classes"]).float()}
+        if self.kd_weight > 0:
+            soft = self.kd_logits(teacher_logits.detach().float())  # z-scored with logit_standardization
+            targets["kd"] = F.softmax(soft / self.temperature, dim=1)
+        logits, losses = self.student.target_losses(x, targets)
+        weights = {"ce": self.ce_weight, "kd": self.kd_weight}
+        terms = {name: (weights.get(name, 1.0), value) for name, value in losses.items()}
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
 

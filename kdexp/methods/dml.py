@@ -60,7 +60,7 @@ class DMLModule(DistillationModule):
             # Each member gets its own initialisation: identical peers would stay identical.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(torch.initial_seed() + 1000 * index)
-                return build_model(cfg, num_classes, channels)
+                return build_model(cfg, num_classes, channels, tuple(kwargs["input_shape"]))
 
         if options.cohort:
             members = [fresh({"name": n}, i) for i, n in enumerate(options.cohort)]

@@ -7,6 +7,7 @@ source's options) and returns a ``BuiltModel``: the module plus where its featur
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from kdexp.registry import choose_one_of, import_submodules
 import_submodules(__name__)  # every model module registers itself: a new model is one file
 
 SOURCES = ("kdexp", "torchvision", "timm")
+# Model-config keys that are not a kdexp constructor's options (where the weights come from etc.).
+NOT_OPTIONS = {"source", "name", "weights", "pretrained", "checkpoint", "train", "seed", "quantize"}
 
 
 @dataclass
@@ -36,13 +39,43 @@ class BuiltModel:
     cfg: dict[str, Any] = field(default_factory=dict)  # the config that builds it afresh
 
 
-def build_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BuiltModel:
-    """Build the model a teacher/student config describes (keys: source, name, weights...)."""
+def build_model(
+    cfg: dict[str, Any], num_classes: int, in_channels: int, input_shape: tuple[int, ...] | None = None
+) -> BuiltModel:
+    """Build the model a teacher/student config describes (keys: source, name, weights...).
+
+    For kdexp models, the config's other keys are the constructor's options (e.g. a soft tree's
+    ``depth``), and ``input_shape`` (C, H, W) reaches constructors that take it. ``quantize``
+    (weight_bits, activation_bits) makes any model a quantisation-aware one (kdexp.quantize).
+    """
     source, name = choose_one_of("source", cfg.get("source", "kdexp"), SOURCES), cfg["name"]
     cfg = dict(cfg)
+    if cfg.get("quantize"):
+        from kdexp.quantize import check_quantize_cfg, quantize_model
+
+        check_quantize_cfg(cfg["quantize"])
+        plain_cfg = {k: v for k, v in cfg.items() if k != "quantize"}
+        built = build_model(plain_cfg, num_classes, in_channels, input_shape)
+        shape = tuple(input_shape) if input_shape else (in_channels, 28, 28)
+        built.module = quantize_model(built.module, cfg["quantize"], shape)
+        # The traced graph no longer calls the stage modules (their hooks would not fire), so
+        # feature methods find no stages; logits methods (kd, the apprentice schemes) work.
+        built.stages, built.cfg = (), cfg
+        bits = built.module.weight_bits, built.module.activation_bits
+        built.name = f"{name}-w{bits[0]}a{bits[1]}"  # e.g. cnn_tiny-w4a8: its own row in reports
+        return built
     if source == "kdexp":
         spec = get_spec(name)
-        model = spec.build(num_classes=num_classes, in_channels=in_channels)
+        options = {k: v for k, v in cfg.items() if k not in NOT_OPTIONS}
+        accepted = set(inspect.signature(spec.build).parameters) - {"num_classes", "in_channels"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ValueError(
+                f"model {name!r} has no option(s) {unknown}; its options are: {sorted(accepted - {'input_shape'}) or 'none'}"
+            )
+        if input_shape is not None and "input_shape" in accepted:
+            options["input_shape"] = tuple(input_shape)
+        model = spec.build(num_classes=num_classes, in_channels=in_channels, **options)
         return BuiltModel(model, name, spec.stages, spec.classifier, cfg)
     if source == "torchvision":
         model = create_torchvision_model(name, num_classes, in_channels, cfg.get("weights"))

@@ -125,13 +125,15 @@ def assemble(
 
 
 def complete(
-    cfg: DictConfig, results: dict[str, Any], models: dict[str, nn.Module], device: Any, input_shape, started: float
+    cfg: DictConfig, results: dict[str, Any], models: dict[str, nn.Module], device: Any, datamodule: Any, started: float
 ) -> dict[str, Any]:
-    """Add profiles, the comparison and the duration; write results.json as complete."""
+    """Add profiles (and what students declare about their stored form), the comparison and the
+    duration; write results.json as complete."""
     output_dir = Path(cfg.paths.output_dir)
     write_results(results, output_dir)  # the accuracies are safe before profiling starts
-    for role, profile in profile_models(cfg, models, input_shape, device).items():
+    for role, profile in profile_models(cfg, models, datamodule.input_shape, device).items():
         results[role].update(profile)
+    stored_sizes(cfg, results, models, datamodule)
     has_teacher = bool(results["run"].get("teacher"))
     results["comparison"] = comparison(results["teacher"], results["student"]) if has_teacher else {}
     agreement = results["test_metrics"].get(metric_name("test", metric="agreement"))
@@ -140,6 +142,19 @@ def complete(
     results["run"]["duration_s"] = round(time.time() - started, 1)
     results["run"]["hparams"] = hparams_row(cfg, results["run"]["teacher"])  # kdexp-report's HParams columns
     return mark_complete(results, output_dir)
+
+
+def stored_sizes(cfg: DictConfig, results: dict[str, Any], models: dict[str, nn.Module], datamodule: Any) -> None:
+    """What a student declares about its deployed form: ``memory_report()`` (its storage at its
+    real bit-width, kdexp.quantize; the projection's bits) and ``integer_report(datamodule,
+    profile)`` (an 8-bit student as a real int8 model: accuracy and latency)."""
+    for role, model in models.items():
+        if role == "teacher":
+            continue
+        if hasattr(model, "memory_report"):
+            results[role].update(model.memory_report())
+        if hasattr(model, "integer_report") and cfg.profile.enabled:
+            results[role].update(model.integer_report(datamodule, plain(cfg.profile)))
 
 
 def mark_complete(results: dict[str, Any], output_dir: str | Path) -> dict[str, Any]:

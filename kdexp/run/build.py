@@ -85,10 +85,13 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     return method_cls
 
 
-def build_role(role: str, cfg: dict[str, Any], num_classes: int, channels: int) -> BuiltModel:
-    """``build_model`` for the teacher or the student, with errors that name ``<role>.name``."""
+def build_role(
+    role: str, cfg: dict[str, Any], num_classes: int, channels: int, input_shape: tuple[int, ...] | None = None
+) -> BuiltModel:
+    """``build_model`` for the teacher or the student, with errors that name ``<role>.name``;
+    ``input_shape`` (C, H, W) reaches models that size themselves by it (kdexp.models.build_model)."""
     try:
-        return build_model(cfg, num_classes, channels)
+        return build_model(cfg, num_classes, channels, input_shape)
     except UnknownModelError as err:
         raise ValueError(f"{role}.name={err.name!r} is not a registered model; registered models are: {err.choices}") from None
     except ValueError as err:
@@ -111,12 +114,12 @@ def prepare(cfg: DictConfig) -> Prepared:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule = build_data(cfg, method_cls)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
-        student = build_role("student", plain(cfg.student), num_classes, channels)
+        student = build_role("student", plain(cfg.student), num_classes, channels, datamodule.input_shape)
         teacher, teacher_info = None, {}
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
         teacher_arch = (
-            build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels)
+            build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels, datamodule.input_shape)
             if needs_teacher
             else None
         )

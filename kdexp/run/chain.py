@@ -82,7 +82,7 @@ def run_step(
     step_dir = Path(sub.paths.output_dir)
     pl.seed_everything(sub.seed, workers=True)
     datamodule = prep.datamodule
-    student = build_model(plain(sub.student), datamodule.num_classes, datamodule.input_shape[0])
+    student = build_model(plain(sub.student), datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
     done = finished_step(step_dir)
     if done is not None:
         log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)

@@ -167,3 +167,11 @@ def record_run_failure(cfg: DictConfig, err: BaseException) -> None:
         record_failure(cfg.paths.output_dir, run_info(cfg), failure)
     except Exception:  # noqa: BLE001 - recording must never hide the original error
         log.debug("could not record the failure", exc_info=True)
+
+
+def write_pictures(models: dict[str, Any], datamodule: Any, output_dir: str | Path, loggers: list[Any]) -> None:
+    """Pictures a model draws of itself (a soft decision tree's filters, leaves and paths), as PNGs
+    in the run folder and images in TensorBoard (kdexp.models.soft_tree_picture)."""
+    from kdexp.models.soft_tree_picture import write_tree_pictures
+
+    write_tree_pictures(models, datamodule, output_dir, loggers)

@@ -15,7 +15,7 @@ from kdexp.resume import run_fingerprint
 from kdexp.run.assemble import assemble, complete, publish
 from kdexp.run.build import Prepared, init_student, make_module, make_trainer, prepare
 from kdexp.run.fit import resume_from, test_best_checkpoint, train_and_test
-from kdexp.run.folder import archive_finished, save_models
+from kdexp.run.folder import archive_finished, save_models, write_pictures
 from kdexp.run_record import earlier_failures
 
 
@@ -48,7 +48,8 @@ def fit_and_report(
     save_models(output_dir, module, prep.datamodule, cfg.data.name, prep.teacher_info)  # weights + cards
     models = module.report_models()
     results = assemble(cfg, prep, module, fitted, extra_run)
-    complete(cfg, results, models, trainer.strategy.root_device, prep.datamodule.input_shape, started)
+    complete(cfg, results, models, trainer.strategy.root_device, prep.datamodule, started)
+    write_pictures(models, prep.datamodule, output_dir, trainer.loggers)  # e.g. a soft tree's filters
     publish(results, trainer.loggers, trainer.global_step)
     return results
 
