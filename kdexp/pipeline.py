@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from kdexp.callbacks import NonFiniteLossError, is_write_error
@@ -31,6 +31,7 @@ from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
 from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
+from kdexp.teacher_route import provide_route, trainable_teacher
 from kdexp.teachers import architecture_cfg, provide_teacher, unreadable_reason
 
 log = logging.getLogger("kdexp")
@@ -196,7 +197,18 @@ def prepare(cfg: DictConfig) -> Prepared:
             else None
         )
         method_cls.check_models(student, teacher_arch, plain(cfg.method))
-        if needs_teacher:
+        # Methods that need the teacher's training route (RCO) name its epochs; checked here too.
+        route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.max_epochs)) if needs_teacher else None
+        if needs_teacher and route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
+            raise ValueError("teacher.checkpoint is a list (a teacher's route): only method=rco takes one; give one path")
+        if route is not None:
+            teacher, teacher_info = provide_route(
+                teacher_arch, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer),
+                cache_dir=cfg.paths.cache_dir, log_dir=Path(cfg.paths.output_dir) / "teacher", epochs=route,
+            )
+        elif needs_teacher and method_cls.teacher_trainable:  # trained with the student (rocket)
+            teacher, teacher_info = trainable_teacher(teacher_arch, plain(cfg.teacher), num_classes, cfg.method.name)
+        elif needs_teacher:
             teacher, teacher_info = provide_teacher(
                 teacher_arch,
                 plain(cfg.teacher),
@@ -414,7 +426,7 @@ def fit_and_report(
         return {}
     models = module.report_models()
     for role, model in models.items():
-        if role != "teacher":
+        if role != "teacher" or type(module).teacher_trainable:  # a jointly trained teacher is a result too
             save_weights(model.state_dict(), output_dir / f"{role}.pt")
     results: dict[str, Any] = {
         "run": {
@@ -444,6 +456,7 @@ def fit_and_report(
     if best_epoch is not None:
         results["run"]["best_epoch"] = best_epoch
     add_method_summaries(results, metrics, last_val)
+    results.update(module.method_results(metrics))
     write_results(results, output_dir)  # the accuracies are safe before profiling starts
 
     device = trainer.strategy.root_device

@@ -166,8 +166,10 @@ def train_teacher(
     recipe: dict[str, Any],
     trainer_cfg: dict[str, Any],
     log_dir: Path,
+    callbacks: list[pl.Callback] | None = None,
 ) -> dict[str, float]:
-    """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics."""
+    """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics.
+    ``callbacks`` run too (e.g. kdexp.teacher_route keeps the checkpoints of chosen epochs)."""
     from kdexp.methods import VanillaModule  # the methods import losses; keep this module light
 
     recipe = dict(recipe)
@@ -194,7 +196,7 @@ def train_teacher(
     trainer = pl.Trainer(
         **kwargs,
         logger=pl.loggers.TensorBoardLogger(str(log_dir), name="", version="", default_hp_metric=False),
-        callbacks=[pl.callbacks.RichProgressBar()],
+        callbacks=[pl.callbacks.RichProgressBar(), *(callbacks or [])],
     )
     trainer.fit(module, datamodule)
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
@@ -335,6 +337,7 @@ def _train_and_cache(
     path: Path,
     log_dir: str | Path,
     key: str,
+    callbacks: list[pl.Callback] | None = None,
 ) -> tuple[BuiltModel, dict[str, Any]]:
     """Train the teacher (rank 0, under the lock), write its entry atomically and return it."""
     note = _failure_note(path)
@@ -343,7 +346,9 @@ def _train_and_cache(
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
         teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
-        metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir))
+        metrics = train_teacher(
+            teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir), callbacks
+        )
         write_entry(path, teacher.module.state_dict(), metrics)
     except BaseException as err:
         launch = launch_id()

@@ -12,6 +12,7 @@ from kdexp.methods.dml import DMLModule
 from kdexp.methods.hints import HintsModule
 from kdexp.methods.kd import KDModule
 from kdexp.methods.rkd import RelationalKDModule
+from kdexp.methods.rocket import RocketModule
 from kdexp.methods.sp import SimilarityPreservingModule
 from kdexp.methods.vanilla import VanillaModule
 from kdexp.models import BuiltModel
@@ -25,6 +26,7 @@ METHODS: dict[str, type[DistillationModule]] = {
     "rkd": RelationalKDModule,
     "born_again": BornAgainModule,
     "dml": DMLModule,
+    "rocket": RocketModule,
 }
 
 

@@ -45,6 +45,9 @@ class DistillationModule(pl.LightningModule):
     # no teacher training): its teacher outputs may then come from a kdexp.teacher_outputs cache.
     teacher_logits_only = False
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.pipeline where exact
+    # True where the method trains its teacher together with the student (rocket launching): the
+    # run layer then builds a fresh, trainable teacher instead of loading, caching and freezing one.
+    teacher_trainable = False
     _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
 
     def __init__(
@@ -98,6 +101,18 @@ class DistillationModule(pl.LightningModule):
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
         """Checks that need only the architectures; run before any teacher is trained."""
+
+    @classmethod
+    def route_epochs(
+        cls, hparams: dict[str, Any], teacher_cfg: dict[str, Any], student_epochs: int
+    ) -> list[int] | None:
+        """The teacher epochs whose checkpoints (its training route) this method needs, or None
+        for methods that need only the converged teacher (RCO). Raises ValueError on bad input."""
+        return None
+
+    def method_results(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """Method-specific sections for results.json, from the test ``metrics`` (e.g. RCO's anchors)."""
+        return {}
 
     def report_models(self) -> dict[str, nn.Module]:
         """The models the run profiles and reports, by role (metrics: ``test/<role>_acc``)."""
