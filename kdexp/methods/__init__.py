@@ -11,6 +11,7 @@ from kdexp.methods.born_again import BornAgainModule
 from kdexp.methods.dml import DMLModule
 from kdexp.methods.hints import HintsModule
 from kdexp.methods.kd import KDModule
+from kdexp.methods.rco import RCOModule
 from kdexp.methods.rkd import RelationalKDModule
 from kdexp.methods.rocket import RocketModule
 from kdexp.methods.sp import SimilarityPreservingModule
@@ -27,6 +28,7 @@ METHODS: dict[str, type[DistillationModule]] = {
     "born_again": BornAgainModule,
     "dml": DMLModule,
     "rocket": RocketModule,
+    "rco": RCOModule,
 }
 
 
