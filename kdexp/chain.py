@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kdexp.methods import METHODS
 from kdexp.models import BuiltModel, build_model
 from kdexp.pipeline import Prepared, fit_and_report, make_module, prepare
 from kdexp.results import RESULTS_FILE, comparison, print_results, write_results
@@ -24,12 +25,15 @@ from kdexp.results import RESULTS_FILE, comparison, print_results, write_results
 log = logging.getLogger("kdexp")
 
 
-def generation_cfg(cfg: DictConfig, generation: int) -> DictConfig:
-    """The run config of one generation: its own output folder and seed."""
+def generation_cfg(cfg: DictConfig, generation: int, student: dict[str, Any] | None = None) -> DictConfig:
+    """The run config of one generation: its own output folder and seed, and its own student
+    model where the link names one (TAKD's assistants)."""
     sub = copy.deepcopy(cfg)
     with open_dict(sub):
         sub.paths.output_dir = str(Path(cfg.paths.output_dir) / f"gen{generation}")
         sub.seed = int(cfg.seed) + generation  # fresh initialisation for every generation
+        if student is not None:
+            sub.student = OmegaConf.create(student)
     OmegaConf.resolve(sub)
     return sub
 
@@ -69,15 +73,19 @@ def ensemble_accuracy(models: list[torch.nn.Module], datamodule, device: torch.d
 
 
 def run_chain(cfg: DictConfig) -> dict[str, Any]:
-    """Train ``method.generations`` students in sequence; report each and their ensemble."""
-    n_gen = int(cfg.method.get("generations", 3))  # cfg stays unresolved: each generation moves paths
+    """Train the method's links in sequence, each distilled from the one before (Born-Again:
+    ``method.generations`` copies of the student; TAKD: the assistants, then the student);
+    report each, and for Born-Again the ensemble of the student generations."""
     prep = prepare(cfg)  # validates everything; provides generation 0 (the teacher)
+    method_cls = METHODS[cfg.method.name]
+    links = method_cls.chain_links(OmegaConf.to_container(cfg.method, resolve=True))
+    n_gen = len(links)  # cfg stays unresolved: each generation moves paths
     teacher = prep.teacher
     datamodule, in_channels = prep.datamodule, prep.datamodule.input_shape[0]
     generations: list[dict[str, Any]] = []
     students: list[torch.nn.Module] = []
-    for gen in range(1, n_gen + 1):
-        sub = generation_cfg(cfg, gen)
+    for gen, link_student in enumerate(links, start=1):
+        sub = generation_cfg(cfg, gen, link_student)
         gen_dir = Path(sub.paths.output_dir)
         pl.seed_everything(sub.seed, workers=True)
         student = build_model(OmegaConf.to_container(sub.student), datamodule.num_classes, in_channels)
@@ -87,11 +95,11 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
             student.module.load_state_dict(torch.load(gen_dir / "student.pt", weights_only=True))
             results = done
         else:
-            teacher_info = {"source": f"generation {gen - 1}"} if gen > 1 else prep.teacher_info
+            teacher_info = {"source": f"generation {gen - 1}", "model": teacher.name} if gen > 1 else prep.teacher_info
             gen_prep = Prepared(datamodule, student, teacher, teacher_info)
             results = fit_and_report(sub, gen_prep, make_module(sub, gen_prep), {"generation": gen})
         if results:  # empty on DDP ranks other than 0, which train but do not report
-            generations.append({"generation": gen, **results["student"]})
+            generations.append({"generation": gen, "model": student.name, **results["student"]})
         students.append(student.module)
         teacher = frozen_copy(student)
 
@@ -102,24 +110,26 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
     teacher_stats = _first_teacher_stats(cfg)
     chain = {
         "run": {
-            "method": "born_again",
+            "method": cfg.method.name,
             "data": cfg.data.name,
             "teacher": prep.teacher.name,
             "student": prep.student.name,
             "seed": cfg.seed,
             "generations": n_gen,
+            "chain": [prep.teacher.name, *(g["model"] for g in generations)],
             "output_dir": cfg.paths.output_dir,
             "teacher_source": prep.teacher_info,
             "complete": True,
         },
         "teacher": teacher_stats,
         "student": generations[-1],
-        "generations": [{"generation": 0, **teacher_stats}, *generations],
-        "ensemble": {
+        "generations": [{"generation": 0, "model": prep.teacher.name, **teacher_stats}, *generations],
+    }
+    if getattr(method_cls, "chain_ensemble", False):  # copies of one architecture (Born-Again): their averaged softmax
+        chain["ensemble"] = {
             "members": [g["generation"] for g in generations],
             "acc_top1": ensemble_accuracy(students, datamodule, device),
-        },
-    }
+        }
     chain["comparison"] = comparison(chain["teacher"], chain["student"])
     write_results(chain, cfg.paths.output_dir)
     print_results(chain)

@@ -163,7 +163,7 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
-    resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
+    resolve_ckpt_path(cfg, missing_ok=method_cls.chain_runner)
     return method_cls
 
 
@@ -374,7 +374,7 @@ def train_and_test(
     checkpoints kept."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    ckpt_path = resolve_ckpt_path(cfg, missing_ok=cfg.method.name == "born_again")
+    ckpt_path = resolve_ckpt_path(cfg, missing_ok=type(module).chain_runner)
     # No ckpt_path: a requeued SLURM job (auto_resume) continues from its own newest checkpoint.
     ckpt_path = ckpt_path or resume_checkpoint(None, cfg.paths.output_dir, cfg.get("auto_resume", "slurm"))
     try:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from kdexp.methods import METHODS
 from kdexp.pipeline import KdexpError, SetupError, reported_errors, run_single
 from kdexp.results import write_failure
 from kdexp.sweep import check_sweep, job_dirname
@@ -50,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         except ValueError as err:
             raise SetupError(str(err)) from err
     with reported_errors():  # write errors and SIGTERM: clear messages, not tracebacks
-        if cfg.method.name == "born_again":
+        if getattr(METHODS.get(cfg.method.name), "chain_runner", False):  # born_again, takd
             from kdexp.chain import run_chain  # resolves one config per generation itself
 
             return run_chain(cfg)

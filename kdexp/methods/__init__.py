@@ -15,6 +15,7 @@ from kdexp.methods.rco import RCOModule
 from kdexp.methods.rkd import RelationalKDModule
 from kdexp.methods.rocket import RocketModule
 from kdexp.methods.sp import SimilarityPreservingModule
+from kdexp.methods.takd import TAKDModule
 from kdexp.methods.vanilla import VanillaModule
 from kdexp.models import BuiltModel
 
@@ -29,6 +30,7 @@ METHODS: dict[str, type[DistillationModule]] = {
     "dml": DMLModule,
     "rocket": RocketModule,
     "rco": RCOModule,
+    "takd": TAKDModule,
 }
 
 
@@ -111,6 +113,19 @@ def check_hparams(hparams: dict[str, Any]) -> None:
             )
     elif "cohort_size" in hparams:
         _integer("cohort_size", hparams["cohort_size"], 2, "a cohort learns from its peers")
+    if "assistants" in hparams:
+        assistants = hparams["assistants"]
+        if isinstance(assistants, str) or not isinstance(assistants, (list, tuple)) or not assistants:
+            raise ValueError(
+                f"method.assistants must be a non-empty list of model names, largest first (e.g. "
+                f"[cnn_medium,cnn_small]), got {assistants!r}"
+            )
+        unknown = [name for name in assistants if name not in available_models()]
+        if unknown:
+            raise ValueError(
+                f"method.assistants names unknown model(s) {unknown}; registered models are: "
+                f"{', '.join(available_models())}"
+            )
 
 
 def check_method_cfg(cfg: dict[str, Any]) -> tuple[type[DistillationModule], dict[str, Any]]:

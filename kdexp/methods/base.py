@@ -48,6 +48,8 @@ class DistillationModule(pl.LightningModule):
     # True where the method trains its teacher together with the student (rocket launching): the
     # run layer then builds a fresh, trainable teacher instead of loading, caching and freezing one.
     teacher_trainable = False
+    # True for methods run as a chain of sub-runs by kdexp.chain (Born-Again, TAKD): see chain_links.
+    chain_runner = False
     _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
 
     def __init__(
@@ -109,6 +111,12 @@ class DistillationModule(pl.LightningModule):
         """The teacher epochs whose checkpoints (its training route) this method needs, or None
         for methods that need only the converged teacher (RCO). Raises ValueError on bad input."""
         return None
+
+    @classmethod
+    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+        """Chain methods: the student model config of each link after the teacher, in order
+        (None = the run's own ``student``). Each link is distilled from the one before it."""
+        raise NotImplementedError(f"{cls.__name__} is not a chain method")
 
     def method_results(self, metrics: dict[str, float]) -> dict[str, Any]:
         """Method-specific sections for results.json, from the test ``metrics`` (e.g. RCO's anchors)."""

@@ -23,6 +23,13 @@ class BornAgainModule(DistillationModule):
 
     needs_teacher = True
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+    chain_runner = True
+    chain_ensemble = True  # the generations share one architecture: report their ensemble
+
+    @classmethod
+    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+        """``generations`` students of the run's own architecture."""
+        return [None] * int(hparams.get("generations", 3))
 
     def __init__(
         self,
