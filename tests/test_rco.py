@@ -203,3 +203,27 @@ def test_route_recorder_keeps_the_weights_at_the_end_of_each_named_epoch(tiny_fa
     assert sorted(recorder.states) == [1, 2]
     assert all(torch.equal(recorder.states[2][k], final[k].cpu()) for k in final)
     assert not torch.equal(recorder.states[1]["fc.weight"], final["fc.weight"])
+
+
+def test_teacher_checkpoint_list_gives_the_anchors_in_order(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from kdexp.teacher_route import provide_route
+
+    paths = []
+    for k in range(3):
+        torch.manual_seed(k)
+        path = tmp_path / f"t{k}.pt"
+        torch.save(build_model({"name": "cnn_tiny"}, 10, 1).module.state_dict(), path)
+        paths.append(str(path))
+    arch = build_model({"name": "cnn_tiny"}, 10, 1)
+    teacher, info = provide_route(arch, {"name": "cnn_tiny", "checkpoint": paths}, {}, SimpleNamespace(num_classes=10),
+                                  {}, tmp_path / "cache", tmp_path / "log", epochs=[])
+    route = teacher.module
+    assert route.labels == paths and info["route"] == paths and route.active == 2
+    for k, path in enumerate(paths):
+        assert torch.equal(route.anchors[k].fc.weight, torch.load(path)["fc.weight"])
+        assert not any(p.requires_grad for p in route.anchors[k].parameters())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        provide_route(arch, {"name": "cnn_tiny", "checkpoint": [paths[0], str(tmp_path / "missing.pt")]}, {},
+                      SimpleNamespace(num_classes=10), {}, tmp_path / "cache", tmp_path / "log", epochs=[])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -179,6 +180,7 @@ class RCOModule(DistillationModule):
             self._cache_anchor = k  # whose logits the current table holds
             self.route.active = k
             self.switches.append({"student_epoch": epoch, "anchor": k})
+            rank_zero_info(f"RCO: from epoch {epoch + 1} the student learns from anchor {k} ({self.route.labels[k]})")
         self.log("train/anchor", float(k))
 
     def on_test_start(self) -> None:
