@@ -134,3 +134,23 @@ def test_rocket_refuses_a_torchscript_teacher_before_training(tmp_path: Path) ->
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "TorchScript archive" in proc.stderr and "trains its teacher" in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_rocket_under_cpu_ddp_trains_the_booster_in_the_wrapper(tmp_path: Path) -> None:
+    """Two gloo processes: every booster and light-net parameter gets a gradient (no 'unused
+    parameters' error), and both ranks end with the same booster (DDP synchronised it)."""
+    run_dir = tmp_path / "ddp"
+    proc = run_cli(
+        *FAKE, "method=rocket", "teacher=cnn_large", "student=cnn_medium", "method.shared_stages=1",
+        "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+        cache_dir=tmp_path / "cache", run_dir=run_dir,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["run"]["teacher_source"]["source"] == "trained jointly"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    fresh = build_model({"name": "cnn_large"}, 10, 1).module.state_dict()
+    trained = {k[len("booster."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("booster.")}
+    assert set(trained) == set(fresh)
+    assert not torch.equal(trained["fc.weight"], fresh["fc.weight"])  # the booster was trained
