@@ -198,7 +198,8 @@ def prepare(cfg: DictConfig) -> Prepared:
         )
         method_cls.check_models(student, teacher_arch, plain(cfg.method))
         # Methods that need the teacher's training route (RCO) name its epochs; checked here too.
-        route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.max_epochs)) if needs_teacher else None
+        epochs = int(cfg.trainer.get("max_epochs") or 0)
+        route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs) if needs_teacher else None
         if needs_teacher and route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
             raise ValueError("teacher.checkpoint is a list (a teacher's route): only method=rco takes one; give one path")
         if route is not None:

@@ -346,9 +346,8 @@ def _train_and_cache(
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
         teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
-        metrics = train_teacher(
-            teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir), callbacks
-        )
+        extra = {"callbacks": callbacks} if callbacks else {}  # e.g. kdexp.teacher_route's recorder
+        metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir), **extra)
         write_entry(path, teacher.module.state_dict(), metrics)
     except BaseException as err:
         launch = launch_id()

@@ -143,7 +143,7 @@ def test_rocket_under_cpu_ddp_trains_the_booster_in_the_wrapper(tmp_path: Path) 
     proc = run_cli(
         *FAKE, "method=rocket", "teacher=cnn_large", "student=cnn_medium", "method.shared_stages=1",
         "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
-        cache_dir=tmp_path / "cache", run_dir=run_dir,
+        cache_dir=tmp_path / "cache", run_dir=run_dir, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Starting with 2 processes" in proc.stdout + proc.stderr
