@@ -2,6 +2,7 @@
 
 Lightning callbacks (configs/callbacks/default.yaml):
 
+- :class:`EpochLogLines` prints one plain line per epoch when stdout is not a terminal.
 - :class:`FiniteLossGuard` stops training at the first non-finite loss, *before* its backward pass
   and optimizer step, and refuses to write a checkpoint of non-finite weights, so ``last.ckpt``
   always holds the last good epoch.
@@ -71,6 +72,69 @@ class FiniteLossGuard(pl.Callback):
             )
 
 
+class EpochLogLines(pl.Callback):
+    """One plain line per epoch when stdout is not a terminal (pipes, ``nohup``, cluster logs),
+    where the progress bar shows nothing: epoch, mean train loss, validation accuracy, elapsed
+    time and an ETA (elapsed / epochs done here × epochs left). Logged to ``kdexp``, which Hydra
+    sends to stdout and the run's ``train.log``.
+
+    ``when``: ``auto`` (only when stdout is not a terminal), ``always`` or ``never``.
+    """
+
+    def __init__(self, when: str = "auto") -> None:
+        if when not in ("auto", "always", "never"):
+            raise ValueError(f"callbacks.epoch_log_lines.when={when!r} is not one of: auto, always, never")
+        self.when = when
+        self._started = 0.0
+        self._first_epoch = 0
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._steps = 0
+
+    def active(self) -> bool:
+        return self.when == "always" or (self.when == "auto" and not sys.stdout.isatty())
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        self._started, self._first_epoch = time.monotonic(), trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._loss_sum, self._steps = 0.0, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if torch.is_tensor(loss):
+            self._loss_sum = self._loss_sum + loss.detach()  # summed on the device: no sync per step
+            self._steps += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.active() or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        import logging
+        import time
+
+        done = trainer.current_epoch + 1
+        elapsed = time.monotonic() - self._started
+        per_epoch = elapsed / max(1, done - self._first_epoch)
+        left = max(0, (trainer.max_epochs or done) - done) if (trainer.max_epochs or -1) > 0 else None
+        parts = [f"epoch {done}/{trainer.max_epochs}"]
+        if self._steps:
+            parts.append(f"train/loss {float(self._loss_sum) / self._steps:.4f}")
+        val = trainer.callback_metrics.get("val/acc")
+        if val is not None:
+            parts.append(f"val/acc {100 * float(val):.2f}%")
+        parts.append(f"elapsed {_clock(elapsed)}")
+        if left is not None:
+            parts.append(f"ETA {_clock(per_epoch * left)}")
+        logging.getLogger("kdexp").info("  ".join(parts))
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as h:mm:ss."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 # --- the output folder ---------------------------------------------------------------------------
 def unwritable_reason(folder: str | Path) -> str | None:
     """Why files cannot be written under ``folder`` (which may not exist yet), or None.
@@ -99,14 +163,9 @@ def _read_only(path: Path) -> bool:
 
 def report_unwritable(key: str, folder: str, reason: str) -> None:
     """Print the one-paragraph error for an output folder that cannot be written, and exit 4."""
-    from rich.console import Console
-    from rich.markup import escape
+    from kdexp.errors import OutputError, exit_with
 
-    Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]kdexp: cannot write output:[/] {escape(key)}={escape(repr(str(folder)))}: "
-        f"{escape(reason)}; choose a writable folder with {escape(key)}=... (or paths.log_dir=...)"
-    )
-    sys.exit(4)
+    exit_with(OutputError(f"{key}={str(folder)!r}: {reason}; choose a writable folder with {key}=... (or paths.log_dir=...)"))
 
 
 try:

@@ -21,6 +21,7 @@ from kdexp.methods import METHODS
 from kdexp.models import BuiltModel, build_model
 from kdexp.pipeline import Prepared, fit_and_report, make_module, prepare
 from kdexp.results import RESULTS_FILE, comparison, print_results, write_results
+from kdexp.run_record import is_finished, read_results
 
 log = logging.getLogger("kdexp")
 
@@ -51,11 +52,9 @@ def frozen_copy(model: BuiltModel) -> BuiltModel:
 
 def finished_generation(gen_dir: Path) -> dict[str, Any] | None:
     """The results of a generation that already completed (for resuming a chain), or None."""
-    path = gen_dir / RESULTS_FILE
-    if not path.is_file() or not (gen_dir / "student.pt").is_file():
+    if not is_finished(gen_dir) or not (gen_dir / "student.pt").is_file():
         return None
-    results = json.loads(path.read_text())
-    return results if results.get("run", {}).get("complete") else None
+    return read_results(gen_dir)
 
 
 @torch.no_grad()
@@ -120,6 +119,7 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
             "output_dir": cfg.paths.output_dir,
             "teacher_source": prep.teacher_info,
             "complete": True,
+            "status": "complete",
         },
         "teacher": teacher_stats,
         "student": generations[-1],

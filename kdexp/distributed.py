@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 AUTO_RESUME = ("slurm", "always", "never")
 HPC_PATTERN = "hpc_ckpt_*.ckpt"  # Lightning's checkpoint on its SLURM requeue signal
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # callbacks.model_checkpoint.save_last
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"  # callbacks.last_checkpoint (every epoch)
 
 
 # --- ranks, before the process group exists -----------------------------------------------------
@@ -150,9 +150,17 @@ def slurm_job_dir(fallback: str) -> str:
     return f"slurm/{os.environ['SLURM_JOB_ID']}"
 
 
+def launcher_pid() -> str:
+    """This process's id: with the time, it names a default run folder that no other live run on
+    this machine can share. (Lightning's ``ddp`` ranks get the folder as ``hydra.run.dir=``.)"""
+    return str(os.getpid())
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):
         OmegaConf.register_new_resolver("kdexp.slurm_job_dir", slurm_job_dir, use_cache=True)
+    if not OmegaConf.has_resolver("kdexp.pid"):
+        OmegaConf.register_new_resolver("kdexp.pid", launcher_pid, use_cache=True)
 
 
 register_resolvers()  # before Hydra composes configs/hydra (kdexp.train imports this module)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +17,26 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from kdexp.callbacks import NonFiniteLossError, is_write_error
+from kdexp.checks import check_cache_writable, check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg, discard_hpc_checkpoints, resume_checkpoint
+from kdexp.errors import KdexpError, OutputError, RunInterrupted, SetupError, TrainingFailed
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.performance import apply_performance, check_performance, data_options, finish_cache
 from kdexp.profile import profile_model
-from kdexp.results import RESULTS_FILE, comparison, hparams_metrics, print_results, write_results
+from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
+from kdexp.resume import FingerprintCheckpoint, check_resume, checkpoint_epoch, load_student_weights, run_fingerprint
+from kdexp.run_record import RESULTS_FILE, earlier_failures, failure_record, is_finished, record_failure, write_atomic
 from kdexp.teacher_route import provide_route, trainable_teacher
 from kdexp.teachers import architecture_cfg, provide_teacher, unreadable_reason
 
@@ -38,56 +44,52 @@ log = logging.getLogger("kdexp")
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
 CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
-# What a run that stopped early leaves in its folder (results.json is written only by a finished run).
-FAILURE_FILE = "failure.json"
+__all__ = ["KdexpError", "OutputError", "RunInterrupted", "SetupError", "TrainingFailed"]  # kdexp.errors
 
 
-class KdexpError(Exception):
-    """A run that stops with a one-paragraph message (no traceback) and a non-zero exit status."""
+class _Signals:
+    """SIGINT (Ctrl-C) is handled like SIGTERM: during the student's ``fit`` it asks Lightning for
+    the same clean stop; elsewhere it ends the run with RunInterrupted. A second Ctrl-C interrupts
+    at once."""
 
-    kind = "error"
-    exit_code = 1
+    received: str | None = None
+    trainer: pl.Trainer | None = None  # the trainer whose fit a signal should stop cleanly
 
-
-class SetupError(KdexpError):
-    """A bad input found before training started; its message names the key and what is allowed."""
-
-    kind = "configuration error"
-    exit_code = 2
-
-
-class TrainingFailed(KdexpError):
-    """Training diverged (a NaN or infinite loss); the last good checkpoint is kept."""
-
-    kind = "training failed"
-    exit_code = 3
+    @classmethod
+    def on_signal(cls, signum: int, frame: Any) -> None:
+        cls.received = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signum, signal.default_int_handler)
+        if cls.trainer is not None:
+            cls.trainer._signal_connector.received_sigterm = True  # Lightning's own SIGTERM flag
+            return
+        raise _Interrupted(cls.received)
 
 
-class OutputError(KdexpError):
-    """A file of the run could not be written (permissions, read-only or full file system)."""
-
-    kind = "cannot write output"
-    exit_code = 4
-
-
-class RunInterrupted(KdexpError):
-    """The run received SIGTERM; it stopped at an epoch boundary with its checkpoints kept."""
-
-    kind = "interrupted"
-    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
+class _Interrupted(BaseException):
+    """Raised by the signal handler outside the student's fit (Lightning re-raises BaseExceptions)."""
 
 
 @contextlib.contextmanager
 def reported_errors() -> Any:
     """Around a whole run: "cannot write" OSErrors (EACCES, EROFS, ENOSPC, ...) become an
-    OutputError naming the path; SIGTERM outside the student's training (e.g. while a teacher
-    trains) becomes RunInterrupted instead of Lightning's silent exit with status 0."""
+    OutputError naming the path; SIGTERM or SIGINT outside the student's training (e.g. while a
+    teacher trains) becomes RunInterrupted instead of Lightning's silent exit or a traceback."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    handlers = {}
+    if _is_main_thread():
+        handlers = {sig: signal.signal(sig, _Signals.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _Signals.received = None
     try:
         yield
-    except SIGTERMException:
-        raise RunInterrupted("received SIGTERM before the student's training finished") from None
+    except (SIGTERMException, _Interrupted, KeyboardInterrupt):
+        name = _Signals.received or "SIGINT"
+        raise RunInterrupted(
+            f"received {name} before the student's training finished; nothing of this run is recorded as "
+            "finished. Rerun with the same settings (a teacher whose training finished is cached and reused)",
+            name
+        ) from None
     except OSError as err:
         if not is_write_error(err):
             raise
@@ -96,11 +98,22 @@ def reported_errors() -> Any:
             f"{where}: {err.strerror or err} (errno {err.errno}); free space or choose a writable "
             "folder (hydra.run.dir=..., paths.log_dir=...); files written before this one are kept"
         ) from None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:
-    """Where this run's checkpoints go (the model_checkpoint callback's dirpath)."""
-    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    """Where this run's last.ckpt goes (the last_checkpoint callback's dirpath)."""
+    dirpath = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None) or OmegaConf.select(
+        cfg, "callbacks.model_checkpoint.dirpath", default=None
+    )
     return Path(dirpath) if dirpath else Path(cfg.paths.output_dir) / "checkpoints"
 
 
@@ -139,6 +152,8 @@ def resolve_ckpt_path(cfg: DictConfig, missing_ok: bool = False) -> str | None:
             "'state_dict', 'loops' and 'epoch' of a kdexp run's checkpoints/*.ckpt); a teacher's "
             "weights go in teacher.checkpoint"
         )
+    method_cls, _ = check_method_cfg(plain(cfg.method))
+    check_resume(cfg, checkpoint, method_cls.requires_teacher(plain(cfg.method)), str(path))
     return str(path)
 
 
@@ -158,12 +173,21 @@ class Prepared:
 
 
 def check_config(cfg: DictConfig) -> type[DistillationModule]:
-    """Cheap checks of method, optimizer and scheduler, before any data or teacher work."""
+    """Cheap checks of trainer, data, seed, method, optimizer and scheduler, before any data or
+    teacher work."""
+    check_run_options(cfg)
     method_cls, _ = check_method_cfg(plain(cfg.method))
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
     resolve_ckpt_path(cfg, missing_ok=method_cls.chain_runner)
+    if cfg.get("init_weights"):
+        if cfg.get("ckpt_path"):
+            raise ValueError(
+                "ckpt_path and init_weights are both set: ckpt_path continues a run, init_weights starts a "
+                "new one from a checkpoint's weights; give one of them"
+            )
+        load_student_weights(cfg.init_weights)
     return method_cls
 
 
@@ -202,6 +226,8 @@ def prepare(cfg: DictConfig) -> Prepared:
         route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs) if needs_teacher else None
         if needs_teacher and route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
             raise ValueError("teacher.checkpoint is a list (a teacher's route): only method=rco takes one; give one path")
+        if needs_teacher and not method_cls.teacher_trainable and not cfg.teacher.get("checkpoint"):
+            check_cache_writable(cfg.paths.cache_dir)
         if route is not None:
             teacher, teacher_info = provide_route(
                 teacher_arch, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer),
@@ -242,12 +268,29 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
         raise SetupError(str(err)) from err
 
 
-def make_trainer(cfg: DictConfig) -> pl.Trainer:
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through kdexp's atomic writer: a full disk leaves the previous
+    checkpoint (or none), never a truncated file, and the error names the checkpoint, not a temp file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buffer.getvalue())
+
+
+def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> pl.Trainer:
+    """The student's trainer: the configured callbacks and loggers, checkpoints written by the
+    atomic writer and (with ``fingerprint``) carrying what defines the run (kdexp.resume)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if fingerprint is not None:
+        callbacks.append(FingerprintCheckpoint(fingerprint, int(cfg.trainer.max_epochs)))
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
 def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
@@ -266,6 +309,9 @@ def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
     for key, value in plain(cfg.method).items():
         name = "method" if key == "name" else f"method.{key}"
         row[name] = str(value) if isinstance(value, (list, dict)) else value
+    if HydraConfig.initialized():  # every command-line override is a column too
+        for key, value in override_hparams(list(HydraConfig.get().overrides.task)).items():
+            row.setdefault(key, value)
     return row
 
 
@@ -290,6 +336,7 @@ def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, d
             threads=cfg.profile.threads,
             throughput_batch=cfg.profile.throughput_batch,
             min_run_time=cfg.profile.min_run_time,
+            store=Path(cfg.paths.cache_dir) / "timings.json" if cfg.profile.get("reuse_timings", True) else None,
         ).as_dict()
         for role, model in models.items()
     }
@@ -298,16 +345,12 @@ def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, d
 def archive_finished(output_dir: Path) -> None:
     """Keep an earlier finished run's results.json and weights in this folder under stamped names.
 
-    A run started (or resumed) in a folder that already holds finished results would otherwise
-    overwrite them: ``results.json`` becomes ``results.<time>.json`` (which ``kdexp-report`` does
-    not read) and ``student*.pt`` become ``student*.<time>.pt``.
+    Called once the new attempt has trained and tested, just before it writes its own results:
+    ``results.json`` becomes ``results.<time>.json`` (which ``kdexp-report`` does not read) and
+    ``student*.pt`` become ``student*.<time>.pt``. An attempt that fails leaves them as they were.
     """
     previous = output_dir / RESULTS_FILE
-    try:
-        finished = json.loads(previous.read_text()).get("run", {}).get("complete", False)
-    except (OSError, ValueError, AttributeError):
-        return
-    if not finished:
+    if not is_finished(output_dir):
         return
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(previous.stat().st_mtime))
     for path in [previous, *output_dir.glob("student*.pt")]:
@@ -322,47 +365,65 @@ def last_checkpoint(cfg: DictConfig) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def record_failure(cfg: DictConfig, trainer: pl.Trainer, status: str, message: str) -> None:
-    """Write ``failure.json`` (status, message, epoch, step, last checkpoint); never results.json."""
-    record = {
-        "status": status,
-        "message": message,
-        "method": cfg.method.name,
-        "seed": cfg.seed,
-        "epoch": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "last_checkpoint": last_checkpoint(cfg),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+def describe_last_checkpoint(cfg: DictConfig) -> str:
+    """``<path> (the end of epoch index N)``, or what to do when no epoch finished."""
+    last = last_checkpoint(cfg)
+    if last is None:
+        return "none yet (no epoch finished: a rerun starts over)"
+    epoch = checkpoint_epoch(last)
+    return f"{last} (it holds the end of epoch {epoch}, 0-based)" if epoch is not None else last
+
+
+def run_info(cfg: DictConfig) -> dict[str, Any]:
+    """What identifies a run in its failure record (the fields ``kdexp-report`` groups by)."""
+    info = {
+        "method": OmegaConf.select(cfg, "method.name"),
+        "data": OmegaConf.select(cfg, "data.name"),
+        "teacher": OmegaConf.select(cfg, "teacher.name"),
+        "student": OmegaConf.select(cfg, "student.name"),
+        "seed": OmegaConf.select(cfg, "seed"),
+        "output_dir": OmegaConf.select(cfg, "paths.output_dir"),
     }
-    path = Path(cfg.paths.output_dir) / FAILURE_FILE
-    with contextlib.suppress(OSError):  # a full disk must not hide the original error
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, path)
+    with contextlib.suppress(Exception):  # outside a Hydra run (tests, the Python API)
+        from hydra.core.hydra_config import HydraConfig
+
+        info["overrides"] = list(HydraConfig.get().overrides.task)
+    return info
 
 
-def earlier_failures(output_dir: Path) -> list[dict[str, Any]]:
-    """The failure record of an earlier attempt in this folder (now resumed), removed from disk."""
-    path = output_dir / FAILURE_FILE
+def record_run_failure(cfg: DictConfig, err: BaseException) -> None:
+    """Record a run that stopped in its results.json (never over a finished run's results)."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    path.unlink(missing_ok=True)  # the finished run's results.json keeps it (run.earlier_failures)
-    return [record]
+        kind = getattr(err, "kind", None) or "crashed"
+        message = str(err) if isinstance(err, KdexpError) else f"{type(err).__name__}: {err}"
+        failure = failure_record(
+            kind,
+            message,
+            epoch=getattr(err, "epoch", None),
+            step=getattr(err, "step", None),
+            last_checkpoint=getattr(err, "last_checkpoint", None) or last_checkpoint(cfg),
+        )
+        if isinstance(err, RunInterrupted):
+            failure["signal"] = err.signal_name
+        record_failure(cfg.paths.output_dir, run_info(cfg), failure)
+    except Exception:  # noqa: BLE001 - recording must never hide the original error
+        log.debug("could not record the failure", exc_info=True)
+
+
+def _stopped(err: KdexpError, trainer: pl.Trainer, cfg: DictConfig) -> KdexpError:
+    """``err`` with where the run stopped (for its failure record)."""
+    err.epoch, err.step, err.last_checkpoint = trainer.current_epoch, trainer.global_step, last_checkpoint(cfg)
+    return err
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
-    """torch.save through a buffer and an atomic rename: a write error is an OSError naming
+    """torch.save through a buffer and the atomic writer: a write error is an OSError naming
     ``path``, and a crash never leaves a half-written file."""
     import io
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(buffer.getbuffer())
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
 
 
 def train_and_test(
@@ -371,13 +432,21 @@ def train_and_test(
     """fit (resuming from ``ckpt_path``) then test: (test metrics, the checkpoint resumed from,
     the last epoch's logged metrics).
 
-    SIGTERM and a non-finite loss become clear errors, with ``failure.json`` written and the
-    checkpoints kept."""
+    SIGTERM, SIGINT and a non-finite loss become clear errors (recorded in results.json by the
+    caller), with the checkpoints kept."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     ckpt_path = resolve_ckpt_path(cfg, missing_ok=type(module).chain_runner)
     # No ckpt_path: a requeued SLURM job (auto_resume) continues from its own newest checkpoint.
-    ckpt_path = ckpt_path or resume_checkpoint(None, cfg.paths.output_dir, cfg.get("auto_resume", "slurm"))
+    if ckpt_path is None:
+        ckpt_path = resume_checkpoint(None, cfg.paths.output_dir, cfg.get("auto_resume", "slurm"))
+        if ckpt_path is not None:  # the same fingerprint check as an explicit ckpt_path
+            try:
+                saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+                check_resume(cfg, saved, prep.teacher is not None, f"auto_resume: {ckpt_path}")
+            except ValueError as err:
+                raise SetupError(f"{err} (auto_resume=never starts over in this folder)") from None
+    _Signals.trainer = trainer  # SIGINT: the same clean stop at the next batch as SIGTERM
     try:
         trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
         discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
@@ -388,22 +457,21 @@ def train_and_test(
         if trainer.received_sigterm:
             raise SIGTERMException
     except SIGTERMException:
-        last = last_checkpoint(cfg)
+        name = _Signals.received or "SIGTERM"
         message = (
-            f"received SIGTERM; stopped at epoch {trainer.current_epoch}, global step {trainer.global_step}, "
-            f"with the checkpoints kept (the last: {last or 'none yet'}). Resume with ckpt_path=last "
-            f"hydra.run.dir={cfg.paths.output_dir} (and the same overrides)"
+            f"received {name}; stopped at epoch {trainer.current_epoch} (0-based), global step "
+            f"{trainer.global_step}, with the checkpoints kept; last.ckpt: {describe_last_checkpoint(cfg)}. "
+            f"Resume with ckpt_path=last hydra.run.dir={cfg.paths.output_dir} (and the same overrides)"
         )
-        record_failure(cfg, trainer, "interrupted", message)
-        raise RunInterrupted(message) from None
+        raise _stopped(RunInterrupted(message, name), trainer, cfg) from None
     except NonFiniteLossError as err:
-        last = last_checkpoint(cfg)
         message = (
-            f"{err}. The last good checkpoint is kept: {last or 'none (no epoch finished)'}. Lower "
+            f"{err}. The last good checkpoint is kept: {describe_last_checkpoint(cfg)}. Lower "
             "optimizer.lr, set trainer.gradient_clip_val, or check the loss weights"
         )
-        record_failure(cfg, trainer, "non_finite_loss", message)
-        raise TrainingFailed(message) from None
+        raise _stopped(TrainingFailed(message), trainer, cfg) from None
+    finally:
+        _Signals.trainer = None
     return metrics, ckpt_path, last_val
 
 
@@ -417,14 +485,15 @@ def fit_and_report(
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    archive_finished(output_dir)
     prep.datamodule.shuffle_seed = int(cfg.seed)  # each epoch's order from (seed, epoch): exact resume
-    trainer = make_trainer(cfg)
+    trainer = make_trainer(cfg, run_fingerprint(cfg, prep.teacher is not None))
     metrics, resumed_from, last_val = train_and_test(cfg, trainer, module, prep)
     best_epoch, best_metrics = test_best_checkpoint(trainer, module, prep.datamodule)
     cache_summary = finish_cache(module)  # after fit and test: the test ran the teacher online
     if not trainer.is_global_zero:
         return {}
+    failures = earlier_failures(output_dir)  # before this attempt's results replace the record
+    archive_finished(output_dir)  # only now: a failed attempt leaves a finished run's results alone
     models = module.report_models()
     for role, model in models.items():
         if role != "teacher" or type(module).teacher_trainable:  # a jointly trained teacher is a result too
@@ -447,7 +516,6 @@ def fit_and_report(
     }
     if resumed_from:
         results["run"]["resumed_from"] = resumed_from
-    failures = earlier_failures(output_dir)
     if failures:
         results["run"]["earlier_failures"] = failures
     results.setdefault("teacher", {})
@@ -468,11 +536,12 @@ def fit_and_report(
         results["comparison"]["agreement_top1"] = float(metrics["test/agreement"])
     results["run"]["duration_s"] = round(time.time() - started, 1)
     results["run"]["complete"] = True
+    results["run"]["status"] = "complete"
+    results["run"]["hparams"] = hparams_row(cfg, results["run"]["teacher"])  # kdexp-report's HParams columns
     write_results(results, output_dir)
 
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams_row(cfg, results["run"]["teacher"]), hparams_metrics(results))
-        logger.finalize("success")
+    for problem in log_final(trainer.loggers, results["run"]["hparams"], hparams_metrics(results), trainer.global_step):
+        log.warning("A logger could not record the final numbers (results.json has them): %s", problem)
     print_results(results)
     return results
 
@@ -533,4 +602,26 @@ def run_single(cfg: DictConfig) -> dict[str, Any]:
     prep = prepare(cfg)
     pl.seed_everything(cfg.seed, workers=True)  # data order: the same whether the teacher was cached
     module = make_module(cfg, prep)
+    init_student(cfg, module)
     return fit_and_report(cfg, prep, module)
+
+
+def init_student(cfg: DictConfig, module: DistillationModule) -> None:
+    """``init_weights=<.ckpt or student.pt>``: a new run that starts from those student weights
+    (its own optimizer, schedule and epochs; ``ckpt_path=`` is the way to continue a run)."""
+    path = cfg.get("init_weights")
+    if not path:
+        return
+    try:
+        state = load_student_weights(path)
+        missing, unexpected = module.student.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes that do not fit
+        raise SetupError(f"init_weights={path!r} does not fit student.name={cfg.student.name!r}: {err}") from None
+    except ValueError as err:
+        raise SetupError(str(err)) from None
+    if missing or unexpected:
+        raise SetupError(
+            f"init_weights={path!r} does not fit student.name={cfg.student.name!r}: missing keys "
+            f"{list(missing)[:5]}, unexpected keys {list(unexpected)[:5]}"
+        )
+    log.info("Student initialised from %s (a new run: fresh optimizer, schedule and epochs)", path)

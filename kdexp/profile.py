@@ -36,18 +36,36 @@ it is profiled in place and its per-module training flags and device are restore
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
 import math
+import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Measurement, Timer
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from torch.utils.benchmark import Measurement
+
+
+def _benchmark():
+    """``torch.utils.benchmark``, imported when first timing: it imports cpp_extension, whose
+    "No CUDA runtime is found" warning means nothing for timing a model on a CPU machine."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    import torch.utils.benchmark as benchmark
+
+    return benchmark
 
 __all__ = [
     "ModelProfile",
@@ -56,7 +74,12 @@ __all__ = [
     "count_macs",
     "measure_latency",
     "profile_model",
+    "TimingStore",
+    "timing_key",
 ]
+
+# A latency whose IQR is more than this fraction of its median is flagged as noisy.
+NOISY_IQR_RATIO = 0.25
 
 
 @dataclass
@@ -73,6 +96,8 @@ class ModelProfile:
     throughput_batch: int
     device: str
     threads: int  # torch intra-op CPU threads used while timing
+    timing: str = "measured"  # "measured" now, or "reused" from the timing store
+    latency_noisy: bool = False  # IQR > NOISY_IQR_RATIO × median: do not trust small differences
 
     def as_dict(self) -> dict[str, int | float | str]:
         """Flat, JSON-serialisable dict of plain Python ints, floats and strings."""
@@ -140,6 +165,68 @@ def measure_latency(
         return _measure(m, shape, batch_size, dev, threads, min_run_time)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timing_key(
+    model: nn.Module, input_shape: tuple[int, ...], device: torch.device, threads: int, throughput_batch: int
+) -> str:
+    """What a timing depends on: the architecture (class and every tensor's name, shape and dtype;
+    not the weights' values), the input shape, the device (and its model), the thread count, the
+    batch of the throughput timing and the runtime (torch version). A 16-hex-digit hash."""
+    tensors = [(name, tuple(t.shape), str(t.dtype)) for name, t in model.state_dict().items()]
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    identity = [type(model).__module__, type(model).__qualname__, tensors, list(input_shape), str(device.type),
+                hardware, threads, throughput_batch, torch.__version__]
+    return hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+
+
+class TimingStore:
+    """Latency and throughput per :func:`timing_key`, in one JSON file shared by runs and sweeps
+    (``<paths.cache_dir>/timings.json``): an architecture is timed once under given conditions and
+    every later run reports that same measurement, so runs of one sweep cannot disagree about the
+    same model. A noisy entry (IQR > ``NOISY_IQR_RATIO`` × median) is timed again and replaced by
+    a steadier one. Updates hold a file lock and replace the file atomically."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.read().get(key)
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        import fcntl
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self.read()
+            data[key] = entry
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+
+
+def noisy(latency_ms: float, iqr_ms: float) -> bool:
+    """Whether a latency's spread is too large to trust: IQR > NOISY_IQR_RATIO × median."""
+    return iqr_ms > NOISY_IQR_RATIO * latency_ms
+
+
 def profile_model(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -147,12 +234,18 @@ def profile_model(
     threads: int | None = None,
     throughput_batch: int = 64,
     min_run_time: float = 0.5,
+    store: TimingStore | str | Path | None = None,
 ) -> ModelProfile:
     """Profile ``model`` for inputs of ``input_shape`` (no batch dim) on ``device``.
 
     ``threads`` defaults to ``torch.get_num_threads()``; ``min_run_time`` (seconds) is spent on each
     of the two timings (batch 1 and batch ``throughput_batch``). The caller's model is not modified.
+    With a ``store`` (a :class:`TimingStore` or its file), the timings are taken from it when this
+    architecture was timed under the same conditions before (and not noisily); else measured and
+    kept there. Parameters, size and MACs are always counted.
     """
+    if store is not None and not isinstance(store, TimingStore):
+        store = TimingStore(store)
     shape = _check_shape(input_shape)
     dev = _check_device(device)
     n_threads = torch.get_num_threads() if threads is None else threads
@@ -162,21 +255,38 @@ def profile_model(
 
     params, trainable = count_params(model)
     size_mb = state_dict_size_mb(model)
+    key = timing_key(model, shape, dev, n_threads, throughput_batch) if store is not None else ""
+    stored = store.get(key) if store is not None else None
+    reuse = stored is not None and not noisy(stored["latency_ms_b1"], stored["latency_iqr_ms_b1"])
     with _isolated(model, device=dev) as m:
         macs = _count_macs(m, shape)
-        lat = _measure(m, shape, 1, dev, n_threads, min_run_time)
-        thr = _measure(m, shape, throughput_batch, dev, n_threads, min_run_time)
+        if reuse:
+            timing = dict(stored)
+        else:
+            lat = _measure(m, shape, 1, dev, n_threads, min_run_time)
+            thr = _measure(m, shape, throughput_batch, dev, n_threads, min_run_time)
+            timing = {"latency_ms_b1": lat.median * 1e3, "latency_iqr_ms_b1": lat.iqr * 1e3,
+                      "throughput_ips": throughput_batch / thr.median}
+    if store is not None and not reuse:
+        steadier = stored is None or timing["latency_iqr_ms_b1"] / timing["latency_ms_b1"] < (
+            stored["latency_iqr_ms_b1"] / stored["latency_ms_b1"])
+        if steadier:
+            store.put(key, {**timing, "measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": type(model).__name__})
+        else:  # the stored one was noisy, this one more so: report the steadier
+            timing, reuse = dict(stored), True
     return ModelProfile(
         params=params,
         trainable_params=trainable,
         size_mb=size_mb,
         macs=macs,
-        latency_ms_b1=lat.median * 1e3,
-        latency_iqr_ms_b1=lat.iqr * 1e3,
-        throughput_ips=throughput_batch / thr.median,
+        latency_ms_b1=float(timing["latency_ms_b1"]),
+        latency_iqr_ms_b1=float(timing["latency_iqr_ms_b1"]),
+        throughput_ips=float(timing["throughput_ips"]),
         throughput_batch=throughput_batch,
         device=str(dev),
         threads=n_threads,
+        timing="reused" if reuse else "measured",
+        latency_noisy=noisy(float(timing["latency_ms_b1"]), float(timing["latency_iqr_ms_b1"])),
     )
 
 
@@ -204,7 +314,8 @@ def _measure(
 ) -> Measurement:
     """Timer on an already isolated, eval-mode model that lives on ``device``."""
     x = _random_input(model, shape, batch_size, device)
-    timer = Timer(
+    benchmark = _benchmark()
+    timer = benchmark.Timer(
         stmt="model(x)",
         globals={"model": model, "x": x},
         num_threads=threads,
@@ -220,7 +331,7 @@ def _measure(
         m = timer.blocked_autorange(min_run_time=min_run_time)
         if len(m.times) < MIN_BLOCKS:  # too few blocks for a meaningful IQR: re-time in more, smaller ones
             number = max(1, int(min_run_time / (MIN_BLOCKS * m.median)))
-            m = Measurement.merge([timer.timeit(number) for _ in range(MIN_BLOCKS)])[0]
+            m = benchmark.Measurement.merge([timer.timeit(number) for _ in range(MIN_BLOCKS)])[0]
     if not (math.isfinite(m.median) and m.median > 0):
         name = type(model).__name__
         raise RuntimeError(f"timing {name} gave a non-positive median {m.median!r} s")

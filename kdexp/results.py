@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-RESULTS_FILE = "results.json"
+from kdexp.console import ascii_safe_streams
+from kdexp.run_record import RESULTS_FILE, write_json  # the run folder's record and its one writer
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -35,35 +34,98 @@ def comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, fl
 
 def write_results(results: dict[str, Any], output_dir: str | Path) -> Path:
     """Write ``results.json`` atomically (a crash mid-write leaves the previous version)."""
-    path = Path(output_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(Path(output_dir) / RESULTS_FILE, results)
 
 
-# The HParams table shows its first metrics by default: the ones a distillation run is judged by.
-_HEADLINE = (
+# The final numbers TensorBoard and the other loggers get (results.json has them all): those a
+# distillation run is judged by first, since the HParams tab shows its first columns by default.
+# Each is one point, so a short list keeps the Scalars tab for the curves.
+LOGGED_METRICS = (
     "final/student_acc_top1",
-    "final/student_acc_top1_best_epoch",
     "final/teacher_acc_top1",
     "final/agreement_top1",
     "final/speedup_latency_b1",
+    "final/student_acc_top1_best_epoch",
+    "final/acc_gap_top1",
+    "final/compression_params",
+    "final/student_params",
+    "final/student_macs",
+    "final/student_latency_ms_b1",
 )
 
 
 def hparams_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """The final numbers, flat, for the TensorBoard HParams tab (same values as results.json)."""
+    """The headline final numbers, flat, for the HParams tab (same values as results.json)."""
     flat: dict[str, float] = {}
     for role in ("teacher", "student"):
         for key, value in results.get(role, {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 flat[f"final/{role}_{key}"] = float(value)
     for key, value in results.get("comparison", {}).items():
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[f"final/{key}"] = float(value)
-    headline = {k: flat.pop(k) for k in _HEADLINE if k in flat}
-    return {**headline, **flat}
+    return {k: flat[k] for k in LOGGED_METRICS if k in flat}
+
+
+def override_hparams(overrides: list[str]) -> dict[str, Any]:
+    """Every command-line override as a hyperparameter: ``trainer.max_epochs=4`` → 4 (YAML scalars,
+    so numbers sort as numbers; lists and mappings as text). Hydra's ``+``/``~`` prefixes dropped."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in overrides:
+        key, _, text = item.partition("=")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        params[key.lstrip("+~")] = value if isinstance(value, (str, int, float, bool)) else text
+    return params
+
+
+def clean_hparams(params: dict[str, Any]) -> dict[str, str | float | bool]:
+    """HParams values TensorBoard can hold: text, numbers and booleans (None becomes "None")."""
+    return {k: v if isinstance(v, (str, bool, int, float)) else str(v) for k, v in params.items()}
+
+
+def log_tensorboard_session(logger: Any, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """One HParams session for this run: its hyperparameters (session start) and final metrics
+    (scalars, which the HParams tab reads). Without the experiment summary that Lightning's
+    ``log_hyperparams`` also writes: TensorBoard takes its columns from one run's summary, so the
+    columns come from the union of all sessions, or from the summary ``kdexp-report`` writes at
+    a sweep's root."""
+    from torch.utils.tensorboard.summary import hparams
+
+    _, session_start, session_end = hparams(clean_hparams(params), metrics)
+    # The writer Lightning closed after fit() opens its file again (as Lightning's own hparams call does).
+    file_writer = logger.experiment._get_file_writer()
+    file_writer.add_summary(session_start)
+    file_writer.add_summary(session_end)
+    logger.log_metrics(metrics, step=step)
+
+
+def log_final(loggers: list[Any], params: dict[str, Any], metrics: dict[str, float], step: int) -> list[str]:
+    """Send a run's hyperparameters and final numbers to every logger through Lightning's standard
+    API: ``log_hyperparams(params)`` then ``log_metrics(metrics, step)``. TensorBoard gets an
+    HParams session without a per-run experiment summary (see ``log_tensorboard_session``).
+
+    A logger that fails is reported, never raised: results.json is written already. Returns the
+    failures as "LoggerName: error".
+    """
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    problems = []
+    for logger in loggers:
+        try:
+            if isinstance(logger, TensorBoardLogger):
+                log_tensorboard_session(logger, params, metrics, step)
+            else:
+                logger.log_hyperparams(params)
+                logger.log_metrics(metrics, step=step)
+            logger.finalize("success")
+        except Exception as err:  # noqa: BLE001 - an optional service must not cost the run
+            problems.append(f"{type(logger).__name__}: {type(err).__name__}: {err}")
+    return problems
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -129,7 +191,8 @@ def results_table(results: dict[str, Any]) -> Table:
     for label, key, kind, cmp_key in ROWS:
         if not any(key in stats for _, stats in columns):
             continue
-        cells = [format_value(stats.get(key), kind) for _, stats in columns]
+        cells = [format_value(stats.get(key), kind) + (" (noisy)" if key == "latency_ms_b1" and stats.get("latency_noisy") else "")
+                 for _, stats in columns]
         if pair:
             ratio = cmp.get(cmp_key) if cmp_key else None
             if ratio is None:
@@ -142,33 +205,56 @@ def results_table(results: dict[str, Any]) -> Table:
     if "ensemble" in results:
         table.add_row("ensemble top-1", *[""] * (len(columns) - 1), format_value(results["ensemble"]["acc_top1"], "pct"))
     measured = next((stats for _, stats in columns if "macs" in stats), None)
+    notes = []
+    source = run.get("teacher_source") or {}
+    if source.get("summary"):
+        notes.append(f"Teacher: {source['summary']}.")
     if measured:
-        table.caption = (
+        notes.append(
             f"MACs: torch.utils.flop_counter (conv/linear/matmul), batch 1. Timing: "
             f"torch.utils.benchmark on {measured.get('device')}, {measured.get('threads')} threads; "
-            f"throughput at batch {measured.get('throughput_batch')}. MB = 10^6 bytes of state_dict."
+            f"throughput at batch {measured.get('throughput_batch')}"
+            + (", reused from the timing store (timed once per architecture)" if measured.get("timing") == "reused" else "")
+            + ". MB = 10^6 bytes of state_dict."
+            + (" (noisy): IQR > 25% of the median, do not trust small differences." if any(
+                stats.get("latency_noisy") for _, stats in columns) else "")
         )
+    if notes:
+        table.caption = " ".join(notes)
     return table
 
 
+RESULTS_MD = "results.md"
+
+
+def table_markdown(table: Table) -> str:
+    """A Rich table as a Markdown table, with its title above and caption below."""
+    headers = [str(c.header) for c in table.columns]
+    rows = zip(*[[str(cell) for cell in c.cells] for c in table.columns])
+    lines = [f"**{table.title}**", ""] if table.title else []
+    lines += ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if c.justify == "left" else "---:" for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    if table.caption:
+        lines += ["", str(table.caption)]
+    return "\n".join(lines) + "\n"
+
+
 def print_results(results: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(results_table(results))
-
-
-def write_failure(output_dir: str | Path, run: dict[str, Any], error: BaseException) -> Path | None:
-    """Record a failed run in ``results.json`` (``run.status: failed``) for reports and sweeps.
-
-    Never replaces the results of a run that finished: those are kept as they are.
-    """
-    path = Path(output_dir) / RESULTS_FILE
+    """Print the run's table (full width when stdout is not a terminal: logs never wrap it), write
+    it to the run folder as ``results.md``, and end with the folder and the TensorBoard command."""
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
+    table = results_table(results)
+    if console is None:
+        console = Console() if Console().is_terminal else Console(width=240, soft_wrap=True)
+    console.print(table)
+    folder = results.get("run", {}).get("output_dir")
+    if not folder:
+        return
     try:
-        if path.is_file() and json.loads(path.read_text()).get("run", {}).get("complete"):
-            return None
-    except (OSError, ValueError):
-        pass
-    message = f"{type(error).__name__}: {error}".strip()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_results({"run": {**run, "status": "failed", "error": message}}, path.parent)
-    except OSError:  # e.g. an unwritable output folder: the error itself is what the user sees
-        return None
+        (Path(folder) / RESULTS_MD).write_text(table_markdown(table))
+    except OSError as err:  # results.json holds the numbers; the table is a convenience
+        console.print(f"[yellow]could not write {Path(folder) / RESULTS_MD}: {err}[/]")
+    console.print(f"Run folder: {folder}")
+    if (Path(folder) / "tensorboard").is_dir():
+        console.print(f"Curves: tensorboard --logdir {folder}")
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from omegaconf import DictConfig
 log = logging.getLogger("kdexp")
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # processes started inside the job
+# The swept keys, noted by the launching process for jobs that run elsewhere with another argv.
+SWEPT_ENV = "KDEXP_SWEPT_KEYS"
 MAX_DIRNAME = 120  # characters of a job folder's name (file systems allow 255 bytes)
 
 
@@ -32,6 +35,31 @@ def job_dirname(overrides: str) -> str:
         return overrides
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
     return f"{overrides[: MAX_DIRNAME - 9]}~{digest}"
+
+
+def swept_keys(argv: list[str] | None = None) -> set[str]:
+    """The keys a ``kdexp -m`` command line sweeps (``method=vanilla,kd``, ``seed=range(3)``), read
+    with Hydra's own override parser; empty when none (e.g. an Optuna search's own parameters)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-") and "=" in a]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - naming a folder must never stop a sweep; Hydra reports bad syntax
+        return set()
+    return {o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()}
+
+
+def job_name(task_overrides: Any, argv: list[str] | None = None) -> str:
+    """A sweep job's folder (and TensorBoard run) name from the keys the sweep varies only:
+    ``method=kd,seed=0``; the constant overrides stay in the job's ``.hydra/overrides.yaml`` and
+    the report's caption. All overrides when the command line sweeps none. Registered as the
+    ``kdexp_jobname`` resolver (its argument: ``${hydra.overrides.task}``)."""
+    items = [str(item) for item in task_overrides]
+    noted = os.environ.get(SWEPT_ENV) if argv is None else None  # jobs on a cluster: see SweepReport
+    swept = set(filter(None, noted.split(","))) if noted is not None else swept_keys(argv)
+    chosen = [i for i in items if i.split("=", 1)[0].lstrip("+~") in swept] if swept else items
+    return job_dirname(",".join(sorted(chosen or items)))
 
 
 def _count(devices: Any) -> int:
@@ -70,13 +98,13 @@ class SweepReport(Callback):
     """At the start of a sweep: check the launch set-up. At its end: write and print the report."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ[SWEPT_ENV] = ",".join(sorted(swept_keys()))  # inherited by cluster jobs
         try:
             check_sweep(config, str(config.hydra.launcher.get("_target_", "")))
         except ValueError as err:
-            from rich.console import Console
+            from kdexp.errors import SetupError, exit_with
 
-            Console(stderr=True).print(f"[bold red]kdexp: configuration error:[/] {err}")
-            sys.exit(2)
+            exit_with(SetupError(str(err)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from kdexp.report import find_runs, write_report

@@ -25,6 +25,7 @@ from kdexp.distributed import env_is_global_zero
 from kdexp.models import BuiltModel
 from kdexp.teachers import (
     _set_aside,
+    debug_settings,
     _train_and_cache,
     file_lock,
     load_entry,
@@ -55,7 +56,7 @@ def trainable_teacher(
     path = teacher_cfg.get("checkpoint")
     info: dict[str, Any] = {"source": "trained jointly", "method": method}
     if not path:
-        return architecture, {**info, "init": "scratch"}
+        return architecture, {**info, "init": "scratch", "summary": f"trained jointly with the student ({method}), from scratch"}
     needs = (
         f"method={method} trains its teacher together with the student, so teacher.checkpoint must "
         "hold trainable weights (a state_dict, Lightning or RepDistiller checkpoint), or be null to "
@@ -69,7 +70,8 @@ def trainable_teacher(
         load_weights(architecture, path, num_classes)
     except ValueError as err:
         raise ValueError(f"{err}. ({needs})") from None
-    return architecture, {**info, "init": "checkpoint", "path": str(path)}
+    summary = f"trained jointly with the student ({method}), initialised from {path}"
+    return architecture, {**info, "init": "checkpoint", "path": str(path), "summary": summary}
 
 
 # --- a teacher's route (RCO) --------------------------------------------------------------------
@@ -141,6 +143,13 @@ def provide_route(
             anchors.append(_frozen(model))
         route = AnchorRoute(anchors, [str(p) for p in paths], [None] * len(paths))
         info = {"source": "checkpoint", "path": str(paths[-1]), "route": [str(p) for p in paths]}
+        info["summary"] = f"route of {len(paths)} checkpoints, the last {paths[-1]}"
+    elif debug_settings(trainer_cfg):
+        raise ValueError(
+            f"method=rco takes anchors from the teacher's training route, which "
+            f"{', '.join(f'trainer.{k}' for k in debug_settings(trainer_cfg))} would cut short (and keep out "
+            "of the cache); turn them off, or use debug=fast (it limits batches, not epochs)"
+        )
     else:
         route, info = _cached_route(architecture, teacher_cfg, data_cfg, datamodule, trainer_cfg, cache_dir, log_dir, epochs)
     built = BuiltModel(route, architecture.name, architecture.stages, architecture.classifier, architecture.cfg)
@@ -205,4 +214,5 @@ def _cached_route(
     }
     if source == "trained":
         info.update(info_metrics)
+    info["summary"] = f"{'trained now, cached' if source == 'trained' else 'cache'} {key[:4]}…, route epochs {list(epochs)}"
     return route, info

@@ -39,6 +39,20 @@ log = logging.getLogger(__name__)
 _LOADER_KEYS = {"num_workers", "pin_memory", "eval_batch_size", "root", "download", "download_dir"}
 # Teacher settings that say where weights come from, not what they are.
 _MODEL_SOURCE_KEYS = {"checkpoint", "train", "seed"}
+# Run-level Trainer settings the teacher shares: how it computes, not what or how long it learns.
+# Those that can change its weights are part of the cache key (see teacher_cache_key).
+SHARED_TRAINER_KEYS = ("accelerator", "precision", "deterministic", "benchmark")
+# Run-level debug switches. They reach the teacher (a debug run must stay quick), but a teacher
+# trained under them is for that run only and is never cached.
+DEBUG_TRAINER_KEYS = ("fast_dev_run", "overfit_batches")
+# Run-level settings of the student's training that never reach the teacher (its recipe,
+# ``teacher.train.*``, sets its own); named in the log when a run sets them.
+_STUDENT_ONLY_DEFAULTS = {
+    "limit_train_batches": (None, 1.0), "limit_val_batches": (None, 1.0), "limit_test_batches": (None, 1.0),
+    "max_steps": (None, -1), "max_time": (None,), "min_epochs": (None,), "min_steps": (None,),
+    "gradient_clip_val": (None, 0, 0.0), "accumulate_grad_batches": (None, 1),
+    "val_check_interval": (None, 1.0), "check_val_every_n_epoch": (None, 1),
+}
 # Prefixes that wrappers put on parameter names: Lightning modules, DDP, RepDistiller.
 _PREFIXES = ("student.", "module.", "model.")
 # How often ranks other than 0 look for the teacher that rank 0 trains, and how often they say so.
@@ -49,21 +63,71 @@ WAIT_LOG_S = 60.0
 def teacher_cache_key(
     teacher_cfg: dict[str, Any], data_cfg: dict[str, Any], trainer_cfg: dict[str, Any] | None = None
 ) -> str:
-    """A short, stable hash of (model config, data config, training recipe, seed).
+    """A short, stable hash of (model config, data config, training recipe, seed, and the run's
+    Trainer settings that reach the teacher and can change its weights).
 
     The recipe includes the numeric precision, which the teacher inherits from the run's
-    ``trainer.precision`` unless its recipe sets one.
+    ``trainer.precision`` unless its recipe sets one, and ``deterministic``/``benchmark`` when the
+    run turns them on. The accelerator is left out: the same recipe on another device is the same
+    teacher. Debug switches are not in the key because their teachers are never cached.
     """
     recipe = teacher_cfg.get("train", {})
+    trainer_cfg = trainer_cfg or {}
     identity = {
         "model": {k: v for k, v in teacher_cfg.items() if k not in _MODEL_SOURCE_KEYS},
         "data": {k: v for k, v in data_cfg.items() if k not in _LOADER_KEYS},
         "recipe": recipe,
         "seed": teacher_cfg.get("seed", 0),
-        "precision": str(recipe.get("precision", (trainer_cfg or {}).get("precision", "32-true"))),
+        "precision": str(recipe.get("precision", trainer_cfg.get("precision", "32-true"))),
     }
+    # Only when turned on, so that keys of teachers cached before this was tracked stay valid.
+    switches = {k: trainer_cfg[k] for k in ("deterministic", "benchmark") if trainer_cfg.get(k) and k not in recipe}
+    if switches:
+        identity["trainer"] = switches
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def debug_settings(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run's debug switches that are on (``fast_dev_run``, ``overfit_batches``)."""
+    return {k: trainer_cfg[k] for k in DEBUG_TRAINER_KEYS if trainer_cfg.get(k)}
+
+
+def student_only_settings(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The run's Trainer settings, away from their defaults, that the teacher does not get."""
+    return {
+        k: trainer_cfg[k]
+        for k, defaults in _STUDENT_ONLY_DEFAULTS.items()
+        if k in trainer_cfg and trainer_cfg[k] not in defaults
+    }
+
+
+def teacher_trainer_kwargs(recipe: dict[str, Any], trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's Trainer arguments: the run's shared settings and debug switches, then its
+    recipe (minus optimizer and scheduler), which wins."""
+    kwargs = {k: trainer_cfg[k] for k in SHARED_TRAINER_KEYS if trainer_cfg.get(k) is not None}
+    kwargs.update(debug_settings(trainer_cfg))
+    kwargs.update({k: v for k, v in recipe.items() if k not in ("optimizer", "scheduler")})
+    return kwargs
+
+
+def provenance(info: dict[str, Any]) -> str:
+    """Where the teacher came from, in one line: "cache 95a9…, trained 4 epochs, test 93.05%"."""
+    source = info.get("source")
+    if source == "checkpoint":
+        return f"checkpoint {info.get('path')}"
+    if source not in ("cache", "trained"):
+        return str(source or "none")
+    parts = [f"cache {str(info.get('key', '?'))[:4]}…" if info.get("cached", True) else
+             f"trained for this run only, not cached ({info.get('not_cached_because')})"]
+    if source == "trained" and info.get("cached", True):
+        parts[0] = f"trained now, cached as {str(info.get('key', '?'))[:4]}…"
+    if info.get("epochs") is not None:
+        epochs = f"{info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}"
+        parts.append(f"trained {epochs}" if source == "cache" else epochs)
+    if info.get("test_acc") is not None:
+        parts.append(f"test {100 * float(info['test_acc']):.2f}%")
+    return ", ".join(parts)
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -110,6 +174,8 @@ def unreadable_reason(path: Path, err: Exception) -> str:
 def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
     """Load ``path`` into ``model``, failing with a clear message before any training starts."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"teacher.checkpoint={str(path)!r} is a folder; give the checkpoint file (.pt or .ckpt) inside it")
     if not path.is_file():
         raise FileNotFoundError(f"teacher.checkpoint={str(path)!r} does not exist")
     try:
@@ -160,6 +226,14 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class TeacherLogger(pl.loggers.TensorBoardLogger):
+    """The teacher's own curves (run ``<run>/teacher``), named as the teacher's: the vanilla
+    module that trains it logs ``test/student_acc``, which here is ``test/teacher_acc``."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics({k.replace("student_", "teacher_"): v for k, v in metrics.items()}, step)
+
+
 def train_teacher(
     teacher: BuiltModel,
     datamodule: ImageDataModule,
@@ -182,8 +256,7 @@ def train_teacher(
         optimizer=optimizer,
         scheduler=scheduler,
     )
-    kwargs = {k: v for k, v in trainer_cfg.items() if not k.startswith("_") and not k.startswith("limit_")}
-    kwargs.update(recipe)
+    kwargs = teacher_trainer_kwargs(recipe, trainer_cfg)
     # One device on global rank 0: the other ranks wait for the cache entry (provide_teacher).
     kwargs.update(
         devices=1,
@@ -195,13 +268,14 @@ def train_teacher(
     )
     trainer = pl.Trainer(
         **kwargs,
-        logger=pl.loggers.TensorBoardLogger(str(log_dir), name="", version="", default_hp_metric=False),
+        logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False),
         callbacks=[pl.callbacks.RichProgressBar(), *(callbacks or [])],
     )
     trainer.fit(module, datamodule)
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
+    epochs = trainer.current_epoch
     (metrics,) = trainer.test(module, datamodule, verbose=False)
-    return {k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}
+    return {"epochs": epochs, **{k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}}
 
 
 def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -221,21 +295,14 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write a cache entry atomically: temporary file, fsync, ``os.replace``, fsync the folder."""
+    import io
+
+    from kdexp.run_record import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a power cut
-    finally:
-        os.close(folder)
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def entry_problem(path: Path) -> str | None:
@@ -310,24 +377,57 @@ def provide_teacher(
     if teacher_cfg.get("checkpoint"):
         load_weights(teacher, teacher_cfg["checkpoint"], num_classes)
         info = {"source": "checkpoint", "path": str(teacher_cfg["checkpoint"])}
+    elif debug_settings(trainer_cfg):
+        teacher, info = _train_uncached(teacher_cfg, datamodule, trainer_cfg, log_dir)
     else:
+        ignored = student_only_settings(trainer_cfg)
+        if ignored:
+            log.info(
+                "The teacher trains by its recipe (teacher.train.*); the run's %s apply to the student only",
+                ", ".join(f"trainer.{k}={v}" for k, v in ignored.items()),
+            )
         key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
         path = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
         if not env_is_global_zero():
             wait_for_entry(teacher, path, num_classes)
-            info = {"source": "cache", "path": str(path)}
+            info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
         else:
             with file_lock(path.with_suffix(".lock")):  # other jobs sharing the cache wait here
                 problem = load_entry(teacher, path, num_classes)
                 if problem is None:
-                    log.info("Reusing cached teacher %s", path)
-                    info = {"source": "cache", "path": str(path)}
+                    info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
+                    log.info("Reusing cached teacher %s (%s)", path, provenance(info))
                 else:
                     if problem != "absent":
                         _set_aside(path, problem)
                     teacher, info = _train_and_cache(teacher_cfg, datamodule, trainer_cfg, path, log_dir, key)
     teacher.module.eval().requires_grad_(False)
+    info["summary"] = provenance(info)  # shown in the run's table; kept in results.json
     return teacher, info
+
+
+def entry_meta(path: Path) -> dict[str, Any]:
+    """What a cache entry records about its training (epochs, test metrics); {} if nothing."""
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+    except Exception:  # noqa: BLE001 - provenance is informative; the weights were verified already
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, (int, float, str))}
+
+
+def _train_uncached(
+    teacher_cfg: dict[str, Any], datamodule: ImageDataModule, trainer_cfg: dict[str, Any], log_dir: str | Path
+) -> tuple[BuiltModel, dict[str, Any]]:
+    """Train a teacher under the run's debug switches, for this run only: never cached."""
+    because = ", ".join(f"trainer.{k}={v}" for k, v in debug_settings(trainer_cfg).items())
+    log.warning(
+        "Training teacher %s with %s for this run only: it is not cached, and its accuracy says nothing "
+        "about the recipe (teacher.train.*)", teacher_cfg["name"], because,
+    )
+    pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
+    teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0])
+    metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir))
+    return teacher, {"source": "trained", "cached": False, "not_cached_because": because, **metrics}
 
 
 def _train_and_cache(
@@ -357,4 +457,4 @@ def _train_and_cache(
     problem = load_entry(teacher, path, datamodule.num_classes)  # what later runs will load
     if problem is not None:
         raise RuntimeError(f"the teacher just written to {path} does not load back: {problem}")
-    return teacher, {"source": "trained", "path": str(path), **metrics}
+    return teacher, {"source": "trained", "path": str(path), "key": key, **metrics}

@@ -4,8 +4,8 @@
 middle of an epoch (after at least one end-of-epoch checkpoint exists) it writes a marker file and
 waits, so the test can kill the process at a known point without racing the training.
 
-``LAUNCHER`` runs the CLI with an audit hook that makes every file opened for writing under
-``$KDEXP_TEST_FULL`` fail with ENOSPC, and every rename into it fail with EXDEV (as when temp files
+``LAUNCHER`` runs the CLI with an audit hook that makes every file opened for writing under (or
+whose path starts with) ``$KDEXP_TEST_FULL`` fail with ENOSPC, and every rename into it fail with EXDEV (as when temp files
 live on another file system, so the move falls back to a copy that then hits the full disk): the
 same OSErrors a full file system raises, for every writer (checkpoints, results.json, weights).
 """
@@ -46,7 +46,7 @@ def under_full(path):
     if not isinstance(path, (str, bytes, os.PathLike)):
         return False
     path = os.path.abspath(os.fsdecode(path))
-    return path == FULL or path.startswith(FULL + os.sep)
+    return path.startswith(FULL)  # a folder, or a file-name prefix such as <run>/.results.json.
 
 
 def disk_full(event, args):

@@ -28,9 +28,10 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """Two identical kd runs sharing a teacher cache: the first trains the teacher."""
     tmp = tmp_path_factory.mktemp("cli")
     cache = tmp / "cache"
-    for name in ("first", "second"):
-        proc = run_cli(*QUICK, cache_dir=cache, run_dir=tmp / name)
+    for name, loggers in (("first", "tensorboard"), ("second", "[tensorboard,csv]")):
+        proc = run_cli(*QUICK, f"logger={loggers}", cache_dir=cache, run_dir=tmp / name)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        (tmp / f"{name}.stdout").write_text(proc.stdout)
     return tmp / "first", tmp / "second", cache
 
 
@@ -69,6 +70,12 @@ def test_tensorboard_has_curves_and_an_hparams_row(two_runs) -> None:
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/acc", "final/student_acc_top1", "final/teacher_acc_top1"} <= scalars
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    # Issue 17, finding 3: a few headline final numbers, not 29 single-point charts ...
+    assert len([t for t in scalars if t.startswith("final/")]) <= 10
+    # ... and the teacher's own run logs its accuracy as the teacher's.
+    teacher = EventAccumulator(str(two_runs[0] / "teacher"))
+    teacher.Reload()
+    assert "test/teacher_acc" in teacher.Tags()["scalars"] and "test/student_acc" not in teacher.Tags()["scalars"]
 
 
 def test_second_run_reuses_the_cached_teacher(two_runs) -> None:
@@ -117,3 +124,50 @@ def test_resume_from_last_checkpoint(two_runs, tmp_path: Path) -> None:
     assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
     results = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert results["run"]["epochs"] == 3 and results["run"]["teacher_source"]["source"] == "cache"
+
+
+def _csv_final(run_dir: Path) -> dict[str, str]:
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return {k: v for row in rows for k, v in row.items() if v}  # the last value of every column
+
+
+def test_two_loggers_at_once_both_get_curves_and_final_numbers(two_runs) -> None:
+    """Issue 17, finding 6: any logger besides TensorBoard crashed at the end of the run."""
+    second = two_runs[1]
+    results = json.loads((second / "results.json").read_text())
+    final = _csv_final(second)
+    assert "train/loss" in final and "val/acc" in final
+    assert float(final["final/student_acc_top1"]) == pytest.approx(results["student"]["acc_top1"])
+    assert "seed: 0" in (second / "csv" / "hparams.yaml").read_text()
+    events = EventAccumulator(str(second / "tensorboard"))
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+def test_csv_logger_alone(tmp_path: Path) -> None:
+    proc = run_cli(*QUICK, "method=vanilla", "logger=csv", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert float(_csv_final(tmp_path / "run")["final/student_acc_top1"]) == pytest.approx(results["student"]["acc_top1"])
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_piped_output_has_a_line_per_epoch_the_full_table_and_where_to_look(two_runs) -> None:
+    """Issue 17, finding 8: with stdout not a terminal nothing was printed per epoch, train.log
+    held two lines, and the final table wrapped at 80 columns."""
+    first = two_runs[0]
+    stdout = (first.parent / "first.stdout").read_text()
+    for text in (stdout, (first / "train.log").read_text()):
+        lines = [line for line in text.splitlines() if "epoch " in line and "train/loss" in line]
+        assert len(lines) == 2, text[-3000:]  # trainer.max_epochs=2
+        assert "epoch 2/2" in lines[1] and "val/acc" in lines[1] and "ETA 0:00:00" in lines[1]
+    caption = next(line for line in stdout.splitlines() if "MACs: torch.utils.flop_counter" in line)
+    assert "MB = 10^6 bytes of state_dict." in caption  # printed whole on one line, not wrapped at 80
+    assert "Teacher: trained now, cached as" in stdout
+    table = (first / "results.md").read_text()
+    assert "| top-1 accuracy |" in table and "teacher / student" in table
+    assert f"Run folder: {first}" in stdout and f"tensorboard --logdir {first}" in stdout

@@ -105,13 +105,30 @@ CASES: dict[str, tuple[tuple[str, ...], int, tuple[str, ...]]] = {
     "cohort": (("method=dml", "method.cohort=[cnn_tiny]"), 2, ("method.cohort must be a list of at least 2",)),
     # resuming without a checkpoint, or from a file that is not a training checkpoint
     "resume_none": (
-        ("ckpt_path=last", "callbacks.model_checkpoint.dirpath={empty}/checkpoints"),
+        ("ckpt_path=last", "callbacks.last_checkpoint.dirpath={empty}/checkpoints"),
         2,
         ("ckpt_path=last: there is no checkpoint to resume", "checkpoints/last.ckpt does not exist"),
     ),
     "resume_corrupt": (("ckpt_path=last",), 2, ("ckpt_path=last", "cannot be read as a Lightning checkpoint")),
     "resume_foreign": (("ckpt_path={good}",), 2, ("is not a Lightning training checkpoint",)),
+    # trainer, data, seed and optimizer options (kdexp.checks), before the teacher's trainer starts
+    "max_epochs_forever": (("trainer.max_epochs=-1",), 2, ("trainer.max_epochs=-1 must be >= 1",)),
+    "max_epochs_zero": (("trainer.max_epochs=0",), 2, ("trainer.max_epochs=0 must be >= 1",)),
+    "accumulate": (("trainer.accumulate_grad_batches=0",), 2, ("trainer.accumulate_grad_batches=0 must be >= 1",)),
+    "precision": (("trainer.precision=8",), 2, ("trainer.precision='8' is unknown", "bf16-mixed")),
+    "precision_cpu": (("trainer.accelerator=cpu", "trainer.precision=16-mixed"), 2, ("needs a GPU", "bf16-mixed")),
+    "num_workers": (("data.num_workers=-2",), 2, ("data.num_workers=-2 must be >= 0",)),
+    "batch_size": (("data.batch_size=0",), 2, ("data.batch_size=0 must be >= 1",)),
+    "seed": (("seed=abc",), 2, ("seed='abc' must be an integer",)),
+    "lr_zero": (("optimizer.lr=0",), 2, ("optimizer.lr=0 must be a number > 0",)),
+    "weights_zero": (("method.ce_weight=0", "method.kd_weight=0"), 2, ("every loss weight is 0",)),
+    "cache_is_file": (("paths.cache_dir={text}",), 2, ("paths.cache_dir=", "is a file, not a folder")),
+    "ckpt_is_dir": (("teacher.checkpoint={empty}",), 2, ("teacher.checkpoint=", "is a folder")),
 }
+CASES["path_tilde"] = (("data=fashion_mnist", "data.root=~/fmnist"), 2, ("data.root='~/fmnist'", "Quote the value", "not expanded"))
+CASES["path_non_ascii"] = (("data=fashion_mnist", "data.root=/tmp/dätä"), 2, ("data.root='/tmp/dätä'", "Quote the value"))
+if not torch.cuda.is_available():
+    CASES["gpu_missing"] = (("trainer=gpu",), 2, ("trainer.accelerator=gpu", "no usable GPU", "trainer=cpu"))
 
 
 def fill(override: str, paths: dict[str, Path]) -> str:

@@ -122,9 +122,9 @@ def test_profile_model_fields_and_json():
     assert json.loads(json.dumps(d)) == d
     assert set(d) == {
         "params", "trainable_params", "size_mb", "macs", "latency_ms_b1", "latency_iqr_ms_b1",
-        "throughput_ips", "throughput_batch", "device", "threads",
+        "throughput_ips", "throughput_batch", "device", "threads", "timing", "latency_noisy",
     }
-    assert all(isinstance(v, (int, float, str)) for v in d.values())
+    assert all(isinstance(v, (int, float, str, bool)) for v in d.values())
 
 
 def test_default_threads_and_thread_setting_restored():
@@ -283,3 +283,37 @@ def test_profile_on_cuda_leaves_cpu_model_on_cpu():
     assert prof.latency_ms_b1 > 0 and prof.throughput_ips > 0 and prof.latency_iqr_ms_b1 >= 0
     assert prof.macs == 8 * 28 * 28 * 9 + 8 * 14 * 14 * 10
     _assert_same(before, _snapshot(model))
+
+
+def test_timing_store_measures_an_architecture_once_under_the_same_conditions(tmp_path) -> None:
+    """Issue 17, finding 5: one model timed separately in every run gave 0.55-2.72 ms in one sweep."""
+    from kdexp.profile import TimingStore, profile_model
+
+    store = TimingStore(tmp_path / "timings.json")
+    first, second = nn.Sequential(nn.Linear(8, 4)), nn.Sequential(nn.Linear(8, 4))  # same architecture
+    a = profile_model(first, (8,), threads=1, throughput_batch=4, min_run_time=0.01, store=store)
+    assert a.timing == "measured" and len(store.read()) == 1
+    (key,) = store.read()
+    # A steady entry (the one just measured may be noisy on a busy machine) is reused as it is.
+    store.put(key, {"latency_ms_b1": 0.5, "latency_iqr_ms_b1": 0.01, "throughput_ips": 1234.0})
+    b = profile_model(second, (8,), threads=1, throughput_batch=4, min_run_time=0.01, store=store)
+    assert b.timing == "reused" and not b.latency_noisy
+    assert (b.latency_ms_b1, b.latency_iqr_ms_b1, b.throughput_ips) == (0.5, 0.01, 1234.0)
+    other = profile_model(nn.Sequential(nn.Linear(8, 5)), (8,), threads=1, throughput_batch=4, min_run_time=0.01,
+                          store=store)
+    assert other.timing == "measured" and len(store.read()) == 2  # another architecture: its own entry
+    profile_model(first, (8,), threads=1, throughput_batch=8, min_run_time=0.01, store=store)
+    assert len(store.read()) == 3  # other conditions (throughput batch): another entry
+
+
+def test_a_timing_whose_spread_is_as_large_as_its_median_is_flagged(tmp_path) -> None:
+    from kdexp.profile import TimingStore, noisy, profile_model, timing_key
+
+    assert noisy(1.0, 1.0) and not noisy(1.0, 0.1)
+    model = nn.Sequential(nn.Linear(8, 4))
+    store = TimingStore(tmp_path / "timings.json")
+    key = timing_key(model, (8,), torch.device("cpu"), 1, 4)
+    store.put(key, {"latency_ms_b1": 1.0, "latency_iqr_ms_b1": 5.0, "throughput_ips": 1.0})  # hopelessly noisy
+    prof = profile_model(model, (8,), threads=1, throughput_batch=4, min_run_time=0.01, store=store)
+    assert prof.timing == "measured"  # a noisy entry is never reused ...
+    assert store.get(key)["latency_iqr_ms_b1"] / store.get(key)["latency_ms_b1"] < 5.0  # ... and is replaced

@@ -87,13 +87,13 @@ def resume_runs(tmp_path_factory) -> dict:
             assert (run_dir / "checkpoints" / "last.ckpt").is_file()
             proc.send_signal(sig)
             rc = proc.wait(timeout=900)
-            failure = run_dir / "failure.json"
+            record = run_dir / "results.json"
             out[sig] = {
                 "rc": rc,
                 "run_dir": run_dir,
                 "log": (tmp / f"{sig.name}.log").read_text(),
                 "left": sorted(p.name for p in run_dir.iterdir()),
-                "failure": json.loads(failure.read_text()) if failure.exists() else None,
+                "failure": json.loads(record.read_text())["run"].get("failure") if record.exists() else None,
             }
         assert full.wait(timeout=900) == 0, (tmp / "full.log").read_text()[-3000:]
         resumed = {
@@ -117,7 +117,7 @@ def claims_completion(run_dir: Path) -> bool:
     if not path.exists():
         return False
     run = json.loads(path.read_text())["run"]
-    return run.get("complete", False) or run.get("status") != "failed"
+    return run.get("complete", False) or run.get("status") not in ("failed", "interrupted")
 
 
 def test_sigterm_exits_nonzero_keeps_checkpoints_and_claims_nothing(resume_runs) -> None:
@@ -127,8 +127,11 @@ def test_sigterm_exits_nonzero_keeps_checkpoints_and_claims_nothing(resume_runs)
     assert "kdexp: interrupted: received SIGTERM" in run["log"] and "ckpt_path=last" in run["log"]
     assert "checkpoints" in run["left"]  # (its results.json, if any, recorded the failure: see failure)
     # Lightning stops after the batch it was in; the last checkpoint is the last finished epoch's.
-    assert run["failure"]["status"] == "interrupted" and run["failure"]["epoch"] == 1
+    assert run["failure"]["kind"] == "interrupted" and run["failure"]["epoch"] == 1
+    assert run["failure"]["signal"] == "SIGTERM" and run["failure"]["step"] >= 4
     assert run["failure"]["last_checkpoint"].endswith("last.ckpt")
+    assert "it holds the end of epoch 0" in run["log"]  # names the epoch last.ckpt holds
+    assert not (run["run_dir"] / "failure.json").exists()  # one record: results.json
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -147,8 +150,8 @@ def test_killed_run_resumed_with_ckpt_path_last_matches_the_uninterrupted_run(re
     b = torch.load(run["run_dir"] / "student.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit the same weights
     if sig == signal.SIGTERM:  # the interruption is recorded in the finished run's results
-        assert resumed["run"]["earlier_failures"][0]["status"] == "interrupted"
-        assert not (run["run_dir"] / "failure.json").exists()
+        assert resumed["run"]["earlier_failures"][0]["kind"] == "interrupted"
+        assert resumed["run"]["status"] == "complete" and "failure" not in resumed["run"]
 
 
 def test_checkpoints_hold_plain_containers(resume_runs) -> None:
@@ -156,7 +159,8 @@ def test_checkpoints_hold_plain_containers(resume_runs) -> None:
     ckpt = torch.load(resume_runs["full"] / "checkpoints" / "last.ckpt", weights_only=True)
     hparams = ckpt["hyper_parameters"]
     assert type(hparams) is dict and type(hparams["method"]) is dict and type(hparams["optimizer"]) is dict
-    assert ckpt["epoch"] == 2 and "loops" in ckpt  # saved at the last (0-based) epoch's validation
+    assert ckpt["epoch"] == 3 and "loops" in ckpt  # the last (0-based) epoch, whatever its val/acc
+    assert type(ckpt["kdexp"]["fingerprint"]) is dict and ckpt["kdexp"]["max_epochs"] == 4
 
 
 def test_extending_a_finished_run_keeps_its_results(resume_runs) -> None:
@@ -187,8 +191,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert "last good checkpoint is kept" in proc.stderr
     run_dir = tmp_path / "run"
     assert not claims_completion(run_dir)
-    failure = json.loads((run_dir / "failure.json").read_text())
-    assert failure["status"] == "non_finite_loss" and failure["epoch"] == 1
+    failure = results(run_dir)["run"]["failure"]
+    assert failure["kind"] == "training failed" and failure["epoch"] == 1
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
@@ -230,8 +234,10 @@ def test_read_only_log_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert f"{read_only} is not writable" in proc.stderr
 
 
-@pytest.mark.parametrize("full", ["checkpoints", "results.json.tmp"])
-def test_full_disk_is_a_clear_error(tmp_path: Path, full: str) -> None:
+@pytest.mark.parametrize("full, named", [("checkpoints", "checkpoints"), (".results.json.", "results.json")])
+def test_full_disk_is_a_clear_error(tmp_path: Path, full: str, named: str) -> None:
+    """``full``: where writes fail (a prefix: the writer's temporary files start with '.<name>.');
+    the message names the file being written (``named``), never a temporary file."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
            "KDEXP_TEST_FULL": str(run_dir / full)}
@@ -239,6 +245,7 @@ def test_full_disk_is_a_clear_error(tmp_path: Path, full: str) -> None:
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    assert f"kdexp: cannot write output: {run_dir / full}" in proc.stderr
+    assert f"kdexp: cannot write output: {run_dir / named}" in proc.stderr and ".tmp" not in proc.stderr
     assert "No space left on device" in proc.stderr
     assert not claims_completion(run_dir)
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]  # no partial file left

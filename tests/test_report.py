@@ -85,3 +85,41 @@ def test_cli_writes_markdown_csv_and_plots_and_fails_on_empty(tmp_path: Path) ->
     for plot in ("acc_vs_latency.png", "acc_vs_size.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
     assert main([str(tmp_path / "a" / ".hydra")]) == 1
+
+
+def test_runs_that_differ_in_data_teacher_or_student_settings_are_not_merged(tmp_path: Path) -> None:
+    """Issue 17, finding 4: two sweeps at batch size 64 and 128 came out as one row with n = 2."""
+    for batch in (64, 128):
+        for seed in (0, 1):
+            folder = tmp_path / f"b{batch}" / f"s{seed}"
+            fake_run(folder, "kd", seed, 0.9, overrides=(f"data.batch_size={batch}",))
+            config = folder / ".hydra" / "config.yaml"
+            config.write_text(config.read_text() + f"data:\n  name: fashion_mnist\n  batch_size: {batch}\n"
+                              f"seed: {seed}\npaths:\n  output_dir: {folder}\n")
+    fake_run(tmp_path / "t" / "s0", "kd", 0, 0.9, overrides=("teacher.train.max_epochs=8", "data.batch_size=64"))
+    rows = summarise(find_runs([tmp_path]))
+    by_setting = {r["setting"]: r for r in rows}
+    assert set(by_setting) == {"data.batch_size=64", "data.batch_size=128",
+                               "data.batch_size=64 teacher.train.max_epochs=8"}
+    assert by_setting["data.batch_size=64"]["n"] == 2 and by_setting["data.batch_size=128"]["n"] == 2
+    assert "data.batch_size=128" in by_setting["data.batch_size=128"]["options"]
+
+
+def test_rows_price_the_comparison_and_flag_noisy_timings(tmp_path: Path) -> None:
+    """Issue 17, finding 5: single noisy timings were trusted, and training cost was not shown."""
+    for seed, (source, duration, iqr) in enumerate((("trained", 100.0, 0.01), ("cache", 60.0, 0.5), ("cache", 62.0, 0.01))):
+        folder = tmp_path / f"kd{seed}"
+        fake_run(folder, "kd", seed, 0.9)
+        results = json.loads((folder / "results.json").read_text())
+        results["run"].update(duration_s=duration, teacher_source={"source": source})
+        results["student"]["latency_iqr_ms_b1"] = iqr
+        results["student"]["latency_noisy"] = iqr > 0.025
+        (folder / "results.json").write_text(json.dumps(results))
+    (row,) = summarise(find_runs([tmp_path]))
+    assert row["teacher_cache_hits"] == "2/3"
+    assert row["train_time_s"] == pytest.approx(74.0)
+    assert row["latency_noisy"] is True
+    assert main([str(tmp_path)]) == 0
+    table = (tmp_path / "report.md").read_text()
+    assert "| 0.1 ⚠ | 5.0× ⚠ | 74 | 2/3 |" in table
+    assert (tmp_path / "acc_vs_train_time.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kdexp.sweep import job_dirname, relaunches
+from kdexp.sweep import job_dirname, job_name, relaunches
 from tests.conftest import run_cli
 
 
@@ -18,6 +18,16 @@ def test_job_folder_names_stay_short_and_distinct() -> None:
     long_a, long_b = "x" * 300 + "=1", "x" * 300 + "=2"
     assert len(job_dirname(long_a)) <= 120 and job_dirname(long_a) != job_dirname(long_b)
     assert "/" not in job_dirname("data.root=/a/b")
+
+
+def test_job_names_show_only_the_swept_keys() -> None:
+    """Issue 17, finding 3: constant overrides buried the swept part and ended in a hash."""
+    argv = ["-m", "method=vanilla,kd", "seed=range(2)", "+teacher.train.limit_train_batches=0.2",
+            "teacher.train.max_epochs=1", "trainer.limit_train_batches=0.2", "data=fake"]
+    task = ["+teacher.train.limit_train_batches=0.2", "method=kd", "seed=0", "teacher.train.max_epochs=1",
+            "trainer.limit_train_batches=0.2", "data=fake"]
+    assert job_name(task, argv) == "method=kd,seed=0"
+    assert job_name(["a=1", "b=2"], ["a=1", "b=2"]) == "a=1,b=2"  # nothing swept: every override
 
 
 @pytest.mark.parametrize(
@@ -54,7 +64,7 @@ def test_a_2x2_multirun_reports_the_mean_and_std_of_its_results(tmp_path: Path) 
     assert len(files) == 4
     for i, (method, seed) in enumerate((m, s) for m in ("vanilla", "kd") for s in (0, 1)):
         (name,) = [f.parent.name for f in files if f.parent.name.startswith(f"{i}_")]
-        assert f"method={method}" in name and f"seed={seed}" in name  # readable job folders
+        assert name == f"{i}_method={method},seed={seed}"  # the swept keys only, not SWEEP's constants
     by_method: dict[str, list[float]] = {}
     for f in files:
         results = json.loads(f.read_text())
@@ -65,6 +75,16 @@ def test_a_2x2_multirun_reports_the_mean_and_std_of_its_results(tmp_path: Path) 
         assert float(rows[method]["student_acc_last_std"]) == pytest.approx(statistics.stdev(accs))
         assert rows[method]["n"] == "2"
     assert (sweep_dir / "report.md").is_file()
+    # Issue 17, finding 2: the HParams tab's columns come from one summary at the sweep's root, the
+    # union of all runs, not from the first run read (here a vanilla one, without teacher or KD options).
+    columns, metrics = _hparams_experiment(sweep_dir)
+    assert columns[:2] == ["method", "seed"]  # the swept keys first
+    assert {"method.temperature", "teacher", "student", "trainer.max_epochs", "data.train_size"} <= set(columns)
+    assert metrics[:4] == ["final/student_acc_top1", "final/teacher_acc_top1", "final/agreement_top1",
+                           "final/speedup_latency_b1"]
+    for run in sweep_dir.glob("*/tensorboard"):
+        session, experiment = _hparams_tags(run)
+        assert session and not experiment  # a session per run, no per-run experiment summary
     # The teacher was trained once for the whole sweep and shared through the cache.
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
 
@@ -98,3 +118,62 @@ def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None
     assert len(trials) == 2
     assert best.best_value == pytest.approx(max(t["student"]["val_acc_top1"] for t in trials))
     assert set(best.best_params) == {"method.temperature", "method.kd_weight", "method.ce_weight"}
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_stops_the_whole_sweep_and_says_how_to_resume_it(tmp_path: Path, sig: str, code: int) -> None:
+    """Issue 17, finding 7: SIGTERM ended only the current job and the sweep went on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    sweep_dir, marker = tmp_path / "sweep", tmp_path / "paused"
+    tests = str(REPO / "tests")
+    env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "kdexp.train", "-m", *SWEEP, "method=vanilla", "logger=none", "seed=0,1",
+           f"hydra.sweep.dir={sweep_dir}", "+callbacks.pause._target_=crash_helpers.PauseMidEpoch",
+           f"+callbacks.pause.marker={marker}", "+callbacks.pause.epoch=0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate()[1][-3000:]
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err[-3000:]
+    assert [p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] == ["0_seed=0"]
+    record = json.loads((sweep_dir / "0_seed=0" / "results.json").read_text())
+    assert record["run"]["status"] == "interrupted"
+    assert "no further job starts" in err and f"hydra.sweep.dir={sweep_dir} auto_resume=always" in err
+    assert "Resume with ckpt_path=last" not in err  # not a single run's advice
+
+
+def _hparams_tags(folder: Path) -> tuple[bool, bytes | None]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    try:
+        tags = events.PluginTagToContent("hparams")
+    except KeyError:  # no hparams data at all
+        tags = {}
+    return "_hparams_/session_start_info" in tags, tags.get("_hparams_/experiment")
+
+
+def _hparams_experiment(folder: Path) -> tuple[list[str], list[str]]:
+    from tensorboard.plugins.hparams import metadata
+
+    _, content = _hparams_tags(folder)
+    assert content is not None, f"no experiment summary in {folder}"
+    experiment = metadata.parse_experiment_plugin_data(content)
+    return [h.name for h in experiment.hparam_infos], [m.name.tag for m in experiment.metric_infos]

@@ -102,3 +102,45 @@ def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> 
     assert len(calls) == 1
     assert sorted(sources) == ["cache", "cache", "trained"]
     assert len(list((tmp_path / "cache").glob("cnn_tiny-*.pt"))) == 1
+
+
+# --- issue 17, finding 1: a debug run must not poison the cache --------------------------------
+def _provide(tmp_path: Path, trainer_cfg: dict, teacher: dict = TEACHER):
+    dm = FakeDataModule(image_shape=(1, 28, 28), train_size=64, test_size=32, batch_size=32)
+    dm.setup("fit")
+    architecture = build_model(teachers.architecture_cfg(teacher), 10, 1)
+    return teachers.provide_teacher(architecture, teacher, DATA, dm, trainer_cfg, tmp_path / "cache", tmp_path / "log")
+
+
+def test_a_debug_run_trains_its_teacher_uncached_and_the_next_run_trains_the_real_one(tmp_path: Path) -> None:
+    _, debug = _provide(tmp_path, {"fast_dev_run": True, "max_epochs": 1})
+    assert debug["source"] == "trained" and debug["cached"] is False
+    assert "trainer.fast_dev_run=True" in debug["summary"] and "not cached" in debug["summary"]
+    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing a later run could reuse
+    _, real = _provide(tmp_path, {"max_epochs": 1})
+    assert real["source"] == "trained" and real["epochs"] == 1  # the recipe's epoch, not one step
+    _, again = _provide(tmp_path, {"max_epochs": 1})
+    assert again["source"] == "cache" and again["epochs"] == 1
+    assert again["summary"].startswith(f"cache {again['key'][:4]}…, trained 1 epoch, test ")
+
+
+def test_run_level_training_settings_never_reach_the_teacher() -> None:
+    run = {"accelerator": "cpu", "precision": "32-true", "max_epochs": 9, "max_steps": 3, "max_time": "00:00:01",
+           "limit_train_batches": 2, "gradient_clip_val": 1.0, "accumulate_grad_batches": 4, "devices": 1}
+    kwargs = teachers.teacher_trainer_kwargs(TEACHER["train"], run)
+    assert kwargs == {"accelerator": "cpu", "precision": "32-true", "max_epochs": 1}
+    assert set(teachers.student_only_settings(run)) == {
+        "max_steps", "max_time", "limit_train_batches", "gradient_clip_val", "accumulate_grad_batches"}
+    # The recipe can set them for the teacher, and then they are part of its key.
+    recipe = {**TEACHER["train"], "limit_train_batches": 2}
+    assert teachers.teacher_trainer_kwargs(recipe, run)["limit_train_batches"] == 2
+    assert teachers.teacher_cache_key({**TEACHER, "train": recipe}, DATA) != teachers.teacher_cache_key(TEACHER, DATA)
+    # Settings that reach the teacher and change its weights change its key.
+    assert teachers.teacher_cache_key(TEACHER, DATA, {"deterministic": True}) != teachers.teacher_cache_key(TEACHER, DATA)
+    assert teachers.teacher_cache_key(TEACHER, DATA, run) == teachers.teacher_cache_key(TEACHER, DATA)
+
+
+def test_provenance_lines() -> None:
+    assert teachers.provenance({"source": "checkpoint", "path": "/w/t.pt"}) == "checkpoint /w/t.pt"
+    line = teachers.provenance({"source": "cache", "key": "95a9abcd", "epochs": 4, "test_acc": 0.9305})
+    assert line == "cache 95a9…, trained 4 epochs, test 93.05%"

@@ -71,9 +71,23 @@ class CIFARDataModule(TensorDataModule):
                     f"({type(err).__name__}: {err}); download it elsewhere and copy {folder}/ into data.root"
                 ) from None
         return {
-            "train": read_cifar_batches([base / n for n in train_files], label_key),
-            "test": read_cifar_batches([base / n for n in test_files], label_key),
+            "train": self._read([base / n for n in train_files], label_key),
+            "test": self._read([base / n for n in test_files], label_key),
         }
+
+    def _read(self, paths: list[Path], label_key: str) -> tuple[Tensor, Tensor]:
+        """``read_cifar_batches``, a damaged file reported by name with how to get a good copy."""
+        parts = []
+        for path in paths:
+            try:
+                parts.append(read_cifar_batches([path], label_key))
+            except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError, IndexError) as err:
+                raise ValueError(
+                    f"data.root={self.root!r}: {path} is not a readable {self.title} batch file (truncated, "
+                    f"corrupt or of another data set: {type(err).__name__}: {err}). Get a good copy: delete "
+                    f"{path.parent}/ and run with data.download=true (torchvision checks the archive's md5)"
+                ) from None
+        return torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
 
 
 class CIFAR10DataModule(CIFARDataModule):

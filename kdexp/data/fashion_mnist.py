@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,37 @@ class FashionMNISTDataModule(TensorDataModule):
         folder = find_idx_root(self.root, self.download_dir)
         splits = {}
         for split, (images_file, labels_file) in FILES.items():
-            images = torch.from_numpy(read_idx(folder / images_file).copy()).unsqueeze(1)
-            labels = torch.from_numpy(read_idx(folder / labels_file).astype(np.int64))
+            images = torch.from_numpy(read_checked(folder / images_file, self.root).copy()).unsqueeze(1)
+            labels = torch.from_numpy(read_checked(folder / labels_file, self.root).astype(np.int64))
+            if images.ndim != 4 or images.shape[2:] != (28, 28) or labels.ndim != 1:
+                raise ValueError(bad_file(folder / images_file, self.root, f"holds shape {tuple(images.shape)}, not N x 28 x 28 images"))
+            if len(labels) != len(images) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < 10):
+                raise ValueError(bad_file(
+                    folder / labels_file, self.root,
+                    f"holds {len(labels)} labels for {len(images)} images in {images_file} (or labels outside 0-9): "
+                    "a file of another split or data set",
+                ))
             splits[split] = (images, labels)
         return splits
+
+
+def bad_file(path: Path, root: str | None, problem: str) -> str:
+    """The message for a damaged data file: which file, what is wrong, how to get a good copy."""
+    where = f"data.root={root!r}" if root else "Fashion-MNIST"
+    return (
+        f"{where}: {path} {problem}. Get a good copy: reinstall Debian's package "
+        "(apt-get install --reinstall dataset-fashion-mnist), or delete the file so that it is "
+        "downloaded again (data.root=null, data.download_dir=...)"
+    )
+
+
+def read_checked(path: Path, root: str | None) -> np.ndarray:
+    """``read_idx`` with a damaged file (truncated, corrupt, not gzip) reported as a ValueError."""
+    try:
+        return read_idx(path)
+    except gzip.BadGzipFile as err:
+        raise ValueError(bad_file(path, root, f"is not a valid gzip file ({err})")) from None
+    except (EOFError, zlib.error) as err:
+        raise ValueError(bad_file(path, root, f"is truncated or corrupt ({type(err).__name__}: {err})")) from None
+    except (ValueError, struct.error) as err:
+        raise ValueError(bad_file(path, root, f"is not a valid IDX file ({err})")) from None
