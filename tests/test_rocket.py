@@ -33,7 +33,8 @@ def grads(module, x, y, terms_used):
 def test_hint_loss_is_the_squared_l2_distance_of_the_logits() -> None:
     light = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
     booster = torch.tensor([[0.0, 0.0, 0.0], [3.0, 0.0, -4.0]])
-    assert rocket_hint_loss(light, booster).item() == pytest.approx((5.0 + 25.0) / 2)
+    # ‖l − z‖² = 5 and 25 over C = 3 classes, averaged over the batch of 2.
+    assert rocket_hint_loss(light, booster).item() == pytest.approx((5.0 + 25.0) / 3 / 2)
 
 
 def test_booster_is_trainable_and_a_registered_child() -> None:
