@@ -166,7 +166,9 @@ def register_resolvers() -> None:
 register_resolvers()  # before Hydra composes configs/hydra (kdexp.train imports this module)
 
 
-def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path, auto_resume: str = "slurm") -> str | None:
+def resume_checkpoint(
+    ckpt_path: str | None, output_dir: str | Path, auto_resume: str = "slurm", last: str | Path | None = None
+) -> str | None:
     """The checkpoint ``fit`` resumes from: ``ckpt_path`` if given, else (auto-resume) the newest of
     ``<output_dir>/checkpoints/last.ckpt`` and Lightning's ``<output_dir>/hpc_ckpt_*.ckpt``.
 
@@ -178,7 +180,8 @@ def resume_checkpoint(ckpt_path: str | None, output_dir: str | Path, auto_resume
     if auto_resume == "never" or (auto_resume == "slurm" and not in_slurm_job()):
         return None
     output_dir = Path(output_dir)
-    found = [p for p in (output_dir / LAST_CHECKPOINT, *output_dir.glob(HPC_PATTERN)) if p.is_file()]
+    last = Path(last) if last is not None else output_dir / LAST_CHECKPOINT  # the run folder's (kdexp.run.folder)
+    found = [p for p in (last, *output_dir.glob(HPC_PATTERN)) if p.is_file()]
     if not found:
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)

@@ -53,6 +53,9 @@ MEAN = {  # averaged over seeds (timings: the median)
     "student_latency_iqr_ms": ("student", "latency_iqr_ms_b1"),
     "teacher_latency_iqr_ms": ("teacher", "latency_iqr_ms_b1"),
     "train_time_s": ("run", "duration_s"),
+    # profile.runtimes=[torch,onnxruntime] (kdexp.runtimes): the exported student in ONNX Runtime
+    "student_latency_ms_onnxruntime": ("student", "latency_ms_b1_onnxruntime"),
+    "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
 }
 
 
@@ -60,7 +63,7 @@ MEAN = {  # averaged over seeds (timings: the median)
 def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """Every run's results.json under ``paths`` (files or folders), with its options attached.
 
-    Born-Again generations (``gen<k>/``) are parts of their chain's run, not runs of their own.
+    The runs of a chain (e.g. Born-Again's ``gen<k>/``) are parts of their chain's run, not runs of their own.
     """
     runs = []
     for root in paths:
@@ -72,7 +75,7 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
                 print(f"kdexp-report: skipping unreadable {file}: {err}", file=sys.stderr)
                 continue
             run = results.get("run", {})
-            if "generation" in run:
+            if "chain_step" in run:  # one run of a chain, reported by the chain
                 continue
             results["_dir"] = str(file.parent)
             method_options, overrides = run_options(file.parent)
@@ -212,7 +215,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, path in MEAN.items():
             values = [v for m in done if (v := _get(m, path)) is not None]
             # Timings: the median, which one run on a busy machine cannot drag away.
-            average = statistics.median if "latency" in name or name == "speedup" else statistics.fmean
+            average = statistics.median if "latency" in name or name.startswith("speedup") else statistics.fmean
             row[name] = average(values) if values else None
         row["latency_noisy"] = any(
             m.get(role, {}).get("latency_noisy") for m in done for role in ("student", "teacher")
@@ -278,6 +281,17 @@ SHORT_HEADERS = [  # the console table: narrow enough for a terminal
 ]
 
 
+ORT_HEADERS = ["student ONNX Runtime latency b=1 (ms)", "ONNX Runtime speed-up"]
+ORT_SHORT_HEADERS = ["ORT ms b=1", "ORT speed-up"]
+
+
+def ort_cells(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:
+    """ONNX Runtime columns, beside the eager ones, when any row was timed there."""
+    if not any(r.get("student_latency_ms_onnxruntime") is not None for r in rows):
+        return []
+    return [_num(row.get("student_latency_ms_onnxruntime"), "ms"), _num(row.get("speedup_onnxruntime"), "x")]
+
+
 def shared_options(rows: list[dict[str, Any]]) -> list[str]:
     """Options every row has (e.g. a sweep-wide trainer.max_epochs=2): said once, in the caption."""
     sets = [set(row["options"].split()) for row in rows]
@@ -323,19 +337,20 @@ def _caption(shared: list[str]) -> str:
 def rows_table(rows: list[dict[str, Any]]) -> Table:
     shared = shared_options(rows)
     table = Table(title=_title(rows), caption=_caption(shared))
-    for header in SHORT_HEADERS:
+    for header in SHORT_HEADERS + (ORT_SHORT_HEADERS if rows and ort_cells(rows, rows[0]) else []):
         numeric = header not in SHORT_HEADERS[:3]
         table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric, min_width=None if numeric else 8)
     for row in rows:
-        table.add_row(*row_cells(row, shared), style="red" if row["failed"] and not row["n"] else None)
+        table.add_row(*row_cells(row, shared), *ort_cells(rows, row), style="red" if row["failed"] and not row["n"] else None)
     return table
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
     shared = shared_options(rows)
-    lines = [f"**{_title(rows)}**", "", "| " + " | ".join(HEADERS) + " |"]
-    lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(HEADERS))) + "|")
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared)) + " |" for row in rows]
+    headers = HEADERS + (ORT_HEADERS if rows and ort_cells(rows, rows[0]) else [])
+    lines = [f"**{_title(rows)}**", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared) + ort_cells(rows, row)) + " |" for row in rows]
     lines += ["", _caption(shared)]
     errors = [e for row in rows for e in row["errors"]]
     if errors:

@@ -29,6 +29,10 @@ def comparison(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, fl
         "macs_ratio": _ratio(teacher.get("macs"), student.get("macs")),
         "speedup_latency_b1": _ratio(teacher.get("latency_ms_b1"), student.get("latency_ms_b1")),
         "speedup_throughput": _ratio(student.get("throughput_ips"), teacher.get("throughput_ips")),
+        **({  # profile.runtimes=[...,onnxruntime] (kdexp.runtimes): the deployed speed-up
+            "speedup_latency_b1_onnxruntime": _ratio(teacher.get("latency_ms_b1_onnxruntime"), student.get("latency_ms_b1_onnxruntime")),
+            "speedup_throughput_onnxruntime": _ratio(student.get("throughput_ips_onnxruntime"), teacher.get("throughput_ips_onnxruntime")),
+        } if "latency_ms_b1_onnxruntime" in student else {}),
     }
 
 
@@ -155,20 +159,21 @@ ROWS = [  # (label, key, format, comparison key)
     ("latency b=1 (ms, median)", "latency_ms_b1", "ms", "speedup_latency_b1"),
     ("latency b=1 IQR (ms)", "latency_iqr_ms_b1", "ms", None),
     ("throughput (img/s)", "throughput_ips", "g", "speedup_throughput"),
+    ("ONNX Runtime latency b=1 (ms)", "latency_ms_b1_onnxruntime", "ms", "speedup_latency_b1_onnxruntime"),
+    ("ONNX Runtime throughput (img/s)", "throughput_ips_onnxruntime", "g", "speedup_throughput_onnxruntime"),
 ]
 
 
 def result_columns(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(header, stats) for every model the run reports, in a sensible order."""
     run = results["run"]
-    if "generations" in results:  # Born-Again: generation 0 is the teacher
-        return [
-            (f"gen {g['generation']}" + (" (teacher)" if g["generation"] == 0 else ""), g)
-            for g in results["generations"]
-        ]
-    if "cohort" in run:  # DML: every member, best marked
+    field = run.get("members_field")  # a method's several students (its declaration)
+    if field and isinstance(results.get(field), list):  # a chain: member 0 is the teacher
+        key, label = run.get("member_key", "step"), run.get("member_label", "step")
+        return [(f"{label} {m[key]}" + (" (teacher)" if m[key] == 0 else ""), m) for m in results[field]]
+    if field and field in run:  # side by side: every member, best marked
         columns = [("teacher", results["teacher"])] if results.get("teacher") else []
-        for role in run["cohort"]:
+        for role in run[field]:
             mark = " (best)" if role == run.get("best_student") else ""
             columns.append((f"{role}{mark}", results[role]))
         return columns
@@ -177,7 +182,7 @@ def result_columns(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def results_table(results: dict[str, Any]) -> Table:
-    """Teacher vs student (and every generation or cohort member), with the ratios."""
+    """Teacher vs student (and every member of a chain or of several students), with the ratios."""
     run, cmp = results["run"], results.get("comparison", {})
     columns = result_columns(results)
     pair = len(columns) == 2 and bool(results.get("teacher"))

@@ -16,7 +16,6 @@ The cache is safe to share:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,6 +30,7 @@ import torch
 
 from kdexp.data import ImageDataModule
 from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
+from kdexp.metric_names import metric_prefix
 from kdexp.models import BuiltModel, build_model
 
 log = logging.getLogger(__name__)
@@ -216,14 +216,12 @@ def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (fcntl), held for the ``with`` block."""
+    """An exclusive lock across processes (filelock: flock on POSIX, msvcrt on Windows), held for the ``with`` block."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 class TeacherLogger(pl.loggers.TensorBoardLogger):
@@ -266,8 +264,10 @@ def train_teacher(
         enable_checkpointing=False,
         default_root_dir=str(log_dir),
     )
-    trainer = pl.Trainer(
-        **kwargs,
+    from kdexp.run.build import build_trainer  # the one trainer factory: the student's NaN guard too
+
+    trainer = build_trainer(
+        kwargs,
         logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False),
         callbacks=[pl.callbacks.RichProgressBar(), *(callbacks or [])],
     )
@@ -275,7 +275,8 @@ def train_teacher(
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
     epochs = trainer.current_epoch
     (metrics,) = trainer.test(module, datamodule, verbose=False)
-    return {"epochs": epochs, **{k.replace("test/student_", "test_"): float(v) for k, v in metrics.items()}}
+    student = metric_prefix("test", "student")  # the teacher trains as the vanilla method's student
+    return {"epochs": epochs, **{k.replace(student, "test_"): float(v) for k, v in metrics.items()}}
 
 
 def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Shared test helpers: tiny IDX files, and a way to run the CLI in a subprocess."""
+"""Shared test helpers: the tiny-run overrides, the config composed once, a method factory, tiny
+IDX files, and a way to run the CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -9,10 +10,89 @@ import subprocess
 import sys
 from pathlib import Path
 
+import copy
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = str(REPO / "configs")
+
+# A run of a few seconds on CPU: FakeData at 28x28, two small CNNs, one short epoch each.
+TINY_RUN = (
+    "data=fake",
+    "data.image_shape=[1,28,28]",
+    "data.train_size=64",
+    "data.test_size=32",
+    "teacher=cnn_small",
+    "student=cnn_tiny",
+    "trainer.max_epochs=1",
+    "teacher.train.max_epochs=1",
+    "profile.min_run_time=0.05",
+    "profile.throughput_batch=8",
+)
+SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+NO_SCHEDULE = {"name": "none"}
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """``configs/train.yaml`` composed with ``overrides`` as the CLI would, without running it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture(scope="package")
+def tiny_config() -> DictConfig:
+    """The tiny-run config, composed once for the whole test package (read it, do not change it;
+    take a copy with the ``tiny_cfg`` fixture)."""
+    return compose_config(*TINY_RUN)
+
+
+@pytest.fixture
+def tiny_cfg(tiny_config: DictConfig, tmp_path: Path) -> DictConfig:
+    """A private copy of the tiny-run config whose paths all point into ``tmp_path``."""
+    cfg = copy.deepcopy(tiny_config)
+    with open_dict(cfg):
+        cfg.paths = OmegaConf.create(
+            {"root_dir": str(tmp_path), "data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"),
+             "log_dir": str(tmp_path / "outputs"), "output_dir": str(tmp_path / "run")}
+        )
+    return cfg
+
+
+def make_method(
+    name: str = "kd",
+    student: Any = "cnn_tiny",
+    teacher: Any = "cnn_small",
+    *,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int = 10,
+    optimizer: dict[str, Any] | None = None,
+    scheduler: dict[str, Any] | None = None,
+    seed: int | None = 0,
+    **options: Any,
+):
+    """A method module for tests: ``student``/``teacher`` are model names, model configs or
+    BuiltModels (teacher None: none); ``options`` are the method's options."""
+    from kdexp.methods import build_method
+    from kdexp.models import BuiltModel, build_model
+
+    def built(model: Any):
+        if model is None or isinstance(model, BuiltModel):
+            return model
+        return build_model(model if isinstance(model, dict) else {"name": model}, num_classes, input_shape[0])
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    t, s = built(teacher), built(student)
+    return build_method(
+        {"name": name, **options}, s, t, num_classes, input_shape, optimizer or SGD, scheduler or NO_SCHEDULE
+    )
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -8,20 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
-from kdexp.chain import ensemble_accuracy, frozen_copy
-from kdexp.methods import build_method, method_class
+from conftest import make_method, run_cli
+from kdexp.run.chain import ensemble_accuracy, frozen_copy
+from kdexp.methods import method_class
 from kdexp.models import build_model
 
-SGD = {"name": "sgd", "lr": 0.1}
-NONE = {"name": "none"}
 SHAPE = (1, 28, 28)
 
 
 def dml(**options):
-    torch.manual_seed(0)
-    student = build_model({"name": "cnn_tiny"}, 10, 1)
-    return build_method({"name": "dml", **options}, student, None, 10, SHAPE, SGD, NONE)
+    return make_method("dml", teacher=None, **options)
 
 
 def test_dml_cohort_of_mixed_architectures() -> None:
@@ -36,8 +32,8 @@ def test_dml_cohort_of_mixed_architectures() -> None:
 def test_dml_members_start_from_different_weights(options) -> None:
     torch.manual_seed(0)
     student = build_model({"name": "cnn_tiny"}, 10, 1)
-    torch.manual_seed(0)  # as the pipeline does before building the method
-    module = build_method({"name": "dml", **options}, student, None, 10, SHAPE, SGD, NONE)
+    # seed 0 again, as the pipeline does before building the method
+    module = make_method("dml", student, None, **options)
     weights = [m.fc.weight for m in module.members]
     assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
 
@@ -75,7 +71,7 @@ def test_born_again_never_teaches_itself() -> None:
     assert not {id(p) for p in copy.module.parameters()} & {id(p) for p in built.module.parameters()}
     assert not any(p.requires_grad for p in copy.module.parameters())
     with pytest.raises(ValueError, match="shares parameters"):
-        build_method({"name": "born_again"}, built, built, 10, SHAPE, SGD, NONE)
+        make_method("born_again", built, built)
 
 
 class Fixed(nn.Module):

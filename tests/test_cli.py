@@ -91,8 +91,8 @@ def test_second_run_reuses_the_cached_teacher(two_runs) -> None:
 
 def test_wrong_choice_lists_the_options(tmp_path: Path) -> None:
     proc = run_cli("teacher=resnet1000", cache_dir=tmp_path, run_dir=tmp_path / "r")
-    assert proc.returncode != 0
-    assert "Could not find 'teacher/resnet1000'" in proc.stderr and "resnet32x4" in proc.stderr
+    assert proc.returncode == 2
+    assert "teacher.name='resnet1000' is not a registered model" in proc.stderr and "resnet32x4" in proc.stderr
 
 
 def test_bad_checkpoint_fails_before_training(tmp_path: Path) -> None:

@@ -18,10 +18,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import REPO, run_cli
+from conftest import REPO, make_method, run_cli
 from kdexp import distributed, teachers
 from kdexp.data.fake import FakeDataModule
-from kdexp.methods import build_method
 from kdexp.models import build_model
 from kdexp.teachers import teacher_cache_key
 
@@ -136,7 +135,7 @@ def test_eval_sampler_only_inside_a_distributed_evaluation() -> None:
 def test_teacher_is_outside_the_wrapped_module() -> None:
     teacher = build_model({"name": "cnn_small"}, 10, 1)
     student = build_model({"name": "cnn_tiny"}, 10, 1)
-    module = build_method({"name": "kd"}, student, teacher, 10, SHAPE, {"name": "sgd", "lr": 0.1}, {"name": "none"})
+    module = make_method("kd", student, teacher, input_shape=SHAPE, seed=None)
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(module)  # what trainer.sync_batchnorm=true does
     assert not {id(p) for p in teacher.module.parameters()} & {id(p) for p in converted.parameters()}
     assert not any(k.startswith("teacher") for k in converted.state_dict())
@@ -157,7 +156,7 @@ def test_linear_lr_scaling_rule() -> None:
 def test_optimizer_lr_scales_with_world_size_only_when_asked(scale: bool, expected: float) -> None:
     student = build_model({"name": "cnn_tiny"}, 10, 1)
     opt = {"name": "sgd", "lr": 0.1, "scale_lr_with_world_size": scale, "reference_batch_size": 128}
-    module = build_method({"name": "vanilla"}, student, None, 10, SHAPE, opt, {"name": "none"})
+    module = make_method("vanilla", student, None, input_shape=SHAPE, optimizer=opt, seed=None)
     module._trainer = SimpleNamespace(
         world_size=8, accumulate_grad_batches=1, datamodule=SimpleNamespace(batch_size=128), max_epochs=1,
         estimated_stepping_batches=1,

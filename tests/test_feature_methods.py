@@ -11,12 +11,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import REPO, run_cli
-from kdexp.methods import build_method, check_method_cfg
+from conftest import REPO, make_method, run_cli
+from kdexp.methods import check_method_cfg
 from kdexp.models import build_model
 
 SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
-NO_SCHED = {"name": "none"}
 TINY = (1, 28, 28)
 OWN_LOSSES = {"hints": ["hint"], "at": ["at"], "sp": ["sp"], "rkd": ["rkd_distance", "rkd_angle"]}
 PAIRS = [
@@ -30,11 +29,8 @@ PAIRS = [
 
 
 def make(method: str, teacher="cnn_small", student="cnn_tiny", shape=TINY, classes=10, **options):
-    torch.manual_seed(0)
-    t = build_model(teacher if isinstance(teacher, dict) else {"name": teacher}, classes, shape[0])
-    s = build_model(student if isinstance(student, dict) else {"name": student}, classes, shape[0])
-    module = build_method({"name": method, **options}, s, t, classes, shape, SGD, NO_SCHED)
-    return module, t.module, s.module
+    module = make_method(method, student, teacher, input_shape=shape, num_classes=classes, optimizer=SGD, **options)
+    return module, module.teacher, module.student
 
 
 def record_terms(module) -> list[dict]:
@@ -313,7 +309,7 @@ def test_benchmark_pairs_build_every_method_with_its_default_layers(teacher: str
     t = build_model({"name": teacher}, 100, 3)
     s = build_model({"name": student}, 100, 3)
     for method in ["hints", "at", "sp", "rkd"]:
-        module = build_method({"name": method}, s, t, 100, CIFAR, SGD, NO_SCHED)
+        module = make_method(method, s, t, input_shape=CIFAR, num_classes=100, seed=None)
         assert len(module.student_layers) == len(module.teacher_layers) >= 1
     assert module.student_layers == [s.classifier]  # rkd: the classifier's input
 

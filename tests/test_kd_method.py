@@ -3,20 +3,13 @@
 import pytest
 import torch
 
+from conftest import make_method
 from kdexp.losses import kd_loss
-from kdexp.methods import build_method
-from kdexp.models import build_model
-
-SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
-NO_SCHED = {"name": "none"}
 
 
 def make_kd(**method):
-    torch.manual_seed(0)
-    teacher = build_model({"name": "cnn_small"}, 10, 1)
-    student = build_model({"name": "cnn_tiny"}, 10, 1)
-    module = build_method({"name": "kd", **method}, student, teacher, 10, (1, 28, 28), SGD, NO_SCHED)
-    return module, teacher.module, student.module
+    module = make_method("kd", **method)
+    return module, module.teacher, module.student
 
 
 def test_defaults_are_the_benchmark_recipe() -> None:
@@ -60,7 +53,6 @@ def test_unknown_option_names_allowed_keys() -> None:
 
 
 def test_vanilla_needs_no_teacher() -> None:
-    student = build_model({"name": "cnn_tiny"}, 10, 1)
-    module = build_method({"name": "vanilla"}, student, None, 10, (1, 28, 28), SGD, NO_SCHED)
+    module = make_method("vanilla", teacher=None)
     _, terms = module.training_losses(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]))
     assert set(terms) == {"ce"} and module.teacher is None

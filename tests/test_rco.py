@@ -186,7 +186,7 @@ def test_rco_bad_anchors_fail_before_any_teacher_is_trained(tiny_fashion_mnist, 
     assert not list((tmp_path / "cache").glob("*.pt"))
     proc = run_cli(f"data.root={tiny_fashion_mnist}", *COMMON, "method=kd", "teacher.checkpoint=[a.pt,b.pt]",
                    "trainer.max_epochs=2", cache_dir=tmp_path / "cache", run_dir=tmp_path / "kd")
-    assert proc.returncode == 2 and "only method=rco" in proc.stderr
+    assert proc.returncode == 2 and "method=kd takes one path" in proc.stderr
 
 
 def test_route_recorder_keeps_the_weights_at_the_end_of_each_named_epoch(tiny_fashion_mnist, tmp_path) -> None:

@@ -69,6 +69,7 @@ def test_failed_runs_are_counted_and_listed_and_generations_skipped(tmp_path: Pa
     fake_run(tmp_path / "ok" / "gen1", "born_again", 0, 0.1)  # a chain's generation: not a run
     gen = json.loads((tmp_path / "ok" / "gen1" / "results.json").read_text())
     gen["run"]["generation"] = 1
+    gen["run"]["chain_step"] = "generation"
     (tmp_path / "ok" / "gen1" / "results.json").write_text(json.dumps(gen))
     (row,) = summarise(find_runs([tmp_path]))
     assert (row["n"], row["failed"]) == (1, 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from kdexp.methods import check_hparams, method_class
+from kdexp.methods import check_method_cfg, method_class
 
 FAKE = (
     "data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32",
@@ -30,7 +30,7 @@ def test_links_are_the_assistants_then_the_student() -> None:
 )
 def test_bad_assistants_are_clear_errors(assistants, message) -> None:
     with pytest.raises(ValueError, match=message):
-        check_hparams({"assistants": assistants})
+        check_method_cfg({"name": "takd", "assistants": assistants})
 
 
 def test_takd_chain_trains_each_link_from_the_one_before_and_reports_every_link(tmp_path: Path) -> None:

@@ -13,13 +13,12 @@ from conftest import run_cli
 from kdexp.data.fashion_mnist import FashionMNISTDataModule
 from kdexp.data.tensor import ViewGrid, crop_flip
 from kdexp.losses import kd_loss
-from kdexp.methods import build_method
+from conftest import make_method
 from kdexp.models import build_model
 from kdexp.performance import apply_performance
 from kdexp.teacher_outputs import TeacherOutputCache, build_cache, resolve_cache
 
 SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
-NO_SCHED = {"name": "none"}
 GRID = ViewGrid(num_samples=6, positions=3, flips=2)  # pad 1: 3 x 3 offsets x 2 flips
 
 
@@ -164,7 +163,7 @@ def test_methods_that_get_the_cache(tiny_fashion_mnist, tmp_path, method, expect
     t.module.eval().requires_grad_(False)
     s = build_model({"name": "cnn_tiny"}, 10, 1)
     options = {"kd_weight": 1.0} if method == "dml" else {}
-    module = build_method({"name": method, **options}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
+    module = make_method(method, s, t, optimizer=SGD, seed=None, **options)
     apply_performance(module, dm, {"teacher_cache": "auto"}, method, tmp_path)
     assert (module.teacher_outputs is not None) == expected
 
@@ -180,7 +179,7 @@ def test_kd_training_with_the_cache_matches_online_training(tiny_fashion_mnist, 
         t = build_model({"name": "cnn_small"}, 10, 1)
         t.module.eval().requires_grad_(False)
         s = build_model({"name": "cnn_tiny"}, 10, 1)
-        module = build_method({"name": "kd"}, s, t, 10, (1, 28, 28), SGD, NO_SCHED)
+        module = make_method("kd", s, t, optimizer=SGD, seed=None)
         apply_performance(module, dm, {"teacher_cache": cache}, "kd", tmp_path)
         calls = []
         original = module.teacher_forward
@@ -221,8 +220,7 @@ def test_channels_last_switch_converts_both_models(tiny_fashion_mnist, tmp_path)
     dm.setup("fit")
     t = build_model({"name": "cnn_small"}, 10, 1)
     t.module.eval().requires_grad_(False)
-    module = build_method({"name": "kd"}, build_model({"name": "cnn_tiny"}, 10, 1), t, 10,
-                          (1, 28, 28), SGD, NO_SCHED)
+    module = make_method("kd", build_model({"name": "cnn_tiny"}, 10, 1), t, optimizer=SGD, seed=None)
     apply_performance(module, dm, {"channels_last": True, "teacher_cache": "off"}, "kd", tmp_path)
     conv = lambda m: next(p for p in m.parameters() if p.ndim == 4)  # noqa: E731
     assert conv(module.student).is_contiguous(memory_format=torch.channels_last)

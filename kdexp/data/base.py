@@ -39,6 +39,24 @@ class EpochShuffle(Sampler[int]):
 from kdexp.distributed import eval_sampler
 
 
+class WithIndex(Dataset):
+    """``dataset[i] + (row,)``: each sample with its row in the full training set — ``i`` itself, or
+    for a :class:`Subset` (the split that remains after a validation hold-out) the row it maps to,
+    as the lean tensor path names it too. The default collate stacks them into a (B,) int64 tensor,
+    the batch's third element."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.rows = list(dataset.indices) if isinstance(dataset, Subset) else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple:
+        x, y = self.dataset[index]
+        return x, y, self.rows[index] if self.rows is not None else index
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Base class: subclasses set ``num_classes``, ``input_shape`` and implement ``make_datasets``.
 
@@ -72,6 +90,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        # True: training batches are (x, y, index) (set by methods with ``needs_sample_indices``).
+        self.with_index = False
 
     def make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         """Return (train, train_as_eval, test): the training set with and without augmentation."""
@@ -117,8 +137,21 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def indexed(self, dataset: Dataset | None) -> Dataset | None:
+        """The training set as the loader reads it: with each sample's index if ``with_index``."""
+        return WithIndex(dataset) if self.with_index and dataset is not None else dataset
+
+    def sample_rows(self) -> tuple[int, list[int]]:
+        """(size of the full training set, its rows that train): the range of the sample indices
+        training batches carry (all rows, unless ``val_size`` holds some out); call ``setup`` first."""
+        assert self.train_set is not None, "call setup() first"
+        if isinstance(self.train_set, Subset):
+            return len(self.train_set.dataset), list(self.train_set.indices)  # type: ignore[arg-type]
+        size = len(self.train_set)  # type: ignore[arg-type]
+        return size, list(range(size))
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        return self._loader(self.indexed(self.train_set), True, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False, self.eval_batch_size, evaluate=True)

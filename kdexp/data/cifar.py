@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision import datasets
 
 from kdexp.data.tensor import TensorDataModule
+from kdexp.data.registry import register_dataset
 
 # Per-channel training-set statistics (the values the published KD benchmarks normalise with).
 STATS = {
@@ -90,6 +91,7 @@ class CIFARDataModule(TensorDataModule):
         return torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
 
 
+@register_dataset
 class CIFAR10DataModule(CIFARDataModule):
     name = "cifar10"
     title = "CIFAR-10"
@@ -97,6 +99,7 @@ class CIFAR10DataModule(CIFARDataModule):
     dataset_class = datasets.CIFAR10
 
 
+@register_dataset
 class CIFAR100DataModule(CIFARDataModule):
     name = "cifar100"
     title = "CIFAR-100"

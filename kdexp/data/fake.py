@@ -7,8 +7,10 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from kdexp.data.base import ImageDataModule
+from kdexp.data.registry import register_dataset
 
 
+@register_dataset
 class FakeDataModule(ImageDataModule):
     name = "fake"
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from kdexp.data.tensor import TensorDataModule
+from kdexp.data.registry import register_dataset
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -80,6 +81,7 @@ def find_idx_root(root: str | None, download_dir: str | None) -> Path:
     return raw
 
 
+@register_dataset
 class FashionMNISTDataModule(TensorDataModule):
     """Fashion-MNIST as uint8 tensors; ``augment`` = random crop (padding 2) + horizontal flip."""
 

@@ -9,10 +9,12 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from kdexp.data.base import ImageDataModule
+from kdexp.data.registry import register_dataset
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+@register_dataset
 class ImageFolderDataModule(ImageDataModule):
     """Standard ImageNet transforms: RandomResizedCrop+flip to train, Resize+CenterCrop to test.
 

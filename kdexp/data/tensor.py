@@ -192,6 +192,11 @@ class TensorDataModule(ImageDataModule):
             TransformedImages(test, plain),
         )
 
+    def indexed(self, dataset):
+        if self.lean:  # lean batches name their samples already: views[:, 0] is the index
+            return dataset
+        return super().indexed(dataset)
+
     @property
     def view_grid(self) -> ViewGrid | None:
         """The views a training batch can name (lean path only; None on the per-sample path)."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import at_loss
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
-from kdexp.models import BuiltModel
+from kdexp.methods.feature import FeatureDistillationModule, Shape
+from kdexp.methods.options import positive, weight
+from kdexp.methods.registry import register_method
 
 
+@register_method("at")
 class AttentionTransferModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + at_weight · Σ_j mean_{b,hw} (Q_s^j - Q_t^j)^2.
 
@@ -23,34 +25,13 @@ class AttentionTransferModule(FeatureDistillationModule):
     ``ce_weight=1``, ``kd_weight=0``, all declared stages of both models, paired in order.
     """
 
-    method_name = "at"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        at_weight: float = 1000.0,
-        p: float = 2.0,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        if not float(p) > 0:
-            raise ValueError(f"method.p must be > 0 (the paper uses 2), got {p!r}")
-        super().__init__(
-            student,
-            teacher,
-            at_weight=at_weight,
-            p=p,
-            **kwargs,
-        )
-        self.at_weight, self.p = float(at_weight), float(p)
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        at_weight: float = weight(1000.0, search=(1.0, 1e4, "log"))  # β
+        p: float = positive(2.0, "the exponent of the attention maps; the paper uses 2")
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'at' needs 4-D feature maps (B, C, H, W) on both sides; the chosen layers "
-                f"give {describe_pairs(student_shapes, teacher_shapes)} (student "
-                f"{self.student_layers} -> teacher {self.teacher_layers})."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes)
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

@@ -8,7 +8,9 @@ top-1 agreement on the test set.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -19,7 +21,9 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdexp.distributed import scaled_lr
-from kdexp.losses import kd_loss
+from kdexp.losses import kd_loss, standardize_logits
+from kdexp.methods.options import option, parse_options, positive, weight
+from kdexp.metric_names import metric_name, metric_prefix
 from kdexp.models import BuiltModel
 from kdexp.optim import build_optimizer, build_scheduler
 
@@ -32,25 +36,60 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+def ensemble_probabilities(logits: list[Tensor]) -> Tensor:
+    """The ensemble's prediction: the mean of the members' softmax (not a vote)."""
+    return torch.stack([z.softmax(1) for z in logits]).mean(0)
+
+
 class DistillationModule(pl.LightningModule):
     """Train ``student`` on ``ce_weight * CE + kd_weight * KD + Σ extra terms``.
 
     The teacher is held outside the module's registered children, so it is never in the
     optimizer, the checkpoint or the DDP wrapper; it stays in eval mode without gradients and runs
     under ``torch.no_grad()``.
+
+    A method declares itself in class attributes, read by the run layer (which never looks a
+    method up by name): its ``Options`` dataclass (defaults, types, ranges, search ranges), and
+    the flags below. ``method_name`` is set by ``@register_method``.
     """
 
-    needs_teacher = True  # False for methods that train without one (vanilla)
+    @dataclass
+    class Options:
+        """CE + Hinton KD: ``ce_weight · CE(s, y) + kd_weight · T² · KL(softmax(t/T) ‖ softmax(s/T))``."""
+
+        ce_weight: float = weight(1.0, search=(0.0, 1.0))
+        kd_weight: float = weight(0.0, search=(0.0, 1.0))
+        temperature: float = positive(4.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
+        logit_standardization: bool = option(
+            False, "true: z-score student and teacher logits before the temperature softmax (Sun et al. 2024)"
+        )
+
+    method_name: ClassVar[str] = "base"
+    needs_teacher: ClassVar[bool] = True  # False for methods that train without one (vanilla, dml)
     # True where the method uses its frozen teacher only through ``teacher_logits`` (no features,
     # no teacher training): its teacher outputs may then come from a kdexp.teacher_outputs cache.
-    teacher_logits_only = False
-    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.pipeline where exact
+    teacher_logits_only: ClassVar[bool] = False
+    # True where training batches must name each sample's index in the training set (CRD's memory
+    # bank): ``setup`` then asks the kdexp data module to add it to every training batch, and the
+    # step reads it as ``sample_index``.
+    needs_sample_indices: ClassVar[bool] = False
+    # A chain of runs (Born-Again), each student taught by the one before: see chain_links.
+    chain_runner: ClassVar[bool] = False
+    chain_ensemble: ClassVar[bool] = False  # the chain's students share an architecture: report their ensemble
     # True where the method trains its teacher together with the student (rocket launching): the
-    # run layer then builds a fresh, trainable teacher instead of loading, caching and freezing one.
-    teacher_trainable = False
-    # True for methods run as a chain of sub-runs by kdexp.chain (Born-Again, TAKD): see chain_links.
-    chain_runner = False
-    _views: Tensor | None = None  # the current training batch's [index, dy, dx, flip], if named
+    # run layer then builds a fresh, trainable teacher instead of loading, caching and freezing one,
+    # and saves and reports it as a result of the run.
+    teacher_trainable: ClassVar[bool] = False
+    # The results.json field that lists a method's several students, if it has several
+    # ("cohort": DML's members, "generations": a chain's students); read by results and report.
+    members_field: ClassVar[str | None] = None
+    # A chain's runs: what one is called in results.json ("generation") and its sub-folder prefix.
+    chain_step: ClassVar[str] = "step"
+    chain_folder: ClassVar[str] = "step"
+    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
+    # The current training batch's [index, dy, dx, flip] (lean path) or (B,) indices (per-sample
+    # path with ``needs_sample_indices``), if named.
+    _views: Tensor | None = None
 
     def __init__(
         self,
@@ -60,45 +99,65 @@ class DistillationModule(pl.LightningModule):
         input_shape: tuple[int, int, int],
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
-        ce_weight: float = 1.0,
-        kd_weight: float = 0.0,
-        temperature: float = 4.0,
-        **method_hparams: Any,
+        **options: Any,
     ) -> None:
         super().__init__()
-        if kd_weight > 0 and teacher is None:
+        self.options = parse_options(type(self).Options, options, self.method_name)
+        if self.options.kd_weight > 0 and teacher is None:
             raise ValueError("method.kd_weight > 0 needs a teacher")
         self.save_hyperparameters(
             {
                 "num_classes": num_classes,
                 "input_shape": list(input_shape),
+                # The model configs: load_from_checkpoint rebuilds both (kdexp.artifacts).
+                "models": {
+                    "student": dict(student.cfg or {"name": student.name}),
+                    "teacher": dict(teacher.cfg or {"name": teacher.name}) if teacher else None,
+                },
+                "module_class": type(self).__name__,
                 "optimizer": dict(optimizer),
                 "scheduler": dict(scheduler),
-                "method": {
-                    "ce_weight": ce_weight,
-                    "kd_weight": kd_weight,
-                    "temperature": temperature,
-                    **method_hparams,
-                },
+                "method": dataclasses.asdict(self.options),
             },
             logger=False,  # kdexp logs one HParams row, with the final metrics, at the end
         )
+        for key, value in vars(self.options).items():  # module.temperature, module.hint_weight...
+            setattr(self, key, value)
         self.input_shape = tuple(input_shape)  # (C, H, W): methods size their connectors with it
         self.student = student.module
         self.student_info = student
         self.teacher_info = teacher
         self._teacher_box = [teacher.module.eval().requires_grad_(False)] if teacher else []
-        self.ce_weight, self.kd_weight, self.temperature = ce_weight, kd_weight, temperature
-        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
-        self.test_student = accuracy_metrics(num_classes).clone(prefix="test/student_")
+        self.val_metrics = accuracy_metrics(num_classes).clone(prefix=metric_prefix("val"))
+        self.test_student = accuracy_metrics(num_classes).clone(prefix=metric_prefix("test", "student"))
         if teacher is not None:
-            self.test_teacher = accuracy_metrics(num_classes).clone(prefix="test/teacher_")
+            self.test_teacher = accuracy_metrics(num_classes).clone(prefix=metric_prefix("test", "teacher"))
             self.test_agreement = MeanMetric()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Any:
+        """Rebuild the module from a kdexp checkpoint alone: student, teacher (from its recorded
+        weights file, or ``teacher=`` a BuiltModel) and options come from its hyperparameters."""
+        from kdexp.artifacts import module_from_checkpoint
+
+        return module_from_checkpoint(checkpoint_path, map_location=map_location, strict=strict, expected=cls, **kwargs)
+
+    @classmethod
+    def options_from(cls, values: dict[str, Any]) -> Any:
+        """This method's ``Options`` from ``values`` (other keys, e.g. num_classes, ignored)."""
+        names = {f.name for f in dataclasses.fields(cls.Options)}
+        return parse_options(cls.Options, {k: v for k, v in values.items() if k in names}, cls.method_name)
 
     @classmethod
     def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
         """Whether a run of this method with options ``hparams`` needs a teacher."""
-        return cls.needs_teacher or float(hparams.get("kd_weight", 0.0)) > 0
+        return cls.needs_teacher or float(hparams.get("kd_weight", cls.Options().kd_weight)) > 0
+
+    @classmethod
+    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+        """Chain methods: the student model config of each run after the teacher, in order
+        (None = the run's own ``student``). Each run is distilled from the one before it."""
+        raise NotImplementedError(f"{cls.__name__} is not a chain method")
 
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
@@ -112,19 +171,12 @@ class DistillationModule(pl.LightningModule):
         for methods that need only the converged teacher (RCO). Raises ValueError on bad input."""
         return None
 
-    @classmethod
-    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
-        """Chain methods: the student model config of each link after the teacher, in order
-        (None = the run's own ``student``). Each link is distilled from the one before it."""
-        raise NotImplementedError(f"{cls.__name__} is not a chain method")
-
-    def method_results(self, metrics: dict[str, float]) -> dict[str, Any]:
-        """Method-specific sections for results.json, from the test ``metrics`` (e.g. RCO's anchors)."""
-        return {}
-
     def report_models(self) -> dict[str, nn.Module]:
         """The models the run profiles and reports, by role (metrics: ``test/<role>_acc``)."""
         return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
+
+    def summarize(self, results: dict[str, Any], test_metrics: dict[str, float], last_val: dict[str, Any]) -> None:
+        """Add the method's own fields to a finished run's ``results`` (e.g. a cohort's ensemble)."""
 
     # --- the teacher -------------------------------------------------------------------------
     @property
@@ -158,11 +210,29 @@ class DistillationModule(pl.LightningModule):
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The teacher's logits for the training images ``x``: from the teacher-output cache when
         one is attached and the batch names its views, otherwise one forward pass."""
-        if self.teacher_outputs is not None and self._views is not None:
-            return self.teacher_outputs.logits(x, self._views, self.teacher_forward)
+        views = self._views
+        if self.teacher_outputs is not None and views is not None and views.dim() == 2:  # not bare indices
+            return self.teacher_outputs.logits(x, views, self.teacher_forward)
         return self.teacher_forward(x)
 
+    # --- sample indices (methods with ``needs_sample_indices``) ----------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if self.needs_sample_indices and datamodule is not None and hasattr(datamodule, "with_index"):
+            datamodule.with_index = True  # before the training loader is built
+
+    @property
+    def sample_index(self) -> Tensor | None:
+        """(B,) indices of the current training batch's samples in the training set, or None."""
+        views = self._views
+        return None if views is None else (views[:, 0] if views.dim() == 2 else views)
+
     # --- the loss ----------------------------------------------------------------------------
+    def kd_logits(self, logits: Tensor) -> Tensor:
+        """Logits as a logit-based KD term sees them: z-scored per sample with
+        ``method.logit_standardization`` (Sun et al. 2024), else unchanged."""
+        return standardize_logits(logits) if self.logit_standardization else logits
+
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
@@ -177,7 +247,10 @@ class DistillationModule(pl.LightningModule):
         logits = self.student(x)
         terms = {"ce": (self.ce_weight, F.cross_entropy(logits, y))}
         if self.kd_weight > 0:
-            terms["kd"] = (self.kd_weight, kd_loss(logits, teacher_logits, self.temperature))
+            terms["kd"] = (
+                self.kd_weight,
+                kd_loss(self.kd_logits(logits), self.kd_logits(teacher_logits), self.temperature),
+            )
         terms.update(self.extra_losses(x, y, logits, teacher_logits))
         return logits, terms
 
@@ -214,7 +287,7 @@ class DistillationModule(pl.LightningModule):
             agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
             self.test_agreement.update(agree)
             self.log_dict(self.test_teacher)
-            self.log("test/agreement", self.test_agreement)
+            self.log(metric_name("test", metric="agreement"), self.test_agreement)
 
     # --- optimisation ------------------------------------------------------------------------
     def optimizer_cfg(self) -> dict[str, Any]:

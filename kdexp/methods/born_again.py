@@ -2,17 +2,22 @@
 
 Generation k+1 is a freshly initialised student distilled from generation k (generation 0 is the
 teacher). The chain itself — one sub-run per generation, resumable, with the ensemble of all
-student generations — is run by ``kdexp.chain``.
+student generations — is run by ``kdexp.run.chain`` because the method declares
+``chain_runner`` and its ``chain_links``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.options import at_least, positive, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("born_again")
 class BornAgainModule(DistillationModule):
     """loss = kd_weight · T² · KL(softmax(t/T) ‖ softmax(s/T)) + ce_weight · CE(s, y).
 
@@ -21,38 +26,27 @@ class BornAgainModule(DistillationModule):
     ``generations`` (N) is how many students the chain trains after the teacher.
     """
 
+    @dataclass
+    class Options(DistillationModule.Options):
+        ce_weight: float = weight(0.0, search=(0.0, 1.0))
+        kd_weight: float = weight(1.0, search=(0.0, 1.0))
+        temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
+        generations: int = at_least(3, 1, "students trained after the teacher")
+
     needs_teacher = True
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
     chain_runner = True
     chain_ensemble = True  # the generations share one architecture: report their ensemble
+    members_field = "generations"
+    chain_step, chain_folder = "generation", "gen"  # generation k in <run>/gen<k>/
 
     @classmethod
     def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
         """``generations`` students of the run's own architecture."""
-        return [None] * int(hparams.get("generations", 3))
+        return [None] * cls.options_from(hparams).generations
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        generations: int = 3,
-        ce_weight: float = 0.0,
-        kd_weight: float = 1.0,
-        temperature: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        if generations < 1:
-            raise ValueError(f"method.generations must be >= 1, got {generations}")
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         shared = {id(p) for p in student.module.parameters()} & {id(p) for p in teacher.module.parameters()}
         if student.module is teacher.module or shared:
             raise ValueError("born_again: the student shares parameters with the model teaching it")
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
-            generations=generations,
-            **kwargs,
-        )
-        self.generations = generations
+        super().__init__(student, teacher, **kwargs)

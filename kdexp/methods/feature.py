@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,11 +35,13 @@ from torch import Tensor
 
 from kdexp.features import FeatureHooks, check_paths
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.options import option
 from kdexp.models import BuiltModel
 
 log = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
+LAYERS_WHY = "module paths, e.g. [layer2]; null = the method's default layer for the model"
 
 
 class FeatureDistillationModule(DistillationModule):
@@ -48,29 +51,20 @@ class FeatureDistillationModule(DistillationModule):
     :meth:`check_features` to validate the probed shapes.
     """
 
-    needs_teacher = True
-    method_name = "feature"  # used in error messages; each subclass sets its registry name
+    @dataclass
+    class Options(DistillationModule.Options):
+        student_layers: list[str] | None = option(None, LAYERS_WHY, min_items=1)
+        teacher_layers: list[str] | None = option(None, LAYERS_WHY, min_items=1)
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    needs_teacher = True
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         if teacher is None:
             raise ValueError(f"method {self.method_name!r} needs a teacher")
-        (s_paths, s_inputs), (t_paths, t_inputs) = self.resolve_layers(
-            student, teacher, student_layers, teacher_layers
-        )
         # hparams keep what the config said (null stays null); the resolved paths live on self.
-        super().__init__(
-            student,
-            teacher,
-            student_layers=list(student_layers) if student_layers is not None else None,
-            teacher_layers=list(teacher_layers) if teacher_layers is not None else None,
-            **kwargs,
+        super().__init__(student, teacher, **kwargs)
+        (s_paths, s_inputs), (t_paths, t_inputs) = self.resolve_layers(
+            student, teacher, self.options.student_layers, self.options.teacher_layers
         )
         self.student_layers, self.teacher_layers = s_paths, t_paths
         self._hook_inputs = (s_inputs, t_inputs)
@@ -98,6 +92,16 @@ class FeatureDistillationModule(DistillationModule):
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
         """Raise ValueError if the probed (batch-included) feature shapes do not suit the method."""
+
+    def require_feature_maps(self, student_shapes: list[Shape], teacher_shapes: list[Shape], purpose: str = "") -> None:
+        """For ``check_features``: a ValueError unless every feature is a 4-D map (B, C, H, W)."""
+        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
+            raise ValueError(
+                f"method {self.method_name!r} needs 4-D feature maps (B, C, H, W) on both sides{purpose}; "
+                f"the chosen layers give {describe_pairs(student_shapes, teacher_shapes)} (student "
+                f"{self.student_layers} -> teacher {self.teacher_layers}). Choose conv stages with "
+                "method.student_layers / method.teacher_layers."
+            )
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

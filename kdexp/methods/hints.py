@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Any
 
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from kdexp.connectors import HintRegressor
 from kdexp.losses import hint_loss
-from kdexp.methods.base import DistillationModule
-from kdexp.methods.feature import FeatureDistillationModule, Shape, describe_pairs
+from kdexp.methods.feature import Shape
+from kdexp.methods.options import at_least, weight
+from kdexp.methods.registry import register_method
+from kdexp.methods.staged import StagedFeatureModule
 from kdexp.models import BuiltModel
 
-log = logging.getLogger(__name__)
 
-
-class HintsModule(FeatureDistillationModule):
+@register_method("hints")
+class HintsModule(StagedFeatureModule):
     """FitNets hints: a regressor ``r`` maps the student's guided layer to the teacher's hint layer.
 
     ``hint_loss = mean((r(f_s) - f_t)^2)`` over all elements (:func:`kdexp.losses.hint_loss`),
@@ -39,43 +39,32 @@ class HintsModule(FeatureDistillationModule):
       Multi-GPU: stage 1 leaves the student's layers after the guided layer without gradients,
       so DDP needs ``trainer.strategy=ddp_find_unused_parameters_true``.
 
-    One optimizer and one LR schedule span both stages (``trainer.max_epochs`` counts both).
+    One optimizer and one LR schedule span both stages (``trainer.max_epochs`` counts both). The
+    stage mechanism is :class:`~kdexp.methods.staged.StagedFeatureModule`'s, shared with AB, FSP
+    and FT (which count their stage 1 with ``init_epochs`` and take none of these options).
     """
 
-    method_name = "hints"
+    @dataclass
+    class Options(StagedFeatureModule.Options):
+        hint_weight: float = weight(100.0, search=(1.0, 1000.0, "log"))
+        hint_epochs: int = at_least(0, 0, "0 = single stage")
+        kd_weight_end: float | None = weight(None, "the KD weight at the last epoch; null = constant")
+        regressor_relu: bool = True
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        hint_weight: float = 100.0,
-        hint_epochs: int = 0,
-        kd_weight_end: float | None = None,
-        regressor_relu: bool = True,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        if isinstance(hint_epochs, bool) or not isinstance(hint_epochs, int) or hint_epochs < 0:
-            raise ValueError(
-                f"method.hint_epochs must be an integer >= 0 (0 = single stage), got {hint_epochs!r}"
-            )
-        if kd_weight_end is not None and kd_weight_end > 0 and kwargs.get("kd_weight", 0.0) <= 0:
-            raise ValueError("method.kd_weight_end needs method.kd_weight > 0 (the KD weight it decays from)")
-        super().__init__(
-            student,
-            teacher,
-            hint_weight=hint_weight,
-            hint_epochs=hint_epochs,
-            kd_weight_end=kd_weight_end,
-            regressor_relu=regressor_relu,
-            **kwargs,
-        )
-        self.hint_weight = float(hint_weight)
-        self.hint_epochs = hint_epochs
+        def __post_init__(self) -> None:
+            if self.kd_weight_end is not None and self.kd_weight_end > 0 and self.kd_weight <= 0:
+                raise ValueError("method.kd_weight_end needs method.kd_weight > 0 (the KD weight it decays from)")
+
+    stage_option = "hint_epochs"
+
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
+        super().__init__(student, teacher, **kwargs)  # builds self.regressors (make_regressors)
         self.kd_weight_start = self.kd_weight
-        self.kd_weight_end = kd_weight_end
-        s_shapes, t_shapes = self.feature_shapes
-        self.regressors = nn.ModuleList(
-            HintRegressor(s[1:], t[1:], use_relu=regressor_relu) for s, t in zip(s_shapes, t_shapes)
+
+    def make_regressors(self, s_shapes: list[Shape], t_shapes: list[Shape]) -> nn.ModuleList:
+        """One regressor per layer pair, trained in stage 1 and frozen from the KD stage on."""
+        return nn.ModuleList(
+            HintRegressor(s[1:], t[1:], use_relu=self.regressor_relu) for s, t in zip(s_shapes, t_shapes)
         )
 
     @classmethod
@@ -85,38 +74,20 @@ class HintsModule(FeatureDistillationModule):
         return ([stages[min(1, len(stages) - 1)]] if stages else []), False
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
-        if any(len(s) != 4 for s in student_shapes + teacher_shapes):
-            raise ValueError(
-                "method 'hints' needs 4-D feature maps (B, C, H, W) on both sides for its conv "
-                f"regressor; the chosen layers give {describe_pairs(student_shapes, teacher_shapes)} "
-                f"(student {self.student_layers} -> teacher {self.teacher_layers}). Choose conv "
-                "stages with method.student_layers / method.teacher_layers."
-            )
+        self.require_feature_maps(student_shapes, teacher_shapes, " for its conv regressor")
 
-    # --- the two stages ------------------------------------------------------------------------
+    # --- the two stages (the mechanism: kdexp.methods.staged) --------------------------------
     @property
     def in_hint_stage(self) -> bool:
         """True while the two-stage schedule is in stage 1 (epochs < hint_epochs)."""
-        return self.hint_epochs > 0 and self.current_epoch < self.hint_epochs
+        return self.in_first_stage
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        max_epochs = self.trainer.max_epochs
-        if self.hint_epochs and max_epochs is not None and 0 <= max_epochs <= self.hint_epochs:
-            rank_zero_warn(
-                f"hints: method.hint_epochs={self.hint_epochs} >= trainer.max_epochs={max_epochs}: "
-                "the run ends inside stage 1 (hint loss only) and never reaches the KD stage."
-            )
+    def stage_one_terms(self) -> str:
+        return "hint loss"
 
     def on_train_epoch_start(self) -> None:
-        if self.in_hint_stage:
-            return
-        if self.hint_epochs and any(p.requires_grad for p in self.regressors.parameters()):
-            self.regressors.requires_grad_(False)  # unused from here on: no updates, no decay
-            for p in self.regressors.parameters():
-                p.grad = None
-            log.info("hints: epoch %d starts stage 2 (CE + KD); regressors frozen", self.current_epoch)
-        if self.kd_weight_end is not None:
+        super().on_train_epoch_start()  # freezes the regressors when stage 2 begins
+        if not self.in_first_stage and self.kd_weight_end is not None:
             self.kd_weight = self._annealed_kd_weight()
 
     def _annealed_kd_weight(self) -> float:
@@ -126,23 +97,6 @@ class HintsModule(FeatureDistillationModule):
         span = max_epochs - 1 - self.hint_epochs
         frac = 1.0 if span <= 0 else min(max((self.current_epoch - self.hint_epochs) / span, 0.0), 1.0)
         return self.kd_weight_start + (self.kd_weight_end - self.kd_weight_start) * frac
-
-    def training_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[float, Tensor]]]:
-        if self.hint_epochs and not self.in_hint_stage:
-            # Stage 2: plain CE + KD, no hooks needed.
-            return DistillationModule.training_losses(self, x, y)
-        logits, terms = super().training_losses(x, y)
-        if self.in_hint_stage:
-            # Stage 1: the hint loss alone trains the guided layers; CE is logged, not trained on.
-            terms = {"hint": terms["hint"], "ce": (0.0, terms["ce"][1].detach())}
-        return logits, terms
-
-    def extra_losses(
-        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
-    ) -> dict[str, tuple[float, Tensor]]:
-        if self.hint_epochs and not self.in_hint_stage:
-            return {}  # stage 2: CE + KD only
-        return super().extra_losses(x, y, student_logits, teacher_logits)
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from kdexp.methods.base import DistillationModule
-from kdexp.models import BuiltModel
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 
 
+@register_method("kd")
 class KDModule(DistillationModule):
     """loss = ce_weight · CE(s, y) + kd_weight · T² · KL(softmax(t/T) ‖ softmax(s/T)).
 
     Defaults T=4, ce_weight=0.1, kd_weight=0.9: the CIFAR-100 benchmark recipe (RepDistiller).
     """
 
+    @dataclass
+    class Options(DistillationModule.Options):
+        ce_weight: float = weight(0.1, search=(0.0, 1.0))
+        kd_weight: float = weight(0.9, search=(0.0, 1.0))
+
     needs_teacher = True
     teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        temperature: float = 4.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            student, teacher, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature, **kwargs
-        )

@@ -10,6 +10,7 @@ cache entry (``kdexp.teacher_route``) or from ``teacher.checkpoint=[a.pt,b.pt,..
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_info
@@ -17,6 +18,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from kdexp.methods.base import DistillationModule, accuracy_metrics
+from kdexp.methods.kd import KDModule
+from kdexp.methods.options import at_least, option
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 from kdexp.teacher_outputs import TeacherOutputCache
 
@@ -45,6 +49,7 @@ def anchor_spans(num_anchors: int, student_epochs: int) -> list[tuple[int, int]]
     return spans
 
 
+@register_method("rco")
 class RCOModule(DistillationModule):
     """loss = ce_weight · CE(s, y) + kd_weight · T² · KL(softmax(a_k/T) ‖ softmax(s/T)),
 
@@ -55,35 +60,29 @@ class RCOModule(DistillationModule):
     every switch, so one anchor's logits are never served for another.
     """
 
+    @dataclass
+    class Options(KDModule.Options):  # the repository's KD recipe: T=4, 0.1 CE / 0.9 KD
+        anchors: list[int] | None = option(
+            None, "teacher epochs, easiest first, e.g. [1,2,4]; null = num_anchors equally spaced", min_items=1
+        )
+        num_anchors: int = at_least(4, 1, "anchor i at teacher epoch round(i * E_t / n), the last = E_t")
+        schedule: str = option("equal", "the paper's equal-epoch-interval strategy; its greedy search is not implemented")
+
+        def __post_init__(self) -> None:
+            if self.schedule not in SCHEDULES:
+                raise ValueError(
+                    f"method.schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)} (the paper's "
+                    "equal-epoch-interval strategy; its greedy search is not implemented)"
+                )
+
     needs_teacher = True
     teacher_logits_only = True  # each anchor is frozen and used through its logits only
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        anchors: list[int] | None = None,
-        num_anchors: int = 4,
-        schedule: str = "equal",
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        temperature: float = 4.0,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         route = teacher.module if teacher is not None else None
         if not hasattr(route, "anchors"):
             raise ValueError("method=rco needs the teacher's route (kdexp.teacher_route.AnchorRoute)")
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            temperature=temperature,
-            anchors=anchors,
-            num_anchors=num_anchors,
-            schedule=schedule,
-            **kwargs,
-        )
+        super().__init__(student, teacher, **kwargs)
         n, num_classes = len(route.anchors), kwargs["num_classes"]
         self.test_anchors = nn.ModuleList(accuracy_metrics(num_classes).clone(prefix=f"test/anchor{k}_") for k in range(n))
         self.test_anchor_agreement = nn.ModuleList(MeanMetric() for _ in range(n))
@@ -158,11 +157,11 @@ class RCOModule(DistillationModule):
         return self.teacher
 
     @property
-    def num_anchors(self) -> int:
+    def anchor_count(self) -> int:
         return len(self.route.anchors)
 
     def current_anchor(self, epoch: int) -> int:
-        return anchor_index(epoch, self.num_anchors, int(self.trainer.max_epochs or 1))
+        return anchor_index(epoch, self.anchor_count, int(self.trainer.max_epochs or 1))
 
     def on_train_epoch_start(self) -> None:
         self.activate(self.current_anchor(self.current_epoch), self.current_epoch)
@@ -185,7 +184,7 @@ class RCOModule(DistillationModule):
 
     def on_test_start(self) -> None:
         super().on_test_start()
-        self.route.active = self.num_anchors - 1  # the teacher's numbers: the converged anchor's
+        self.route.active = self.anchor_count - 1  # the teacher's numbers: the converged anchor's
 
     # --- evaluation: the student against every anchor --------------------------------------------
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -202,11 +201,16 @@ class RCOModule(DistillationModule):
     def report_models(self) -> dict[str, nn.Module]:
         return {"student": self.student, "teacher": self.route.anchors[-1]}  # the converged teacher
 
-    def method_results(self, metrics: dict[str, float]) -> dict[str, Any]:
+    def summarize(self, results: dict[str, Any], test_metrics: dict[str, float], last_val: dict[str, Any]) -> None:
+        """results["rco"]: which anchors supervised which student epochs, and each anchor's
+        accuracy against the student's."""
+        results.update(self.rco_results(test_metrics))
+
+    def rco_results(self, metrics: dict[str, float]) -> dict[str, Any]:
         """Which anchors supervised which student epochs, and each anchor's accuracy vs the student's."""
         epochs = int(self.trainer.max_epochs or 1)
         anchors = []
-        for k, (first, last) in enumerate(anchor_spans(self.num_anchors, epochs)):
+        for k, (first, last) in enumerate(anchor_spans(self.anchor_count, epochs)):
             entry: dict[str, Any] = {
                 "anchor": k,
                 "label": self.route.labels[k],
@@ -224,7 +228,7 @@ class RCOModule(DistillationModule):
         student = metrics.get("test/student_acc")
         return {
             "rco": {
-                "schedule": self.hparams["method"].get("schedule", "equal"),
+                "schedule": self.schedule,
                 "anchors": anchors,
                 "switches": self.switches,
                 **({"student_acc_top1": float(student)} if student is not None else {}),

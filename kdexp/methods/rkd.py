@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import rkd_angle_loss, rkd_distance_loss
 from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("rkd")
 class RelationalKDModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD
     + rkd_weight · (distance_weight · L_dist + angle_weight · L_angle).
@@ -28,27 +31,11 @@ class RelationalKDModule(FeatureDistillationModule):
     ``student_layers`` / ``teacher_layers`` are hooked at their outputs and flattened to (b, -1).
     """
 
-    method_name = "rkd"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        distance_weight: float = 25.0,
-        angle_weight: float = 50.0,
-        rkd_weight: float = 1.0,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            distance_weight=distance_weight,
-            angle_weight=angle_weight,
-            rkd_weight=rkd_weight,
-            **kwargs,
-        )
-        self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
-        self.rkd_weight = float(rkd_weight)
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        distance_weight: float = weight(25.0, search=(1.0, 100.0, "log"))
+        angle_weight: float = weight(50.0, search=(1.0, 100.0, "log"))
+        rkd_weight: float = weight(1.0)  # β
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:

@@ -10,6 +10,7 @@ fresh (or from ``teacher.checkpoint`` as an initialisation) instead of a frozen,
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.options import at_least, option, weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
@@ -69,6 +72,7 @@ def share_stages(light: BuiltModel, booster: BuiltModel, count: int, input_shape
     return shared
 
 
+@register_method("rocket")
 class RocketModule(DistillationModule):
     """loss = ce_weight · CE(l, y) + booster_ce_weight · CE(z, y) + hint_weight · ‖l − sg(z)‖²₂ / C
 
@@ -79,47 +83,46 @@ class RocketModule(DistillationModule):
     (the hint's through the light net's branch).
     """
 
+    @dataclass
+    class Options(DistillationModule.Options):
+        ce_weight: float = weight(1.0, search=(0.0, 1.0))  # the light net's CE (Eq. 1: 1)
+        kd_weight: float = weight(0.0, "rocket has no Hinton term: the hint (hint_weight) is its teacher signal")
+        booster_ce_weight: float = weight(1.0)  # the booster's CE (Eq. 1: 1)
+        hint_weight: float = weight(1.0, search=(0.1, 10.0, "log"))  # lambda
+        shared_stages: int = at_least(0, 0, "the booster's lowest stages the light net uses; 0 = none")
+        gradient_block: bool = option(True, "false: the hint also pulls the booster towards the light net (ablation)")
+
+        def __post_init__(self) -> None:
+            if self.kd_weight > 0:
+                raise ValueError(
+                    f"method.kd_weight={self.kd_weight}: rocket has no Hinton KD term; the light net learns "
+                    "from the booster through the hint (method.hint_weight)"
+                )
+            if self.logit_standardization:
+                raise ValueError(
+                    "method.logit_standardization=true: rocket's hint is the mean squared error of the raw "
+                    "logits (the paper's), with no temperature softmax to standardise for"
+                )
+
     needs_teacher = True
     teacher_trainable = True  # the run layer builds a fresh, trainable booster, never a cached one
 
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        ce_weight: float = 1.0,
-        booster_ce_weight: float = 1.0,
-        hint_weight: float = 1.0,
-        shared_stages: int = 0,
-        gradient_block: bool = True,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         if teacher is None:
             raise ValueError("method=rocket needs a booster net: set teacher=<model name>")
-        if isinstance(shared_stages, bool) or not isinstance(shared_stages, int) or shared_stages < 0:
-            raise ValueError(f"method.shared_stages must be an integer >= 0, got {shared_stages!r}")
-        shared = share_stages(student, teacher, shared_stages, tuple(kwargs["input_shape"]))
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            kd_weight=0.0,
-            booster_ce_weight=booster_ce_weight,
-            hint_weight=hint_weight,
-            shared_stages=shared_stages,
-            gradient_block=gradient_block,
-            **kwargs,
-        )
+        count = self.options_from(kwargs).shared_stages
+        shared = share_stages(student, teacher, count, tuple(kwargs["input_shape"]))
+        super().__init__(student, teacher, **kwargs)
         # The booster is a registered child: optimizer, checkpoint, DDP; not the base's frozen box.
         self._teacher_box = []
         self.booster = teacher.module.train().requires_grad_(True)
-        self.booster_ce_weight, self.hint_weight = booster_ce_weight, hint_weight
-        self.gradient_block, self.shared = gradient_block, shared
+        self.shared = shared
 
     @classmethod
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
         """Shared stages must fit, checked on copies of the bare architectures before training."""
-        count = hparams.get("shared_stages", 0)
-        if teacher is not None and isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        count = cls.options_from(hparams).shared_stages
+        if teacher is not None and count > 0:
             light, booster = copy.deepcopy(student), copy.deepcopy(teacher)
             share_stages(light, booster, count, _probe_shape(light.module))
 
@@ -151,9 +154,11 @@ class RocketModule(DistillationModule):
         x, y = batch
         self.log("val/booster_acc", (self.booster(x).argmax(1) == y).float().mean())
 
-    def method_results(self, metrics: dict[str, float]) -> dict[str, Any]:
-        return {"rocket": {"teacher_trained_jointly": True, "shared_stages": self.shared,
-                           "gradient_block": self.gradient_block}}
+    def summarize(self, results: dict[str, Any], test_metrics: dict[str, float], last_val: dict[str, Any]) -> None:
+        """The report says the teacher (booster) was trained jointly, and how."""
+        results["rocket"] = {
+            "teacher_trained_jointly": True, "shared_stages": self.shared, "gradient_block": self.gradient_block
+        }
 
 
 def _probe_shape(module: nn.Module) -> tuple[int, int, int]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from kdexp.losses import sp_loss
 from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.options import weight
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("sp")
 class SimilarityPreservingModule(FeatureDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + sp_weight · Σ_pairs ||G_s - G_t||_F^2 / b^2.
 
@@ -22,22 +25,9 @@ class SimilarityPreservingModule(FeatureDistillationModule):
     the last declared stage of each model.
     """
 
-    method_name = "sp"
-
-    def __init__(
-        self,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        sp_weight: float = 3000.0,
-        **kwargs: Any,  # ce_weight, kd_weight, temperature, *_layers: see the bases
-    ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            sp_weight=sp_weight,
-            **kwargs,
-        )
-        self.sp_weight = float(sp_weight)
+    @dataclass
+    class Options(FeatureDistillationModule.Options):
+        sp_weight: float = weight(3000.0, search=(100.0, 1e4, "log"))  # γ
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:

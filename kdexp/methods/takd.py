@@ -3,17 +3,22 @@ Knowledge Distillation via Teacher Assistant").
 
 When the teacher is far larger than the student, distil through intermediate-size assistants:
 teacher → assistant 1 → … → student, each step Hinton KD from the step before. The chain — one
-sub-run per link, resumable, every link reported — is run by ``kdexp.chain``, as for Born-Again.
+sub-run per link, resumable, every link reported — is run by ``kdexp.run.chain``, as for Born-Again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kdexp.methods.kd import KDModule
-from kdexp.models import BuiltModel
+from kdexp.methods.options import option
+from kdexp.methods.registry import register_method
+
+ASSISTANTS_WHY = "registered model names between teacher and student, largest first, e.g. [cnn_medium,cnn_small]"
 
 
+@register_method("takd")
 class TAKDModule(KDModule):
     """One link of the chain: loss = ce_weight · CE(s, y) + kd_weight · T² · KL(softmax(t/T) ‖ softmax(s/T)),
 
@@ -22,14 +27,25 @@ class TAKDModule(KDModule):
     and student, largest first, e.g. [cnn_medium,cnn_small].
     """
 
-    chain_runner = True
+    @dataclass
+    class Options(KDModule.Options):
+        assistants: list[str] = option(["cnn_medium"], ASSISTANTS_WHY, min_items=1)
 
-    def __init__(
-        self, student: BuiltModel, teacher: BuiltModel, assistants: list[str] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(student, teacher, assistants=list(assistants or []), **kwargs)
+        def __post_init__(self) -> None:
+            from kdexp.models import available_models
+
+            unknown = [name for name in self.assistants if name not in available_models()]
+            if unknown:
+                raise ValueError(
+                    f"method.assistants names unknown model(s) {unknown}; registered models are: "
+                    f"{', '.join(available_models())}"
+                )
+
+    chain_runner = True
+    members_field = "generations"  # every link's student, the teacher as generation 0
+    chain_step, chain_folder = "generation", "gen"  # link k in <run>/gen<k>/
 
     @classmethod
     def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
         """One link per assistant, then the run's own student."""
-        return [{"source": "kdexp", "name": name} for name in hparams.get("assistants") or []] + [None]
+        return [{"source": "kdexp", "name": name} for name in cls.options_from(hparams).assistants] + [None]

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
 
+@register_method("vanilla")
 class VanillaModule(DistillationModule):
     """loss = CE(student, labels). No teacher."""
 
     needs_teacher = False
 
-    def __init__(self, student: BuiltModel, teacher: None, **kwargs: Any) -> None:
+    def __init__(self, student: BuiltModel, teacher: None = None, **kwargs: Any) -> None:
         super().__init__(student, None, **kwargs)

@@ -1,6 +1,7 @@
 """Model registry: kdexp's own models, torchvision and timm classifiers, each with feature stages.
 
-``build_model(cfg, num_classes, in_channels)`` reads a model config (``source``, ``name`` and the
+Every module of this package is imported, so a new model is one file with a ``@register_model``
+function. ``build_model(cfg, num_classes, in_channels)`` reads a model config (``source``, ``name`` and the
 source's options) and returns a ``BuiltModel``: the module plus where its features are.
 """
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from torch import nn
 
-from kdexp.models import cifar, small  # noqa: F401  (registers the models)
 from kdexp.models.external import (
     create_timm_model,
     create_torchvision_model,
@@ -20,6 +20,9 @@ from kdexp.models.external import (
     torchvision_stages,
 )
 from kdexp.models.registry import ModelSpec, available_models, create_model, get_spec, register_model
+from kdexp.registry import choose_one_of, import_submodules
+
+import_submodules(__name__)  # every model module registers itself: a new model is one file
 
 SOURCES = ("kdexp", "torchvision", "timm")
 
@@ -35,7 +38,7 @@ class BuiltModel:
 
 def build_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> BuiltModel:
     """Build the model a teacher/student config describes (keys: source, name, weights...)."""
-    source, name = cfg.get("source", "kdexp"), cfg["name"]
+    source, name = choose_one_of("source", cfg.get("source", "kdexp"), SOURCES), cfg["name"]
     cfg = dict(cfg)
     if source == "kdexp":
         spec = get_spec(name)
@@ -44,10 +47,8 @@ def build_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> Buil
     if source == "torchvision":
         model = create_torchvision_model(name, num_classes, in_channels, cfg.get("weights"))
         return BuiltModel(model, name, torchvision_stages(name), last_linear_path(model), cfg)
-    if source == "timm":
-        model = create_timm_model(name, num_classes, in_channels, bool(cfg.get("pretrained")))
-        return BuiltModel(model, name, timm_stages(model), last_linear_path(model), cfg)
-    raise ValueError(f"model source {source!r} is unknown; choose one of: {', '.join(SOURCES)}")
+    model = create_timm_model(name, num_classes, in_channels, bool(cfg.get("pretrained")))
+    return BuiltModel(model, name, timm_stages(model), last_linear_path(model), cfg)
 
 
 __all__ = [

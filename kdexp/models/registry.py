@@ -11,6 +11,8 @@ from typing import Callable
 
 from torch import nn
 
+from kdexp.registry import Registry, UnknownName
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -22,38 +24,26 @@ class ModelSpec:
     classifier: str  # module path of the final linear layer; its input is the embedding
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-class UnknownModelError(ValueError):
-    """A model name that is not registered; ``name`` and ``choices`` let callers name their key."""
-
-    def __init__(self, name: str, choices: list[str]) -> None:
-        self.name, self.choices = name, ", ".join(choices)
-        super().__init__(f"model {name!r} is not registered; registered models are: {self.choices}")
+MODELS: Registry[ModelSpec] = Registry("model", sort=True)
+UnknownModelError = UnknownName  # what get_spec raises; ``name`` and ``choices`` let callers name their key
 
 
 def register_model(name: str, *, stages: list[str] | tuple[str, ...], classifier: str):
     """Decorator: register ``fn(num_classes, in_channels, **kw) -> nn.Module`` under ``name``."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, fn, tuple(stages), classifier)
+        MODELS.register(name)(ModelSpec(name, fn, tuple(stages), classifier))
         return fn
 
     return decorator
 
 
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(name, available_models()) from None
+    return MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:

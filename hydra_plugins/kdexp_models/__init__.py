@@ -1,0 +1,61 @@
+"""Hydra config source ``kdexp-models://``: ``teacher=<model>`` and ``student=<model>`` for every
+model in kdexp's model registry, without a yaml file per model and role.
+
+``teacher/<name>`` and ``student/<name>`` load as ``{source: kdexp, name: <name>}`` for any name
+that no yaml file in ``configs/`` provides (files such as ``teacher/timm.yaml`` win: they come
+first in the search path). The name is checked when the model is built, against the registry, so
+a misspelt name fails with the list of registered models; composing a config needs no torch.
+Listing the choices (``--help``, tab completion) reads the registry itself.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from hydra.core.object_type import ObjectType
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from omegaconf import OmegaConf
+
+ROLES = ("teacher", "student")
+
+
+class ModelConfigSource(ConfigSource):
+    @staticmethod
+    def scheme() -> str:
+        return "kdexp-models"
+
+    def available(self) -> bool:
+        return True
+
+    @staticmethod
+    def _split(config_path: str) -> tuple[str, str]:
+        path = config_path.strip("/")
+        path = path[: -len(".yaml")] if path.endswith(".yaml") else path
+        role, _, name = path.partition("/")
+        return role, name
+
+    def is_group(self, config_path: str) -> bool:
+        role, name = self._split(config_path)
+        return role in ROLES and not name
+
+    def is_config(self, config_path: str) -> bool:
+        role, name = self._split(config_path)
+        return role in ROLES and bool(name) and "/" not in name
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        if not self.is_config(config_path):
+            raise ConfigLoadError(f"kdexp-models: {config_path} is not a model config")
+        _, name = self._split(config_path)
+        return ConfigResult(
+            config=OmegaConf.create({"source": "kdexp", "name": name}),
+            path=f"{self.scheme()}://{self.path}",
+            provider=self.provider,
+            header={"package": None},
+        )
+
+    def list(self, config_path: str, results_filter: Optional[ObjectType]) -> List[str]:
+        if not self.is_group(config_path) or results_filter == ObjectType.GROUP:
+            return []
+        from kdexp.models import available_models  # imports torch: only for --help and completion
+
+        return available_models()

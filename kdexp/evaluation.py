@@ -1,0 +1,257 @@
+"""``kdexp-eval``: evaluate a saved student (teacher, or cohort member) on a test split.
+
+    kdexp-eval run=outputs/2026-01-01/12-00-00                 # the run's own test split
+    kdexp-eval run=outputs/.../checkpoints/last.ckpt data=fake data.image_shape=[1,28,28]
+    kdexp-eval run=<dir> role=student1 teacher=none profile.runtimes=[torch,onnxruntime]
+
+``run=`` is a finished run folder (``<role>.json`` + weights) or a kdexp ``.ckpt``. The data
+config is the run's own (its ``.hydra/overrides.yaml``) with the given overrides on top, so
+``data=<other>`` evaluates on another dataset with the same classes. Prints the run's
+teacher-vs-student table (accuracy, agreement, cost) and records it under
+``<run>/evaluations/`` (never replacing a file).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+OWN_KEYS = ("run", "role", "teacher", "device")  # kdexp-eval's own arguments; the rest are overrides
+
+
+def run_folder(run: str | Path) -> Path | None:
+    """The run folder of a run folder or of ``<run>/checkpoints/*.ckpt`` (None: a loose checkpoint)."""
+    path = Path(run)
+    if path.is_dir():
+        return path
+    parent = path.parent.parent
+    return parent if (parent / ".hydra").is_dir() else None
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def merged_overrides(run_dir: Path | None, overrides: Sequence[str]) -> list[str]:
+    """The run's own overrides, minus those the new ones replace (``data=x`` drops ``data.*``)."""
+    recorded: list[str] = []
+    if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
+        recorded = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+    new_keys = {_key(o) for o in overrides}
+    kept = [
+        o for o in recorded
+        if not any(_key(o) == k or _key(o).startswith(k + ".") for k in new_keys)
+        and not _key(o).startswith("hydra.")
+    ]
+    return kept + list(overrides)
+
+
+def load_config(run: str | Path, overrides: Sequence[str] = ()) -> Any:
+    """The composed run config (data, profile, paths) for evaluating ``run`` with ``overrides``."""
+    from kdexp.api import hydra_context
+
+    run_dir = run_folder(run)
+    with hydra_context(merged_overrides(run_dir, overrides), output_dir=run_dir or Path(run).parent) as job:
+        return OmegaConf.create({key: OmegaConf.to_container(job[key], resolve=True) for key in ("data", "profile")})
+
+
+def test_datamodule(cfg: Any) -> Any:
+    """The data module of ``cfg.data``, set up for testing (normalised tensors, no augmentation)."""
+    from kdexp.data import build_datamodule
+    from kdexp.run.build import plain
+
+    datamodule = build_datamodule(plain(cfg.data))
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule
+
+
+def check_compatible(card: dict[str, Any], datamodule: Any, data_name: str, role: str) -> None:
+    """The data must have the model's number of classes and input channels."""
+    classes, shape = int(card["num_classes"]), tuple(card["input_shape"])
+    if datamodule.num_classes != classes:
+        raise ValueError(
+            f"data={data_name} has {datamodule.num_classes} classes but the {role} ({card.get('name')}) "
+            f"predicts {classes}; evaluate on a dataset with the same {classes} classes (data=...)"
+        )
+    if tuple(datamodule.input_shape)[0] != shape[0]:
+        raise ValueError(
+            f"data={data_name} has {datamodule.input_shape[0]}-channel images but the {role} expects "
+            f"{shape[0]} channels (input shape {list(shape)})"
+        )
+
+
+@torch.inference_mode()
+def test_metrics(models: dict[str, nn.Module], loader: Any, num_classes: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """Top-1 (top-5 over 10 classes) accuracy of each model, and each model's top-1 agreement
+    with the teacher (fraction of test images where both predict the same class)."""
+    from torchmetrics import MeanMetric
+
+    from kdexp.methods.base import accuracy_metrics
+
+    metrics = {role: accuracy_metrics(num_classes).to(device) for role in models}
+    agreement = {role: MeanMetric().to(device) for role in models if role != "teacher"}
+    for model in models.values():
+        model.to(device).eval()
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = {role: model(x) for role, model in models.items()}
+        for role, z in logits.items():
+            metrics[role].update(z, y)
+            if "teacher" in logits and role in agreement:
+                agreement[role].update((z.argmax(1) == logits["teacher"].argmax(1)).float())
+    out = {role: {f"{k}_top1" if k == "acc" else k: float(v) for k, v in m.compute().items()} for role, m in metrics.items()}
+    for role, metric in agreement.items():
+        if "teacher" in models:
+            out[role]["agreement_top1"] = float(metric.compute())
+    return out
+
+
+def evaluate_run(
+    run: str | Path,
+    overrides: Sequence[str] = (),
+    role: str = "student",
+    teacher: str = "auto",
+    device: str = "auto",
+    record: bool = True,
+    profile: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``role`` of ``run`` (and its teacher, unless ``teacher='none'``) on a test split.
+
+    Returns a results dict shaped like a run's (``run``, ``teacher``, ``student``, ``comparison``
+    with ``agreement_top1``); measures cost and latency with the run's ``profile.*`` settings
+    unless ``profile`` is False or ``profile.enabled=false``. ``record``: write the result under
+    ``<run>/evaluations/``.
+    """
+    from kdexp.artifacts import load_artifact
+    from kdexp.results import comparison
+    from kdexp.runtimes import profile_runtimes
+
+    if teacher not in ("auto", "none", "required"):
+        raise ValueError(f"teacher={teacher!r} is not allowed; choose auto (if the run has one), none or required")
+    if role == "teacher" and teacher != "required":
+        teacher = "none"  # the teacher alone, in the student's column
+    cfg = load_config(run, overrides)
+    student = load_artifact(run, role)
+    run_dir = run_folder(run)
+    teacher_art = None
+    if teacher != "none" and (Path(run).suffix == ".ckpt" or (run_dir and (run_dir / "teacher.json").is_file())):
+        try:
+            teacher_art = load_artifact(run, "teacher")
+        except (FileNotFoundError, ValueError) as err:
+            if teacher == "required":
+                raise
+            print(f"kdexp-eval: evaluating without the teacher ({err})", file=sys.stderr)
+    elif teacher == "required":
+        raise FileNotFoundError(f"run={str(run)!r} has no teacher to evaluate")
+    datamodule = test_datamodule(cfg)
+    check_compatible(student.card, datamodule, cfg.data.name, role)
+    models = {"student": student.module}
+    if teacher_art is not None:
+        check_compatible(teacher_art.card, datamodule, cfg.data.name, "teacher")
+        models["teacher"] = teacher_art.module
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    scores = test_metrics(models, datamodule.test_dataloader(), datamodule.num_classes, dev)
+    agreement = scores["student"].pop("agreement_top1", None)
+    results: dict[str, Any] = {
+        "run": {
+            "method": "eval",
+            "evaluated": str(run),
+            "role": role,
+            "data": cfg.data.name,
+            "test_images": len(datamodule.test_set),
+            "teacher": teacher_art.card.get("name") if teacher_art else None,
+            "student": student.card.get("name") + (" = the run's teacher" if role == "teacher" else ""),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        "teacher": scores.get("teacher", {}),
+        "student": scores["student"],
+    }
+    if profile and cfg.profile.enabled:
+        for name, model in models.items():
+            results[name].update(profile_runtimes(model, datamodule.input_shape, cfg.profile, dev))
+    results["comparison"] = comparison(results["teacher"], results["student"]) if teacher_art else {}
+    if agreement is not None:
+        results["comparison"]["agreement_top1"] = agreement
+    if record and run_dir is not None:
+        results["run"]["record"] = str(write_record(run_dir, results))
+    return results
+
+
+def write_record(run_dir: Path, results: dict[str, Any]) -> Path:
+    """``<run>/evaluations/<role>-<data>-<time>.json``; an existing name gets a counter, never replaced."""
+    from kdexp.artifacts import write_json
+
+    folder = run_dir / "evaluations"
+    folder.mkdir(exist_ok=True)
+    run = results["run"]
+    stem = f"{run['role']}-{run['data']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = folder / f"{stem}.json", 1
+    while path.exists():
+        path, n = folder / f"{stem}-{n}.json", n + 1
+    write_json(path, results)
+    return path
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """``key=value`` arguments: kdexp-eval's own (``OWN_KEYS``) and Hydra overrides (the rest)."""
+    own, overrides = {}, []
+    for arg in argv:
+        if "=" not in arg:
+            raise ValueError(f"argument {arg!r} is not key=value; usage: kdexp-eval run=<run dir or .ckpt> [data=...] [role=student] [teacher=auto|none|required]")
+        key, value = arg.split("=", 1)
+        if key in OWN_KEYS:
+            own[key] = value
+        else:
+            overrides.append(arg)
+    if "run" not in own:
+        raise ValueError("run= is required: a finished run folder or a kdexp .ckpt (kdexp-eval run=outputs/<date>/<time>)")
+    return own, overrides
+
+
+def cli(entry: Any, argv: Sequence[str] | None, name: str) -> None:
+    """Run ``entry(argv)``; bad input → one paragraph on stderr and exit status 2."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from kdexp.run.entry import quiet_library_noise
+
+    from hydra.errors import HydraException
+
+    quiet_library_noise()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(sys.modules[entry.__module__].__doc__)
+        return
+    try:
+        entry(args)
+    except (ValueError, FileNotFoundError, KeyError, ImportError, HydraException) as err:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]{name}: error:[/] {escape(str(err))}")
+        sys.exit(2)
+
+
+def _main(argv: list[str]) -> None:
+    from kdexp.results import print_results
+
+    own, overrides = parse_args(argv)
+    options = {k: v for k, v in own.items() if k != "run"}
+    results = evaluate_run(own["run"], overrides, **options)
+    print_results(results)
+    if "record" in results["run"]:
+        print(f"Recorded in {results['run']['record']}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script ``kdexp-eval``."""
+    cli(_main, argv, "kdexp-eval")
+
+
+if __name__ == "__main__":
+    main()

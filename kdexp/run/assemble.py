@@ -1,0 +1,155 @@
+"""Assembling a finished run's results: accuracies by role, epoch summaries, profiles, the
+teacher-vs-student comparison, the HParams row; written to results.json and printed.
+
+Roles come from the module (``report_models``), metric names from :mod:`kdexp.metric_names`,
+method-specific fields from ``module.summarize``: nothing here knows a method by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch import nn
+
+from kdexp.methods import DistillationModule
+from kdexp.metric_names import accuracies, metric_name
+from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
+from kdexp.run.build import Prepared, plain
+from kdexp.runtimes import profile_runtimes  # kdexp.profile (eager), + ONNX Runtime if asked
+
+log = logging.getLogger("kdexp")
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """``tags``: a list of labels (a single word counts as one tag)."""
+    tags = cfg.get("tags") or []
+    return [str(tags)] if isinstance(tags, str) else [str(t) for t in tags]
+
+
+def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
+    """What distinguishes this run from its neighbours, flat, for the TensorBoard HParams tab."""
+    row: dict[str, Any] = {
+        "data": cfg.data.name,
+        "teacher": teacher or "none",
+        "student": cfg.student.name,
+        "seed": cfg.seed,
+        "max_epochs": cfg.trainer.max_epochs,
+        "batch_size": cfg.data.batch_size,
+        "optimizer": cfg.optimizer.name,
+        "lr": cfg.optimizer.lr,
+        "scheduler": cfg.scheduler.name,
+        "tags": ",".join(run_tags(cfg)),
+    }
+    for key, value in plain(cfg.method).items():
+        name = "method" if key == "name" else f"method.{key}"
+        row[name] = str(value) if isinstance(value, (list, dict)) else value
+    if HydraConfig.initialized():  # every command-line override is a column too
+        for key, value in override_hparams(list(HydraConfig.get().overrides.task)).items():
+            row.setdefault(key, value)
+    return row
+
+
+def profile_models(cfg: DictConfig, models: dict[str, nn.Module], input_shape, device) -> dict[str, dict]:
+    """Measure every model the same way, on the run's device: eager PyTorch (kdexp.profile) and
+    the other ``profile.runtimes`` (kdexp.runtimes), eager timings reused from the timing store."""
+    if not cfg.profile.enabled:
+        return {}
+    store = Path(cfg.paths.cache_dir) / "timings.json" if cfg.profile.get("reuse_timings", True) else None
+    return {role: profile_runtimes(model, input_shape, cfg.profile, device, store=store) for role, model in models.items()}
+
+
+def run_header(cfg: DictConfig, prep: Prepared, student: str) -> dict[str, Any]:
+    """What identifies a run at the top of its results (single runs and chains alike)."""
+    return {
+        "method": cfg.method.name,
+        "data": cfg.data.name,
+        "teacher": prep.teacher.name if prep.teacher else None,
+        "student": student,
+        "seed": cfg.seed,
+        "tags": run_tags(cfg),
+        "output_dir": str(cfg.paths.output_dir),
+        "teacher_source": prep.teacher_info,
+    }
+
+
+def epoch_summaries(role: str, last_val: dict[str, Any], best: dict[str, float]) -> dict[str, float]:
+    """The last epoch's validation accuracy and the best-validation epoch's test accuracy."""
+    # the student's validation accuracy is logged without a role (val/acc)
+    val = last_val.get(metric_name("val", role), last_val.get(metric_name("val")) if role == "student" else None)
+    out = {"val_acc_top1": float(val)} if val is not None else {}
+    if metric_name("test", role) in best:
+        out["acc_top1_best_epoch"] = float(best[metric_name("test", role)])
+    return out
+
+
+def assemble(
+    cfg: DictConfig,
+    prep: Prepared,
+    module: DistillationModule,
+    fitted: dict[str, Any],
+    extra_run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The results of a fitted and tested run, before profiling. ``fitted``: ``metrics`` (test),
+    ``last_val``, ``best`` (test metrics of the best-validation epoch), ``best_epoch``,
+    ``epochs``, ``resumed_from``, ``earlier_failures``, ``teacher_cache``."""
+    metrics, roles = fitted["metrics"], module.report_models()
+    run = {
+        **run_header(cfg, prep, module.student_info.name),
+        "epochs": fitted["epochs"],
+        **({"teacher_cache": fitted["teacher_cache"]} if fitted.get("teacher_cache") else {}),
+        **(extra_run or {}),
+    }
+    if type(module).members_field:
+        run["members_field"] = type(module).members_field
+    for key in ("resumed_from", "earlier_failures", "best_epoch"):
+        if fitted.get(key):
+            run[key] = fitted[key]
+    results: dict[str, Any] = {
+        "run": run,
+        **{role: accuracies(metrics, "test", role) for role in roles},
+        "test_metrics": {k: float(v) for k, v in metrics.items()},
+    }
+    results.setdefault("teacher", {})
+    for role in roles:
+        if role != "teacher":
+            results[role].update(epoch_summaries(role, fitted["last_val"], fitted["best"]))
+    module.summarize(results, metrics, fitted["last_val"])
+    return results
+
+
+def complete(
+    cfg: DictConfig, results: dict[str, Any], models: dict[str, nn.Module], device: Any, input_shape, started: float
+) -> dict[str, Any]:
+    """Add profiles, the comparison and the duration; write results.json as complete."""
+    output_dir = Path(cfg.paths.output_dir)
+    write_results(results, output_dir)  # the accuracies are safe before profiling starts
+    for role, profile in profile_models(cfg, models, input_shape, device).items():
+        results[role].update(profile)
+    has_teacher = bool(results["run"].get("teacher"))
+    results["comparison"] = comparison(results["teacher"], results["student"]) if has_teacher else {}
+    agreement = results["test_metrics"].get(metric_name("test", metric="agreement"))
+    if agreement is not None:
+        results["comparison"]["agreement_top1"] = float(agreement)
+    results["run"]["duration_s"] = round(time.time() - started, 1)
+    results["run"]["hparams"] = hparams_row(cfg, results["run"]["teacher"])  # kdexp-report's HParams columns
+    return mark_complete(results, output_dir)
+
+
+def mark_complete(results: dict[str, Any], output_dir: str | Path) -> dict[str, Any]:
+    """Write ``results`` as a finished run's record."""
+    results["run"]["complete"] = True
+    results["run"]["status"] = "complete"
+    write_results(results, output_dir)
+    return results
+
+
+def publish(results: dict[str, Any], loggers: list[Any], step: int) -> None:
+    """The final numbers to every logger (the HParams row) and the table to the console."""
+    for problem in log_final(loggers, results["run"]["hparams"], hparams_metrics(results), step):
+        log.warning("A logger could not record the final numbers (results.json has them): %s", problem)
+    print_results(results)

@@ -1,0 +1,221 @@
+"""Building a run from its config: checks, data, models, the method module and the trainer.
+
+One trainer factory (:func:`build_trainer`) makes every Trainer kdexp runs, the student's and a
+teacher's alike, so both train under the same NaN guard and checkpoint writer.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError
+from kdexp.checks import check_cache_writable, check_run_options
+from kdexp.data import ImageDataModule, build_datamodule
+from kdexp.distributed import check_distributed_cfg
+from kdexp.errors import SetupError, TrainingFailed
+from kdexp.artifacts import record_teacher_weights
+from kdexp.methods import DistillationModule, build_method, check_method_cfg
+from kdexp.models import BuiltModel, build_model
+from kdexp.models.registry import UnknownModelError
+from kdexp.optim import build_optimizer, build_scheduler
+from kdexp.performance import apply_performance, check_performance, data_options
+from kdexp.resume import FingerprintCheckpoint, load_student_weights
+from kdexp.run.folder import resolve_ckpt_path
+from kdexp.run_record import write_atomic
+from kdexp.runtimes import check_runtimes
+from kdexp.teacher_route import provide_route, trainable_teacher
+from kdexp.teachers import architecture_cfg, provide_teacher
+
+log = logging.getLogger("kdexp")
+
+# Problems in the config that are reported as one clear paragraph, without a traceback.
+CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
+
+
+def plain(cfg: DictConfig | dict | None) -> dict[str, Any]:
+    """A resolved, plain-dict copy of a config node (what modules and checkpoints may hold)."""
+    if cfg is None:
+        return {}
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+@dataclass
+class Prepared:
+    datamodule: ImageDataModule
+    student: BuiltModel
+    teacher: BuiltModel | None
+    teacher_info: dict[str, Any] = field(default_factory=dict)
+
+
+def method_of(cfg: DictConfig) -> type[DistillationModule]:
+    """The method class ``cfg.method`` names, its options checked (a SetupError otherwise)."""
+    try:
+        return check_method_cfg(plain(cfg.method))[0]
+    except CONFIG_ERRORS as err:
+        raise SetupError(str(err)) from err
+
+
+def check_config(cfg: DictConfig) -> type[DistillationModule]:
+    """Cheap checks of trainer, data, seed, method, optimizer and scheduler, before any data or
+    teacher work."""
+    check_run_options(cfg)
+    method_cls, _ = check_method_cfg(plain(cfg.method))
+    check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
+    probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
+    build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
+    needs_teacher = method_cls.requires_teacher(plain(cfg.method))
+    resolve_ckpt_path(cfg, needs_teacher, missing_ok=method_cls.chain_runner)
+    check_runtimes(cfg.profile.get("runtimes"))  # profile.runtimes: known, and installed
+    if cfg.get("init_weights"):
+        if cfg.get("ckpt_path"):
+            raise ValueError(
+                "ckpt_path and init_weights are both set: ckpt_path continues a run, init_weights starts a "
+                "new one from a checkpoint's weights; give one of them"
+            )
+        load_student_weights(cfg.init_weights)
+    return method_cls
+
+
+def build_role(role: str, cfg: dict[str, Any], num_classes: int, channels: int) -> BuiltModel:
+    """``build_model`` for the teacher or the student, with errors that name ``<role>.name``."""
+    try:
+        return build_model(cfg, num_classes, channels)
+    except UnknownModelError as err:
+        raise ValueError(f"{role}.name={err.name!r} is not a registered model; registered models are: {err.choices}") from None
+    except ValueError as err:
+        raise ValueError(f"{role} ({role}.source={cfg.get('source', 'kdexp')!r}, {role}.name={cfg.get('name')!r}): {err}") from None
+
+
+def build_data(cfg: DictConfig, method_cls: type[DistillationModule]) -> ImageDataModule:
+    """The data module, set up for fitting, with the performance switches that suit the method."""
+    datamodule = build_datamodule(plain(cfg.data), **data_options(plain(cfg.get("performance"))))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_performance(plain(cfg.get("performance")), method_cls, plain(cfg.method), datamodule)
+    return datamodule
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Data, a freshly initialised student and (if the method needs one) the frozen teacher."""
+    try:
+        method_cls = check_config(cfg)
+        pl.seed_everything(cfg.seed, workers=True)
+        datamodule = build_data(cfg, method_cls)
+        num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
+        student = build_role("student", plain(cfg.student), num_classes, channels)
+        teacher, teacher_info = None, {}
+        needs_teacher = method_cls.requires_teacher(plain(cfg.method))
+        # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
+        teacher_arch = (
+            build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels)
+            if needs_teacher
+            else None
+        )
+        method_cls.check_models(student, teacher_arch, plain(cfg.method))
+        if needs_teacher:
+            teacher, teacher_info = provide_run_teacher(cfg, method_cls, teacher_arch, datamodule)
+    except CONFIG_ERRORS as err:
+        raise SetupError(str(err)) from err
+    except NonFiniteLossError as err:  # the teacher's own training diverged (the same guard)
+        raise TrainingFailed(f"the teacher's training: {err}; lower teacher.train.optimizer.lr") from None
+    return Prepared(datamodule, student, teacher, teacher_info)
+
+
+def provide_run_teacher(
+    cfg: DictConfig, method_cls: type[DistillationModule], architecture: BuiltModel, datamodule: ImageDataModule
+) -> tuple[BuiltModel, dict[str, Any]]:
+    """The run's teacher, as the method declares it: a route of anchors (``route_epochs``), a
+    fresh trainable teacher (``teacher_trainable``), or the frozen, cached teacher."""
+    epochs = int(cfg.trainer.get("max_epochs") or 0)
+    route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs)
+    if route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
+        raise ValueError(
+            f"teacher.checkpoint is a list (a teacher's route): method={cfg.method.name} takes one path"
+        )
+    if not method_cls.teacher_trainable and not cfg.teacher.get("checkpoint"):
+        check_cache_writable(cfg.paths.cache_dir)
+    where = {"cache_dir": cfg.paths.cache_dir, "log_dir": Path(cfg.paths.output_dir) / "teacher"}
+    if route is not None:
+        return provide_route(
+            architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), **where, epochs=route
+        )
+    if method_cls.teacher_trainable:  # trained together with the student
+        return trainable_teacher(architecture, plain(cfg.teacher), datamodule.num_classes, cfg.method.name)
+    return provide_teacher(architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), **where)
+
+
+def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
+    try:
+        module = build_method(
+            plain(cfg.method), prep.student, prep.teacher, prep.datamodule.num_classes,
+            prep.datamodule.input_shape, plain(cfg.optimizer), plain(cfg.scheduler),
+        )
+        record_teacher_weights(module, prep.teacher_info)  # load_from_checkpoint rebuilds the teacher
+        perf = plain(cfg.get("performance"))
+        apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
+        return module
+    except CONFIG_ERRORS as err:
+        raise SetupError(str(err)) from err
+
+
+def init_student(cfg: DictConfig, module: DistillationModule) -> None:
+    """``init_weights=<.ckpt or student.pt>``: a new run that starts from those student weights
+    (its own optimizer, schedule and epochs; ``ckpt_path=`` is the way to continue a run)."""
+    path = cfg.get("init_weights")
+    if not path:
+        return
+    try:
+        state = load_student_weights(path)
+        missing, unexpected = module.student.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes that do not fit
+        raise SetupError(f"init_weights={path!r} does not fit student.name={cfg.student.name!r}: {err}") from None
+    except ValueError as err:
+        raise SetupError(str(err)) from None
+    if missing or unexpected:
+        raise SetupError(
+            f"init_weights={path!r} does not fit student.name={cfg.student.name!r}: missing keys "
+            f"{list(missing)[:5]}, unexpected keys {list(unexpected)[:5]}"
+        )
+    log.info("Student initialised from %s (a new run: fresh optimizer, schedule and epochs)", path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through kdexp's atomic writer: a full disk leaves the previous
+    checkpoint (or none), never a truncated file, and the error names the checkpoint, not a temp file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buffer.getvalue())
+
+
+def build_trainer(trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
+    """Every Trainer kdexp makes: the given settings and callbacks, plus the NaN guard (stop at the
+    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer."""
+    if not any(isinstance(c, FiniteLossGuard) for c in callbacks):
+        callbacks = [*callbacks, FiniteLossGuard()]
+    return pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+
+
+def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> pl.Trainer:
+    """The student's trainer: the configured callbacks and loggers, checkpoints carrying (with
+    ``fingerprint``) what defines the run (kdexp.resume)."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if fingerprint is not None:
+        callbacks.append(FingerprintCheckpoint(fingerprint, int(cfg.trainer.max_epochs)))
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    kwargs = {k: v for k, v in plain(cfg.trainer).items() if k != "_target_"}
+    return build_trainer(kwargs, callbacks, loggers or False)

@@ -1,0 +1,151 @@
+"""What the ``kdexp`` command does with a composed config: check it, run it, record a failure,
+stop a sweep on a signal, and return the sweeper's value. Light to import (no torch, no
+Lightning): those load only when a run starts, so ``kdexp --help`` and ``--cfg job`` stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from kdexp.console import ascii_safe_streams
+from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
+from kdexp.sweep import check_sweep, job_dirname, job_name
+
+log = logging.getLogger("kdexp")
+DEFAULT_METRIC = "student.val_acc_top1"
+
+
+def _slurm_job_dir(fallback: str) -> str:
+    from kdexp.distributed import slurm_job_dir  # imports torch: only when a run folder is named
+
+    return slurm_job_dir(fallback)
+
+
+def register_resolvers() -> None:
+    """The resolvers configs/hydra names run and sweep folders with."""
+    OmegaConf.register_new_resolver("kdexp_dirname", job_dirname, replace=True)
+    OmegaConf.register_new_resolver("kdexp_jobname", job_name, replace=True)
+    if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):
+        OmegaConf.register_new_resolver("kdexp.slurm_job_dir", _slurm_job_dir, use_cache=True)
+    if not OmegaConf.has_resolver("kdexp.pid"):  # unique default run folders (same-second runs)
+        OmegaConf.register_new_resolver("kdexp.pid", lambda: str(os.getpid()), use_cache=True)
+
+
+def quiet_library_noise() -> None:
+    """Drop messages that are advertising or internal deprecations, not about the user's run."""
+    warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡")
+    )
+
+
+def check_job(cfg: DictConfig) -> None:
+    """Checks of the job itself, before the run's own: the sweep's launcher, optimized_metric."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        try:
+            check_sweep(cfg, str(hydra_cfg.launcher.get("_target_", "")))
+        except ValueError as err:
+            raise SetupError(str(err)) from err
+    if "." not in str(cfg.get("optimized_metric", DEFAULT_METRIC)):
+        raise SetupError(
+            f"optimized_metric={cfg.optimized_metric!r} must name a results.json number as "
+            "<section>.<field>, e.g. student.val_acc_top1 (the default) or comparison.speedup_latency_b1"
+        )
+
+
+def optimized_value(results: dict[str, Any], key: str) -> float:
+    """The number ``key`` (``<section>.<field>``, e.g. ``student.val_acc_top1``) names in a
+    finished run's results: what a sweeper optimises. A clear error if there is no such number."""
+    section, _, field = key.partition(".")
+    value = (results.get(section) or {}).get(field) if isinstance(results.get(section), dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        available = [
+            f"{name}.{f}" for name, part in results.items() if isinstance(part, dict)
+            for f, v in part.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        raise SetupError(
+            f"optimized_metric={key!r} is not a number in this run's results.json; "
+            f"choose one of: {', '.join(available)}"
+        )
+    return float(value)
+
+
+def sweep_resume_hint() -> str:
+    """How to continue an interrupted sweep: the same command in the same sweep folder, each job
+    resuming from its own last checkpoint (finished ones are only tested again)."""
+    sweep_dir = HydraConfig.get().sweep.dir
+    args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "auto_resume="))]
+    return f"kdexp {' '.join(args)} hydra.sweep.dir={sweep_dir} auto_resume=always"
+
+
+def stop_sweep(cfg: DictConfig, err: RunInterrupted) -> None:
+    """An interrupted sweep job: say so with how to resume the whole sweep, start no further job."""
+    job = HydraConfig.get().job.num
+    print_error(
+        RunInterrupted(
+            f"sweep job {job} ({cfg.paths.output_dir}) received {err.signal_name}; it is recorded as "
+            "interrupted with its checkpoints kept, and no further job starts. Resume the sweep with:\n  "
+            + sweep_resume_hint(),
+            err.signal_name,
+        )
+    )
+    sys.exit(err.exit_code)
+
+
+def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
+    """A run that stopped: record it; a single run exits with the error's code, a sweep job
+    returns NaN so the other jobs go on (a signal stops the whole sweep)."""
+    from kdexp.run import record_run_failure
+
+    record_run_failure(cfg, err)
+    if not isinstance(err, KdexpError):
+        if not multirun:
+            raise err
+        log.exception("job failed: %s", err)
+        return float("nan")
+    if multirun and isinstance(err, RunInterrupted):  # schedulers, `timeout`, `docker stop`
+        stop_sweep(cfg, err)
+    print_error(err)
+    if not multirun:
+        sys.exit(err.exit_code)
+    return float("nan")
+
+
+def run_checked(cfg: DictConfig) -> dict[str, Any]:
+    """The job's checks, then the run: what ``kdexp`` and the Python API's ``kdexp.run`` both do.
+    Errors propagate (KdexpErrors with their exit codes); recording them is the caller's."""
+    from kdexp.run import run_experiment  # torch and Lightning: only once a run starts
+
+    check_job(cfg)
+    return run_experiment(cfg)
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """Run; return ``optimized_metric`` from the results (what a sweeper such as Optuna
+    maximises; by default the student's final validation accuracy, never the test set)."""
+    quiet_library_noise()
+    ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        results = run_checked(cfg)
+    except Exception as err:  # KdexpError: 2 bad input, 3 NaN, 4 unwritable, 130 SIGINT, 143 SIGTERM
+        return failed(cfg, err, multirun)
+    if not results:  # DDP ranks other than 0 do not report
+        return None
+    try:
+        return optimized_value(results, cfg.get("optimized_metric", DEFAULT_METRIC))
+    except SetupError as err:  # the results are written; only the sweeper's value is missing
+        print_error(err)
+        if not multirun:
+            sys.exit(err.exit_code)
+        return float("nan")
