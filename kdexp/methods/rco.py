@@ -66,7 +66,9 @@ class RCOModule(DistillationModule):
             None, "teacher epochs, easiest first, e.g. [1,2,4]; null = num_anchors equally spaced", min_items=1
         )
         num_anchors: int = at_least(4, 1, "anchor i at teacher epoch round(i * E_t / n), the last = E_t")
-        schedule: str = option("equal", "the paper's equal-epoch-interval strategy; its greedy search is not implemented")
+        schedule: str = option(
+            "equal", "the paper's equal-epoch-interval strategy; its greedy search is not implemented"
+        )
 
         def __post_init__(self) -> None:
             if self.schedule not in SCHEDULES:
