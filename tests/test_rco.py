@@ -227,3 +227,15 @@ def test_teacher_checkpoint_list_gives_the_anchors_in_order(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         provide_route(arch, {"name": "cnn_tiny", "checkpoint": [paths[0], str(tmp_path / "missing.pt")]}, {},
                       SimpleNamespace(num_classes=10), {}, tmp_path / "cache", tmp_path / "log", epochs=[])
+
+
+def test_debug_switches_that_would_cut_the_route_short_are_refused(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from kdexp.teacher_route import provide_route
+
+    arch = build_model({"name": "cnn_tiny"}, 10, 1)
+    with pytest.raises(ValueError, match="trainer.fast_dev_run"):
+        provide_route(arch, {"name": "cnn_tiny", "train": {"max_epochs": 4}}, {}, SimpleNamespace(num_classes=10),
+                      {"fast_dev_run": True}, tmp_path / "cache", tmp_path / "log", epochs=[2, 4])
+    assert not (tmp_path / "cache").exists()
