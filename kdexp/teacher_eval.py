@@ -39,19 +39,28 @@ def store_key(teacher_digest: str, data_cfg: dict[str, Any], device: str, precis
 
 
 class TeacherTestLogits:
-    """The teacher's logits on the ``size`` test samples: loaded from ``path``, or filled by a test
-    pass (``logits_for``) and saved once every sample has been seen."""
+    """The teacher's logits on the ``size`` test samples, for the teacher it is bound to at the
+    start of a test pass (``bind``: a method may change its teacher during training): loaded from
+    the store, or filled by that test pass (``logits_for``) and saved once every sample was seen."""
 
-    def __init__(self, path: Path, size: int, num_classes: int) -> None:
-        self.path = path
-        self.logits = self._load(size, num_classes)
-        self.complete = self.logits is not None
-        if self.logits is None:
-            self.logits = torch.zeros(size, num_classes)
+    def __init__(self, folder: Path, key_parts: dict[str, Any], size: int, num_classes: int) -> None:
+        self.folder, self.key_parts, self.shape = folder, key_parts, (size, num_classes)
+        self.path: Path | None = None
+        self.logits, self.complete = torch.zeros(self.shape), False
         self.seen = torch.zeros(size, dtype=torch.bool)
 
+    def bind(self, teacher: torch.nn.Module) -> None:
+        """Point the store at ``teacher``'s entry (keyed by a SHA-256 of its weights)."""
+        from kdexp.teachers import state_digest
+
+        self.path = self.folder / f"{store_key(state_digest(teacher.state_dict()), **self.key_parts)}.pt"
+        loaded = self._load(*self.shape)
+        self.complete = loaded is not None
+        self.logits = loaded if loaded is not None else torch.zeros(self.shape)
+        self.seen = torch.zeros(self.shape[0], dtype=torch.bool)
+
     def _load(self, size: int, num_classes: int) -> Tensor | None:
-        if not self.path.is_file():
+        if self.path is None or not self.path.is_file():
             return None
         try:
             logits = torch.load(self.path, map_location="cpu", weights_only=True)["logits"]
@@ -71,7 +80,7 @@ class TeacherTestLogits:
 
     def save_if_filled(self) -> bool:
         """Write the store once a test pass has covered every sample; True when it did."""
-        if self.complete or not bool(self.seen.all()):
+        if self.complete or self.path is None or not bool(self.seen.all()):
             return False
         from kdexp.run_record import write_atomic
 
@@ -91,16 +100,14 @@ def attach_teacher_test_logits(module: Any, datamodule: Any, cache_dir: str | Pa
     Only for a teacher with weights of its own (cached, trained or from a checkpoint) and a module
     that tests through the base ``test_step``; else None (the teacher runs in the test pass)."""
     from kdexp.methods.base import DistillationModule
-    from kdexp.teachers import state_digest
 
     if module.teacher is None or type(module).test_step is not DistillationModule.test_step:
         return None
     test_set = datamodule.test_set
     if test_set is None:
         return None
-    key = store_key(state_digest(module.teacher.state_dict()), data_cfg, device, precision)
-    store = TeacherTestLogits(Path(cache_dir) / "teacher_test_logits" / f"{key}.pt", len(test_set),
-                              datamodule.num_classes)
+    key_parts = {"data_cfg": data_cfg, "device": device, "precision": precision}
+    store = TeacherTestLogits(Path(cache_dir) / "teacher_test_logits", key_parts, len(test_set), datamodule.num_classes)
     module.teacher_test_logits = store
     datamodule.index_test = True
     return store

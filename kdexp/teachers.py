@@ -238,9 +238,11 @@ def train_teacher(
     recipe: dict[str, Any],
     trainer_cfg: dict[str, Any],
     log_dir: Path | None,
+    callbacks: list[pl.Callback] | None = None,
 ) -> dict[str, float]:
     """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics. Its curves
-    go to ``log_dir`` (TensorBoard), or nowhere when it is None (``logger=none``)."""
+    go to ``log_dir`` (TensorBoard), or nowhere when it is None (``logger=none``); ``callbacks``
+    run too (e.g. kdexp.teacher_route keeps the checkpoints of chosen epochs)."""
     from kdexp.methods import VanillaModule  # the methods import losses; keep this module light
 
     recipe = dict(recipe)
@@ -268,7 +270,7 @@ def train_teacher(
     trainer = build_trainer(
         kwargs,
         logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False) if log_dir else False,
-        callbacks=[pl.callbacks.RichProgressBar()],
+        callbacks=[pl.callbacks.RichProgressBar(), *(callbacks or [])],
     )
     trainer.fit(module, datamodule)
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
@@ -437,6 +439,7 @@ def _train_and_cache(
     path: Path,
     log_dir: str | Path,
     key: str,
+    callbacks: list[pl.Callback] | None = None,
 ) -> tuple[BuiltModel, dict[str, Any]]:
     """Train the teacher (rank 0, under the lock), write its entry atomically and return it."""
     note = _failure_note(path)
@@ -445,7 +448,10 @@ def _train_and_cache(
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
         teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
-        metrics = train_teacher(teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None)
+        extra = {"callbacks": callbacks} if callbacks else {}  # e.g. kdexp.teacher_route's recorder
+        metrics = train_teacher(
+            teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None, **extra
+        )
         write_entry(path, teacher.module.state_dict(), metrics)
     except BaseException as err:
         launch = launch_id()

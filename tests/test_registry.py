@@ -132,12 +132,17 @@ def test_options_become_attributes_and_hparams() -> None:
 
 def test_run_layer_reads_declarations_not_names() -> None:
     declared = {name: METHODS.get(name) for name in METHODS.names()}
-    assert [n for n, c in declared.items() if c.chain_runner] == ["born_again"]
+    assert [n for n, c in declared.items() if c.chain_runner] == ["born_again", "takd"]
+    assert [n for n, c in declared.items() if c.teacher_trainable] == ["rocket"]
+    assert declared["takd"].chain_links({"assistants": ["cnn_small"]}) == [{"source": "kdexp", "name": "cnn_small"}, None]
+    assert declared["rco"].route_epochs({"num_anchors": 2}, {"train": {"max_epochs": 4}}, 4) == [2, 4]
+    assert declared["kd"].route_epochs({}, {"train": {"max_epochs": 4}}, 4) is None
     assert declared["born_again"].chain_links({"generations": 5}) == [None] * 5
     assert declared["born_again"].chain_links({}) == [None] * 3  # the declared default
     assert {n: c.members_field for n, c in declared.items() if c.members_field} == {
-        "born_again": "generations", "dml": "cohort"}
-    assert sorted(n for n, c in declared.items() if c.teacher_logits_only) == ["apprentice_finetune", "born_again", "dist", "dkd", "kd"]  # apprentice_finetune: kd with a quantised student
+        "born_again": "generations", "dml": "cohort", "takd": "generations"}
+    assert sorted(n for n, c in declared.items() if c.teacher_logits_only) == [  # apprentice_finetune: kd, quantised student
+        "apprentice_finetune", "born_again", "dist", "dkd", "kd", "rco", "takd"]
     assert [n for n, c in declared.items() if c.needs_sample_indices] == ["crd"]
     assert search_space(declared["kd"].Options) == {
         "method.ce_weight": (0.0, 1.0), "method.kd_weight": (0.0, 1.0), "method.temperature": (1.0, 10.0)}

@@ -76,7 +76,10 @@ def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(tmp_
 def test_a_complete_store_answers_without_running_the_teacher(tmp_path):
     from kdexp.teacher_eval import TeacherTestLogits
 
-    store = TeacherTestLogits(tmp_path / "t.pt", size=4, num_classes=3)
+    teacher = torch.nn.Linear(2, 3)
+    parts = {"data_cfg": {"name": "fake"}, "device": "cpu", "precision": "32-true"}
+    store = TeacherTestLogits(tmp_path, parts, size=4, num_classes=3)
+    store.bind(teacher)
     calls = []
 
     def forward(x):
@@ -89,11 +92,18 @@ def test_a_complete_store_answers_without_running_the_teacher(tmp_path):
     assert not store.save_if_filled()  # half the test set
     store.logits_for(torch.tensor([2, 3]), x[2:], forward)
     assert store.save_if_filled() and calls == [2, 2]
-    again = TeacherTestLogits(tmp_path / "t.pt", size=4, num_classes=3)
+    again = TeacherTestLogits(tmp_path, parts, size=4, num_classes=3)
+    again.bind(teacher)
     assert again.complete
     assert torch.equal(again.logits_for(torch.tensor([3, 1]), x[:2], forward), forward(x)[[3, 1]])
     assert calls == [2, 2, 4]  # only the reference forward above: the store answered alone
-    assert not TeacherTestLogits(tmp_path / "t.pt", size=5, num_classes=3).complete  # another test set
+    other_set = TeacherTestLogits(tmp_path, parts, size=5, num_classes=3)
+    other_set.bind(teacher)
+    assert not other_set.complete  # another test set
+    with torch.no_grad():
+        teacher.weight.add_(1.0)
+    again.bind(teacher)  # the same store, now for other weights (e.g. a later anchor)
+    assert not again.complete
 
 
 def test_pretrained_weights_without_internet_name_the_key(monkeypatch):

@@ -79,6 +79,10 @@ class DistillationModule(pl.LightningModule):
     # A chain of runs (Born-Again), each student taught by the one before: see chain_links.
     chain_runner: ClassVar[bool] = False
     chain_ensemble: ClassVar[bool] = False  # the chain's students share an architecture: report their ensemble
+    # True where the method trains its teacher together with the student (rocket launching): the
+    # run layer then builds a fresh, trainable teacher instead of loading, caching and freezing one,
+    # and saves and reports it as a result of the run.
+    teacher_trainable: ClassVar[bool] = False
     # The results.json field that lists a method's several students, if it has several
     # ("cohort": DML's members, "generations": a chain's students); read by results and report.
     members_field: ClassVar[str | None] = None
@@ -167,6 +171,14 @@ class DistillationModule(pl.LightningModule):
     def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
         """Checks that need only the architectures; run before any teacher is trained."""
 
+    @classmethod
+    def route_epochs(
+        cls, hparams: dict[str, Any], teacher_cfg: dict[str, Any], student_epochs: int
+    ) -> list[int] | None:
+        """The teacher epochs whose checkpoints (its training route) this method needs, or None
+        for methods that need only the converged teacher (RCO). Raises ValueError on bad input."""
+        return None
+
     def report_models(self) -> dict[str, nn.Module]:
         """The models the run profiles and reports, by role (metrics: ``test/<role>_acc``)."""
         return {"student": self.student, **({"teacher": self.teacher} if self.teacher is not None else {})}
@@ -192,6 +204,8 @@ class DistillationModule(pl.LightningModule):
 
     def on_test_start(self) -> None:
         self._place_teacher()
+        if self.teacher_test_logits is not None and self.teacher is not None:
+            self.teacher_test_logits.bind(self.teacher)  # the teacher as it is now
 
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError
 from kdexp.checks import check_cache_writable, check_run_options
@@ -33,6 +33,7 @@ from kdexp.resume import FingerprintCheckpoint, load_student_weights
 from kdexp.run.folder import resolve_ckpt_path
 from kdexp.run_record import write_atomic
 from kdexp.runtimes import check_runtimes
+from kdexp.teacher_route import provide_route, trainable_teacher
 from kdexp.teachers import architecture_cfg, provide_teacher
 
 log = logging.getLogger("kdexp")
@@ -125,18 +126,36 @@ def prepare(cfg: DictConfig) -> Prepared:
         )
         method_cls.check_models(student, teacher_arch, plain(cfg.method))
         if needs_teacher:
-            if not cfg.teacher.get("checkpoint"):
-                check_cache_writable(cfg.paths.cache_dir)
-            teacher, teacher_info = provide_teacher(
-                teacher_arch, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer),
-                cache_dir=cfg.paths.cache_dir,  # logger=none: no curves for the teacher either
-                log_dir=Path(cfg.paths.output_dir) / "teacher" if cfg.get("logger") else None,
-            )
+            teacher, teacher_info = provide_run_teacher(cfg, method_cls, teacher_arch, datamodule)
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
     except NonFiniteLossError as err:  # the teacher's own training diverged (the same guard)
         raise TrainingFailed(f"the teacher's training: {err}; lower teacher.train.optimizer.lr") from None
     return Prepared(datamodule, student, teacher, teacher_info)
+
+
+def provide_run_teacher(
+    cfg: DictConfig, method_cls: type[DistillationModule], architecture: BuiltModel, datamodule: ImageDataModule
+) -> tuple[BuiltModel, dict[str, Any]]:
+    """The run's teacher, as the method declares it: a route of anchors (``route_epochs``), a
+    fresh trainable teacher (``teacher_trainable``), or the frozen, cached teacher."""
+    epochs = int(cfg.trainer.get("max_epochs") or 0)
+    route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs)
+    if route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
+        raise ValueError(
+            f"teacher.checkpoint is a list (a teacher's route): method={cfg.method.name} takes one path"
+        )
+    if not method_cls.teacher_trainable and not cfg.teacher.get("checkpoint"):
+        check_cache_writable(cfg.paths.cache_dir)
+    # logger=none: no curves for the teacher either
+    where = {"cache_dir": cfg.paths.cache_dir, "log_dir": Path(cfg.paths.output_dir) / "teacher" if cfg.get("logger") else None}
+    if route is not None:
+        return provide_route(
+            architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), **where, epochs=route
+        )
+    if method_cls.teacher_trainable:  # trained together with the student
+        return trainable_teacher(architecture, plain(cfg.teacher), datamodule.num_classes, cfg.method.name)
+    return provide_teacher(architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), **where)
 
 
 def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:

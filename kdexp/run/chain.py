@@ -88,7 +88,7 @@ def run_step(
         log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)
         student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
         return student, done
-    teacher_info = {"source": f"{cls.chain_step} {step - 1}"} if step > 1 else prep.teacher_info
+    teacher_info = {"source": f"{cls.chain_step} {step - 1}", "model": teacher.name} if step > 1 else prep.teacher_info
     step_prep = Prepared(datamodule, student, teacher, teacher_info)
     module = make_module(sub, step_prep)
     part = {cls.chain_step: step, "chain_step": cls.chain_step}
@@ -116,8 +116,8 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
     links = cls.chain_links(plain(cfg.method))  # cfg stays unresolved: each run moves its paths
     done = run_steps(prep.teacher, len(links), lambda k, teacher: run_step(cfg, cls, prep, teacher, k, links[k - 1]))
     steps = [  # results are empty on DDP ranks other than 0, which train but do not report
-        {cls.chain_step: step, **results["student"], "teacher_stats": results.get("teacher", {})}
-        for step, _, results in done if results
+        {cls.chain_step: step, "model": student.name, **results["student"], "teacher_stats": results.get("teacher", {})}
+        for step, student, results in done if results
     ]
     students = [student.module for _, student, _ in done]
     if rank_zero_only.rank != 0:
@@ -130,11 +130,12 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
         "run": {
             **run_header(cfg, prep, prep.student.name),
             cls.members_field: len(links),
+            "chain": [prep.teacher.name, *(s["model"] for s in steps)],  # each run's model, teacher first
             "members_field": cls.members_field, "member_key": cls.chain_step, "member_label": cls.chain_folder,
         },
         "teacher": first_teacher,
         "student": steps[-1],
-        cls.members_field: [{cls.chain_step: 0, **first_teacher}, *steps],
+        cls.members_field: [{cls.chain_step: 0, "model": prep.teacher.name, **first_teacher}, *steps],
     }
     if cls.chain_ensemble:  # students of one architecture: their averaged softmax
         chain["ensemble"] = {

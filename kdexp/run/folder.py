@@ -123,7 +123,7 @@ def save_models(output_dir: Path, module: Any, datamodule: Any, data_name: str, 
     from kdexp.artifacts import write_model_cards
 
     for role, model in module.report_models().items():
-        if role != "teacher":
+        if role != "teacher" or type(module).teacher_trainable:  # a jointly trained teacher is a result too
             save_weights(model.state_dict(), output_dir / f"{role}.pt")
     write_model_cards(output_dir, module, datamodule, data_name, teacher_info)
 
