@@ -157,7 +157,7 @@ def test_images(run_dir: Path, count: int, overrides: Sequence[str] = ()) -> tor
 
     datamodule = test_datamodule(load_config(run_dir, overrides))
     batches, seen = [], 0
-    for x, _ in datamodule.test_dataloader():
+    for x, *_ in datamodule.test_dataloader():
         batches.append(x.float().contiguous())
         seen += len(x)
         if seen >= count:

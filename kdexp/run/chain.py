@@ -65,7 +65,7 @@ def ensemble_accuracy(models: list[torch.nn.Module], datamodule, device: torch.d
     metric = None
     for model in models:
         model.to(device).eval()
-    for x, y in datamodule.test_dataloader():
+    for x, y, *_ in datamodule.test_dataloader():  # (x, y) or (x, y, index)
         x, y = x.to(device), y.to(device)
         probs = ensemble_probabilities([m(x) for m in models])
         metric = metric or accuracy_metrics(probs.shape[1]).to(device)
