@@ -27,6 +27,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from kdexp.threads import rebalance
+
 # Errors of a folder that cannot take files: permissions, read-only or full file system, quota.
 WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
 
@@ -70,6 +72,20 @@ class FiniteLossGuard(pl.Callback):
                 f"the weights became non-finite by the end of epoch {trainer.current_epoch} "
                 f"(global step {trainer.global_step}; e.g. {bad[:3]}); this checkpoint was not saved"
             )
+
+
+class ShareCores(pl.Callback):
+    """Every few seconds of training or evaluation, divide the cores anew among the kdexp runs
+    alive on the machine (``runtime.threads=auto``; kdexp.threads.rebalance)."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        rebalance()
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        rebalance()
+
+    def on_test_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        rebalance()
 
 
 class EpochLogLines(pl.Callback):

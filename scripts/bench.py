@@ -6,6 +6,7 @@ For each teacher→student pair on CIFAR-shaped data (3x32x32, 100 classes, batc
   (b) KD online      kdexp, method kd, teacher forward every step (performance.teacher_cache=off)
   (c) KD cached      kdexp, method kd, every teacher output served from the cache
   (d) plain loop     a minimal hand-written PyTorch KD loop: same models, data and augmentation
+  (e) plain student  the same loop without the teacher: the student alone, what (a) does
 
 The kdexp variants run ``pytorch_lightning.Trainer.fit`` on the real data path: a synthetic CIFAR
 folder (pickle format) read by ``kdexp.data.cifar``, lean tensors, batch crop/flip on the device.
@@ -14,7 +15,8 @@ seeded per batch, so epoch 2 replays epoch 1's views: epoch 1 warms up (and fill
 the cache for (c)), epoch 2 is timed (wall clock, all of it: loading, augmentation, forward,
 backward, optimizer, logging). (d) times ``--steps`` steps after ``--warmup`` steps.
 
-Targets (issue 7): (c) within 1.1x of (a)'s step time; (b) within 1.1x of (d).
+Targets: (c) within 1.1x of (a)'s step time and (b) within 1.1x of (d) (issue 7); (a) within
+1.05x of (e) (issue 20).
 
     python scripts/bench.py                        # CPU, and CUDA when present
     python scripts/bench.py --steps 50 --devices cuda --precision bf16-mixed --channels-last
@@ -144,8 +146,9 @@ def kdexp_step_time(variant: str, pair, root: Path, args, device: torch.device) 
     return timer.times[-1] / args.steps, extra
 
 
-def plain_step_time(pair, root: Path, args, device: torch.device) -> float:
-    """(d): a hand-written KD loop on the same models, data and augmentation."""
+def plain_step_time(pair, root: Path, args, device: torch.device, teacher_too: bool = True) -> float:
+    """(d): a hand-written KD loop on the same models, data and augmentation; (e) without the
+    teacher: the student alone on cross-entropy (what (a) does)."""
     t, s = build_pair(*pair)
     teacher, student = t.module.to(device), s.module.to(device).train()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -167,13 +170,15 @@ def plain_step_time(pair, root: Path, args, device: torch.device) -> float:
         dy, dx, flip = (torch.randint(0, n, (BATCH,), device=device) for n in (9, 9, 2))
         x = ((crop_flip(xb, dy, dx, flip, 4).float() / 255 - mean) / std).contiguous(memory_format=fmt)
         with autocast:
-            with torch.no_grad():
-                t_logits = teacher(x)
-            s_logits = student(x)
-        s_logits, t_logits = s_logits.float(), t_logits.float()
-        kd = F.kl_div(F.log_softmax(s_logits / T, 1), F.log_softmax(t_logits / T, 1),
-                      reduction="batchmean", log_target=True) * T * T
-        loss = 0.1 * F.cross_entropy(s_logits, yb) + 0.9 * kd
+            s_logits = student(x).float()
+            if not teacher_too:
+                loss = F.cross_entropy(s_logits, yb)
+            else:
+                with torch.no_grad():
+                    t_logits = teacher(x).float()
+                kd = F.kl_div(F.log_softmax(s_logits / T, 1), F.log_softmax(t_logits / T, 1),
+                              reduction="batchmean", log_target=True) * T * T
+                loss = 0.1 * F.cross_entropy(s_logits, yb) + 0.9 * kd
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -200,7 +205,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the student")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
+    whole = parser.add_argument_group("whole run (scripts/whole_run.py)")
+    whole.add_argument("--whole-run", action="store_true",
+                       help="time the default run phase by phase, and two runs at once vs one after the other")
+    whole.add_argument("--checkout", default=None, help="the kdexp checkout to time (default: this one)")
+    whole.add_argument("--cache-dir", default=None, help="its teacher cache (default: CHECKOUT/.cache/kdexp)")
+    whole.add_argument("--no-warmup", action="store_true", help="the teacher and timings are cached already")
     args = parser.parse_args(argv)
+    if args.whole_run:
+        import whole_run
+
+        whole_run.main(args)
+        return
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -230,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                     times[variant], extra = kdexp_step_time(variant, pair, root, args, device)
                     cache.update(extra)
                 times["d"] = plain_step_time(pair, root, args, device)
+                times["e"] = plain_step_time(pair, root, args, device, teacher_too=False)
                 row = {
                     "device": dev, "teacher": pair[0], "student": pair[1],
                     **{f"{k}_ms": round(v * 1e3, 2) for k, v in times.items()},
@@ -237,13 +254,15 @@ def main(argv: list[str] | None = None) -> None:
                     "c_over_a": round(times["c"] / times["a"], 3),
                     "b_over_d": round(times["b"] / times["d"], 3),
                     "b_over_a": round(times["b"] / times["a"], 3),
+                    "a_over_e": round(times["a"] / times["e"], 3),
                 }
                 rows.append(row)
                 print(
                     f"{dev:4} {pair[0]:>10}->{pair[1]:<9} images/s: (a) student {row['a_ips']:8.1f}"
                     f"  (b) KD online {row['b_ips']:8.1f}  (c) KD cached {row['c_ips']:8.1f}"
-                    f"  (d) plain KD loop {row['d_ips']:8.1f}  |  c/a {row['c_over_a']:.3f}"
-                    f" (target <= 1.1)  b/d {row['b_over_d']:.3f} (target <= 1.1)",
+                    f"  (d) plain KD loop {row['d_ips']:8.1f}  (e) plain student loop {row['e_ips']:8.1f}"
+                    f"  |  c/a {row['c_over_a']:.3f} (target <= 1.1)  b/d {row['b_over_d']:.3f} (target <= 1.1)"
+                    f"  a/e {row['a_over_e']:.3f} (target <= 1.05)",
                     flush=True,
                 )
     if args.json:

@@ -50,3 +50,56 @@ def test_apply_sets_torchs_threads(four_cores, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_live_runs_share_the_cores_and_take_them_back(four_cores, monkeypatch, tmp_path):
+    """runtime.threads=auto: the cores divided among the kdexp runs alive (a file per process),
+    and divided again when one finishes; files of runs that died are ignored and removed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    monkeypatch.setattr(threads, "busy_machine_note", lambda n: None)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    before = torch.get_num_threads()
+    (tmp_path / str(other.pid)).touch()  # another run, alive
+    (tmp_path / "999999999").touch()  # a run killed before it could leave
+    try:
+        with threads.sharing_cores("auto", folder=tmp_path) as n:
+            assert n == 2 and torch.get_num_threads() == 2
+            assert (tmp_path / str(os.getpid())).exists() and not (tmp_path / "999999999").exists()
+            assert threads.rebalance(every_s=0) is None  # nothing changed
+            other.send_signal(signal.SIGSTOP)  # a stopped run (Ctrl-Z) leaves its cores to the others
+            time.sleep(0.2)
+            assert threads.rebalance(every_s=0) == 4 and (tmp_path / str(other.pid)).exists()
+            other.send_signal(signal.SIGCONT)
+            time.sleep(0.2)
+            assert threads.rebalance(every_s=0) == 2
+            other.kill()
+            other.wait()
+            assert threads.rebalance(every_s=0) == 4 and torch.get_num_threads() == 4
+        assert not (tmp_path / str(os.getpid())).exists()  # this run left
+        assert threads.rebalance(every_s=0) is None  # no longer sharing
+    finally:
+        other.kill()
+        torch.set_num_threads(before)
+
+
+def test_a_number_or_the_users_omp_threads_is_never_rebalanced(four_cores, monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(threads, "busy_machine_note", lambda n: None)
+    before = torch.get_num_threads()
+    try:
+        with threads.sharing_cores(3, folder=tmp_path) as n:
+            assert n == 3 and not list(tmp_path.iterdir())  # not counted among the sharing runs
+            assert threads.rebalance(every_s=0) is None
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        with threads.sharing_cores("auto", folder=tmp_path) as n:
+            assert n == 1 and threads.rebalance(every_s=0) is None
+    finally:
+        torch.set_num_threads(before)

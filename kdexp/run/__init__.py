@@ -28,9 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """Run what ``cfg`` describes (a single run or a chain); returns the results (also in
     results.json). Errors are KdexpErrors with their exit codes."""
+    from kdexp import phases
     from kdexp.run.build import method_of
     from kdexp.run.signals import reported_errors
 
+    phases.begin_run()
     with reported_errors():  # write errors and signals: clear messages, not tracebacks
         cls = method_of(cfg)
         if cls.step_runner or cfg.get("incremental"):  # a method that runs its own chain of steps

@@ -17,7 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from torch import nn
 
+from kdexp import phases
 from kdexp.methods import DistillationModule
+from kdexp.phases import phase
 from kdexp.metric_names import accuracies, metric_name
 from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
 from kdexp.run.build import Prepared, plain
@@ -131,15 +133,17 @@ def complete(
     duration; write results.json as complete."""
     output_dir = Path(cfg.paths.output_dir)
     write_results(results, output_dir)  # the accuracies are safe before profiling starts
-    for role, profile in profile_models(cfg, models, datamodule.input_shape, device).items():
-        results[role].update(profile)
-    stored_sizes(cfg, results, models, datamodule)
+    with phase("profiling"):
+        for role, profile in profile_models(cfg, models, datamodule.input_shape, device).items():
+            results[role].update(profile)
+        stored_sizes(cfg, results, models, datamodule)
     has_teacher = bool(results["run"].get("teacher"))
     results["comparison"] = comparison(results["teacher"], results["student"]) if has_teacher else {}
     agreement = results["test_metrics"].get(metric_name("test", metric="agreement"))
     if agreement is not None:
         results["comparison"]["agreement_top1"] = float(agreement)
     results["run"]["duration_s"] = round(time.time() - started, 1)
+    results["run"]["phases_s"] = phases.seconds()  # where the wall time went (kdexp.phases)
     results["run"]["hparams"] = hparams_row(cfg, results["run"]["teacher"])  # kdexp-report's HParams columns
     return mark_complete(results, output_dir)
 

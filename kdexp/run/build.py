@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError
+from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError, ShareCores
 from kdexp.checks import check_cache_writable, check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg
@@ -28,6 +28,7 @@ from kdexp.methods import DistillationModule, build_method, check_method_cfg
 from kdexp.models import BuiltModel, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
+from kdexp.phases import phase
 from kdexp.performance import apply_performance, check_performance, data_options
 from kdexp.resume import FingerprintCheckpoint, load_student_weights
 from kdexp.run.folder import resolve_ckpt_path
@@ -113,7 +114,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     try:
         method_cls = check_config(cfg)
         pl.seed_everything(cfg.seed, workers=True)
-        datamodule = build_data(cfg, method_cls)
+        with phase("data"):
+            datamodule = build_data(cfg, method_cls)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
         student = build_role("student", plain(cfg.student), num_classes, channels, datamodule.input_shape)
         teacher, teacher_info = None, {}
@@ -126,7 +128,8 @@ def prepare(cfg: DictConfig) -> Prepared:
         )
         method_cls.check_models(student, teacher_arch, plain(cfg.method))
         if needs_teacher:
-            teacher, teacher_info = provide_run_teacher(cfg, method_cls, teacher_arch, datamodule)
+            with phase("teacher"):
+                teacher, teacher_info = provide_run_teacher(cfg, method_cls, teacher_arch, datamodule)
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
     except NonFiniteLossError as err:  # the teacher's own training diverged (the same guard)
@@ -226,6 +229,7 @@ def build_trainer(trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], 
     first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer."""
     if not any(isinstance(c, FiniteLossGuard) for c in callbacks):
         callbacks = [*callbacks, FiniteLossGuard()]
+    callbacks = [*callbacks, ShareCores()]  # runtime.threads=auto: a fair share as runs come and go
     return pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
 

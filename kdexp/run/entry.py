@@ -125,14 +125,16 @@ def run_checked(cfg: DictConfig) -> dict[str, Any]:
     """The job's checks, then the run: what ``kdexp`` and the Python API's ``kdexp.run`` both do.
     Errors propagate (KdexpErrors with their exit codes); recording them is the caller's."""
     from kdexp.run import run_experiment  # torch and Lightning: only once a run starts
-    from kdexp.threads import apply_threads
+    from kdexp.threads import resolve_threads, sharing_cores
 
     check_job(cfg)
+    value = OmegaConf.select(cfg, "runtime.threads", default="auto")
     try:
-        apply_threads(OmegaConf.select(cfg, "runtime.threads", default="auto"), launcher_cfg())
+        resolve_threads(value)
     except ValueError as err:
         raise SetupError(str(err)) from None
-    return run_experiment(cfg)
+    with sharing_cores(value, launcher_cfg()):  # the cores divided among the live runs
+        return run_experiment(cfg)
 
 
 def launcher_cfg() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from kdexp.data import ImageDataModule
 from kdexp.distributed import discard_hpc_checkpoints, resume_checkpoint
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, TrainingFailed
 from kdexp.methods import DistillationModule
+from kdexp.phases import phase
 from kdexp.resume import check_resume
 from kdexp.run.build import Prepared
 from kdexp.run.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path, resolve_ckpt_path
@@ -58,12 +59,14 @@ def train_and_test(
 
     Signals.trainer = trainer  # SIGINT: the same clean stop at the next batch as SIGTERM
     try:
-        trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
+        with phase("training"):
+            trainer.fit(module, datamodule=prep.datamodule, ckpt_path=ckpt_path)
         discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint
         if trainer.received_sigterm:  # arrived after the last epoch's check: still not a finished run
             raise SIGTERMException
         last_val = dict(trainer.callback_metrics)  # the last epoch's val/* (test resets them)
-        (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
+        with phase("evaluation"):
+            (metrics,) = trainer.test(module, datamodule=prep.datamodule, verbose=False)
         if trainer.received_sigterm:
             raise SIGTERMException
     except SIGTERMException:
@@ -108,7 +111,8 @@ def test_best_checkpoint(
     trainer.loggers = []
     module.evaluate_teacher = False
     try:
-        (metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
+        with phase("evaluation"):
+            (metrics,) = trainer.test(module, datamodule=datamodule, ckpt_path=path, verbose=False)
     finally:
         trainer.loggers = loggers
         module.evaluate_teacher = True

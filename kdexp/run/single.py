@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from kdexp.methods import DistillationModule
 from kdexp.performance import finish_cache
+from kdexp.phases import phase
 from kdexp.resume import run_fingerprint
 from kdexp.run.assemble import assemble, complete, publish
 from kdexp.run.build import Prepared, init_student, make_module, make_trainer, prepare
@@ -44,8 +45,9 @@ def fit_and_report(
         "epochs": trainer.current_epoch, "resumed_from": resumed_from, "teacher_cache": cache_summary,
         "earlier_failures": earlier_failures(output_dir),  # before this attempt's results replace them
     }
-    archive_finished(output_dir)  # only now: a failed attempt leaves a finished run's results alone
-    save_models(output_dir, module, prep.datamodule, cfg.data.name, prep.teacher_info)  # weights + cards
+    with phase("writing"):
+        archive_finished(output_dir)  # only now: a failed attempt leaves a finished run's results alone
+        save_models(output_dir, module, prep.datamodule, cfg.data.name, prep.teacher_info)  # weights + cards
     models = module.report_models()
     results = assemble(cfg, prep, module, fitted, extra_run)
     complete(cfg, results, models, trainer.strategy.root_device, prep.datamodule, started)

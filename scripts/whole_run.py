@@ -1,0 +1,105 @@
+"""The whole run a user waits for, not only the training step (``scripts/bench.py --whole-run``).
+
+1. The default run (``kdexp``, teacher cached) as a fresh process, its wall time split into the
+   phases the run records (``run.phases_s`` in results.json: start-up, data, teacher, training,
+   evaluation, profiling, writing; kdexp.phases) plus what is left (interpreter exit, unaccounted).
+   A warm-up run first makes sure the teacher, its test logits and the model timings are cached,
+   as they are for every run after a user's first.
+2. Two short runs (``method=vanilla student=cnn_small trainer.max_epochs=1``, seeds 0 and 1) one
+   after the other, then both started together: the together case must not finish later.
+
+Every number is measured here; run it on an otherwise idle machine. ``--checkout DIR`` times
+another checkout of kdexp (e.g. an older commit, for a before/after table; one without
+``run.phases_s`` gives only its wall times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAIR_JOB = ("method=vanilla", "student=cnn_small", "trainer.max_epochs=1")
+
+
+def kdexp_command(*overrides: str) -> list[str]:
+    """``kdexp`` of the checkout on PYTHONPATH, with this interpreter."""
+    return [sys.executable, "-c", "from kdexp.train import main; main()", *overrides]
+
+
+def start(checkout: Path, run_dir: Path, overrides: tuple[str, ...], cache_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(checkout), "KDEXP_CACHE_DIR": str(cache_dir)}
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    return subprocess.Popen(
+        kdexp_command(*overrides, f"hydra.run.dir={run_dir}"),
+        cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def finish(proc: subprocess.Popen, run_dir: Path) -> dict:
+    if proc.wait() != 0:
+        log = (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
+        raise SystemExit(f"kdexp exited with {proc.returncode} in {run_dir}:\n{log}")
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def timed(checkout: Path, run_dir: Path, overrides: tuple[str, ...], cache_dir: Path) -> tuple[float, dict]:
+    started = time.perf_counter()
+    results = finish(start(checkout, run_dir, overrides, cache_dir), run_dir)
+    return time.perf_counter() - started, results
+
+
+def phase_table(wall: float, results: dict) -> list[tuple[str, float]]:
+    spent = results["run"].get("phases_s") or {}
+    rows = list(spent.items())
+    rows.append(("other (exit, unaccounted)", max(0.0, wall - sum(spent.values()))))
+    return rows
+
+
+def whole_run(checkout: Path, cache_dir: Path, warmup: bool, work: Path) -> dict:
+    out: dict = {"checkout": str(checkout), "cache_dir": str(cache_dir)}
+    if warmup:
+        wall, results = timed(checkout, work / "warmup", (), cache_dir)
+        source = results["run"].get("teacher_source", {}).get("source", "?")
+        print(f"warm-up run: {wall:6.1f} s (teacher: {source})", flush=True)
+        out["warmup_s"] = round(wall, 1)
+    wall, results = timed(checkout, work / "default", (), cache_dir)
+    rows = phase_table(wall, results)
+    out["default_run"] = {"wall_s": round(wall, 1), "phases_s": dict(rows),
+                          "student_acc_top1": results["student"]["acc_top1"]}
+    print(f"\ndefault run (`kdexp`, teacher cached): {wall:.1f} s, student test acc "
+          f"{100 * results['student']['acc_top1']:.2f}%")
+    if results["run"].get("phases_s"):
+        print(f"  {'phase':<28}{'seconds':>9}{'share':>8}")
+        for name, seconds in rows:
+            print(f"  {name:<28}{seconds:9.1f}{100 * seconds / wall:7.1f}%")
+        out["default_run"]["training_share"] = round(results["run"]["phases_s"].get("training", 0) / wall, 3)
+        print(f"  training share {100 * out['default_run']['training_share']:.1f}% (target >= 70%)")
+
+    serial = [timed(checkout, work / f"serial{seed}", (*PAIR_JOB, f"seed={seed}"), cache_dir)[0] for seed in (0, 1)]
+    started = time.perf_counter()
+    procs = [(start(checkout, work / f"together{seed}", (*PAIR_JOB, f"seed={seed}"), cache_dir), seed) for seed in (0, 1)]
+    together_runs = [finish(proc, work / f"together{seed}") for proc, seed in procs]
+    together = time.perf_counter() - started
+    threads = [r["run"].get("threads") for r in together_runs]
+    out["two_runs"] = {"job": " ".join(PAIR_JOB), "one_s": [round(s, 1) for s in serial],
+                       "one_after_the_other_s": round(sum(serial), 1), "together_s": round(together, 1),
+                       "threads_together": threads}
+    print(f"\ntwo runs of `kdexp {' '.join(PAIR_JOB)}` (seeds 0, 1):")
+    print(f"  one after the other  {sum(serial):7.1f} s  ({serial[0]:.1f} + {serial[1]:.1f})")
+    print(f"  started together     {together:7.1f} s  (threads at each run's end: {threads}; target <= one after the other)")
+    return out
+
+
+def main(args) -> None:
+    checkout = Path(args.checkout or REPO).resolve()
+    cache_dir = Path(args.cache_dir or checkout / ".cache" / "kdexp").resolve()
+    with tempfile.TemporaryDirectory(prefix="kdexp-whole-run-") as tmp:
+        out = whole_run(checkout, cache_dir, not args.no_warmup, Path(tmp))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
