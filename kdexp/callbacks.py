@@ -97,10 +97,10 @@ class EpochLogLines(pl.Callback):
     ``when``: ``auto`` (only when stdout is not a terminal), ``always`` or ``never``.
     """
 
-    def __init__(self, when: str = "auto") -> None:
+    def __init__(self, when: str = "auto", label: str = "") -> None:
         if when not in ("auto", "always", "never"):
             raise ValueError(f"callbacks.epoch_log_lines.when={when!r} is not one of: auto, always, never")
-        self.when = when
+        self.when, self.label = when, label  # label: e.g. "teacher cnn_large" for a teacher's epochs
         self._started = 0.0
         self._first_epoch = 0
         self._loss_sum: torch.Tensor | float = 0.0
@@ -133,7 +133,7 @@ class EpochLogLines(pl.Callback):
         elapsed = time.monotonic() - self._started
         per_epoch = elapsed / max(1, done - self._first_epoch)
         left = max(0, (trainer.max_epochs or done) - done) if (trainer.max_epochs or -1) > 0 else None
-        parts = [f"epoch {done}/{trainer.max_epochs}"]
+        parts = [f"{self.label}{' ' if self.label else ''}epoch {done}/{trainer.max_epochs}"]
         if self._steps:
             parts.append(f"train/loss {float(self._loss_sum) / self._steps:.4f}")
         val = trainer.callback_metrics.get("val/acc")

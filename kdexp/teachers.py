@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import pytorch_lightning as pl
 import torch
 
+from kdexp.callbacks import EpochLogLines
 from kdexp.data import ImageDataModule
 from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
 from kdexp.metric_names import metric_prefix
@@ -270,7 +271,7 @@ def train_teacher(
     trainer = build_trainer(
         kwargs,
         logger=TeacherLogger(str(log_dir), name="", version="", default_hp_metric=False) if log_dir else False,
-        callbacks=[pl.callbacks.RichProgressBar(), *(callbacks or [])],
+        callbacks=[pl.callbacks.RichProgressBar(), EpochLogLines(label=f"teacher {teacher.name}"), *(callbacks or [])],
     )
     trainer.fit(module, datamodule)
     discard_hpc_checkpoints(trainer)  # else test() would load a SLURM requeue checkpoint

@@ -305,11 +305,24 @@ class DistillationModule(pl.LightningModule):
         loss = sum(weight * value for weight, value in terms.values())
         # For error messages (kdexp.callbacks.FiniteLossGuard): the terms of the latest step.
         self.last_loss_terms = {name: (float(w), v.detach()) for name, (w, v) in terms.items()}
-        self.log("train/loss", loss, prog_bar=True)
-        for name, (_, value) in terms.items():
-            self.log(f"train/{name}_loss", value)
-        self.log("train/acc", (logits.argmax(1) == y).float().mean())
+        if self.logs_this_step():
+            self.log("train/loss", loss, prog_bar=True)
+            for name, (_, value) in terms.items():
+                self.log(f"train/{name}_loss", value)
+            self.log("train/acc", (logits.argmax(1) == y).float().mean())
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether this training step's scalars are handed to Lightning: only on the steps its
+        loggers write (every ``trainer.log_every_n_steps``), an epoch's last step (so
+        ``callback_metrics`` hold train/* for callbacks) and every step of ``fast_dev_run``.
+        Each ``self.log`` costs about 0.6 ms on the CPU (Lightning 2.6 moves the stored metric to
+        the value's device on every call): logging 3-4 scalars every step cost 17% of a cnn_tiny
+        step. The curves are unchanged: the loggers never saw the other steps."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return bool(trainer.fast_dev_run) or trainer.is_last_batch or trainer._logger_connector.should_update_logs
 
     # --- evaluation --------------------------------------------------------------------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -146,7 +146,8 @@ class RocketModule(DistillationModule):
             "booster_ce": (self.booster_ce_weight, F.cross_entropy(booster_logits, y)),
             "hint": (self.hint_weight, rocket_hint_loss(logits, booster_logits, self.gradient_block)),
         }
-        self.log("train/booster_acc", (booster_logits.argmax(1) == y).float().mean())
+        if self.logs_this_step():
+            self.log("train/booster_acc", (booster_logits.argmax(1) == y).float().mean())
         return logits, terms
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
