@@ -56,6 +56,11 @@ MEAN = {  # averaged over seeds (timings: the median)
     # profile.runtimes=[torch,onnxruntime] (kdexp.runtimes): the exported student in ONNX Runtime
     "student_latency_ms_onnxruntime": ("student", "latency_ms_b1_onnxruntime"),
     "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
+    # students that declare their stored form (kdexp.run.assemble.stored_sizes)
+    "student_size_mb": ("student", "size_mb"),
+    "student_deployed_mb": ("student", "deployed_size_mb"),
+    "student_int8_acc": ("student", "int8_acc_top1"),
+    "student_int8_latency_ms": ("student", "int8_latency_ms_b1"),
 }
 
 
@@ -281,15 +286,34 @@ SHORT_HEADERS = [  # the console table: narrow enough for a terminal
 ]
 
 
-ORT_HEADERS = ["student ONNX Runtime latency b=1 (ms)", "ONNX Runtime speed-up"]
-ORT_SHORT_HEADERS = ["ORT ms b=1", "ORT speed-up"]
+# Columns shown only when some row has them: (column, header, short header, format).
+OPTIONAL_COLUMNS = [
+    ("student_latency_ms_onnxruntime", "student ONNX Runtime latency b=1 (ms)", "ORT ms b=1", "ms"),
+    ("speedup_onnxruntime", "ONNX Runtime speed-up", "ORT speed-up", "x"),
+    ("student_deployed_mb", "student size as deployed (MB; float32 size in brackets)", "deployed MB", "mb"),
+    ("student_int8_acc", "int8 model top-1 (%)", "int8 %", "pct"),
+    ("student_int8_latency_ms", "int8 model latency b=1 (ms)", "int8 ms", "ms"),
+]
 
 
-def ort_cells(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:
-    """ONNX Runtime columns, beside the eager ones, when any row was timed there."""
-    if not any(r.get("student_latency_ms_onnxruntime") is not None for r in rows):
-        return []
-    return [_num(row.get("student_latency_ms_onnxruntime"), "ms"), _num(row.get("speedup_onnxruntime"), "x")]
+def optional_columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """The optional columns some row has a value for (e.g. ONNX Runtime timings, a quantised
+    student's size at its bit-width, its int8 model's accuracy and latency)."""
+    return [c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+
+
+def optional_cells(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:
+    """The optional columns' cells for ``row``."""
+    cells = []
+    for column, _, _, kind in optional_columns(rows):
+        if kind == "pct":
+            cells.append(_pct(row.get(column)))
+        elif kind == "mb":
+            value, full = row.get(column), row.get("student_size_mb")
+            cells.append("—" if value is None else f"{value:.4g}" + (f" ({full:.4g})" if full is not None else ""))
+        else:
+            cells.append(_num(row.get(column), kind))
+    return cells
 
 
 def shared_options(rows: list[dict[str, Any]]) -> list[str]:
@@ -337,20 +361,20 @@ def _caption(shared: list[str]) -> str:
 def rows_table(rows: list[dict[str, Any]]) -> Table:
     shared = shared_options(rows)
     table = Table(title=_title(rows), caption=_caption(shared))
-    for header in SHORT_HEADERS + (ORT_SHORT_HEADERS if rows and ort_cells(rows, rows[0]) else []):
+    for header in SHORT_HEADERS + [short for _, _, short, _ in optional_columns(rows)]:
         numeric = header not in SHORT_HEADERS[:3]
         table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric, min_width=None if numeric else 8)
     for row in rows:
-        table.add_row(*row_cells(row, shared), *ort_cells(rows, row), style="red" if row["failed"] and not row["n"] else None)
+        table.add_row(*row_cells(row, shared), *optional_cells(rows, row), style="red" if row["failed"] and not row["n"] else None)
     return table
 
 
 def rows_markdown(rows: list[dict[str, Any]]) -> str:
     shared = shared_options(rows)
-    headers = HEADERS + (ORT_HEADERS if rows and ort_cells(rows, rows[0]) else [])
+    headers = HEADERS + [header for _, header, _, _ in optional_columns(rows)]
     lines = [f"**{_title(rows)}**", "", "| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared) + ort_cells(rows, row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared) + optional_cells(rows, row)) + " |" for row in rows]
     lines += ["", _caption(shared)]
     errors = [e for row in rows for e in row["errors"]]
     if errors:

@@ -155,6 +155,9 @@ ROWS = [  # (label, key, format, comparison key)
     ("top-5 accuracy", "acc_top5", "pct", None),
     ("parameters", "params", "int", "compression_params"),
     ("size (MB)", "size_mb", "f", "compression_size"),
+    ("deployed size (MB)", "deployed_size_mb", "f", None),  # a quantised student at its bit-width, a projection net's bits
+    ("int8 model top-1", "int8_acc_top1", "pct", None),  # an 8-bit student converted to a real int8 model
+    ("int8 model latency b=1 (ms)", "int8_latency_ms_b1", "ms", None),
     ("MACs / image", "macs", "macs", "macs_ratio"),
     ("latency b=1 (ms, median)", "latency_ms_b1", "ms", "speedup_latency_b1"),
     ("latency b=1 IQR (ms)", "latency_iqr_ms_b1", "ms", None),

@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     whole.add_argument("--checkout", default=None, help="the kdexp checkout to time (default: this one)")
     whole.add_argument("--cache-dir", default=None, help="its teacher cache (default: CHECKOUT/.cache/kdexp)")
     whole.add_argument("--no-warmup", action="store_true", help="the teacher and timings are cached already")
+    whole.add_argument("--step-reps", type=int, default=8, help="alternating kdexp/plain pairs of the student step (0: skip)")
+    whole.add_argument("--step-steps", type=int, default=100, help="steps per measurement of the student step")
     args = parser.parse_args(argv)
     if args.whole_run:
         import whole_run

@@ -7,6 +7,11 @@
    as they are for every run after a user's first.
 2. Two short runs (``method=vanilla student=cnn_small trainer.max_epochs=1``, seeds 0 and 1) one
    after the other, then both started together: the together case must not finish later.
+3. The student-only step (method ``vanilla``, the default run's student ``cnn_tiny`` and data,
+   lean path, batch 128) in kdexp's Lightning loop against a plain PyTorch loop over the same
+   data loader and batch transform: the median step time of each, measured in alternation
+   ``--step-reps`` times (this VM's speed drifts by 30% over minutes; alternating pairs cancel
+   the drift), and the median of the per-pair ratios.
 
 Every number is measured here; run it on an otherwise idle machine. ``--checkout DIR`` times
 another checkout of kdexp (e.g. an older commit, for a before/after table; one without
@@ -96,10 +101,88 @@ def whole_run(checkout: Path, cache_dir: Path, warmup: bool, work: Path) -> dict
     return out
 
 
+def student_step(reps: int, steps: int, model: str = "cnn_tiny") -> dict:
+    """Median step time of kdexp's vanilla step and of a plain loop, ``reps`` alternating pairs."""
+    import logging
+    import statistics
+    import warnings
+
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(REPO))
+    from kdexp.data import build_datamodule
+    from kdexp.methods import build_method
+    from kdexp.models import build_model
+    from kdexp.performance import apply_performance
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
+    data = build_datamodule(
+        {"name": "fashion_mnist", "batch_size": 128, "eval_batch_size": 1000, "val_size": 5000}, lean=True
+    )
+    data.prepare_data()
+    data.setup("fit")
+    skip = 5  # the first steps warm up allocators and caches
+
+    class StepClock(pl.Callback):
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        def on_train_batch_start(self, *args) -> None:
+            self.starts.append(time.perf_counter())
+
+    def kdexp_steps() -> list[float]:
+        torch.manual_seed(0)
+        module = build_method({"name": "vanilla"}, build_model({"name": model}, 10, 1), None, 10, (1, 28, 28),
+                              sgd, {"name": "none"})
+        with tempfile.TemporaryDirectory() as tmp:
+            apply_performance(module, data, {"teacher_cache": "off"}, "vanilla", tmp)
+            clock = StepClock()
+            trainer = pl.Trainer(
+                accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0,
+                num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=[clock],
+            )
+            trainer.fit(module, data)
+        return [b - a for a, b in zip(clock.starts, clock.starts[1:])][skip:]
+
+    def plain_steps() -> list[float]:
+        torch.manual_seed(0)
+        net = build_model({"name": model}, 10, 1).module.train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        batches, times = iter(data.train_dataloader()), []
+        for _ in range(steps):
+            started = time.perf_counter()
+            x, y, *_ = data.on_after_batch_transfer(next(batches), 0)
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - started)
+        return times[skip:]
+
+    pairs = []
+    for rep in range(reps):
+        kdexp_ms = 1e3 * statistics.median(kdexp_steps())
+        plain_ms = 1e3 * statistics.median(plain_steps())
+        pairs.append((kdexp_ms, plain_ms))
+        print(f"  pair {rep + 1}/{reps}: kdexp {kdexp_ms:6.2f} ms/step, plain loop {plain_ms:6.2f} ms/step,"
+              f" ratio {kdexp_ms / plain_ms:.3f}", flush=True)
+    ratio = statistics.median(k / p for k, p in pairs)
+    print(f"  median ratio kdexp / plain loop: {ratio:.3f} (target <= 1.05)")
+    return {"model": model, "batch": 128, "steps": steps, "pairs_ms": pairs, "median_ratio": round(ratio, 3)}
+
+
 def main(args) -> None:
     checkout = Path(args.checkout or REPO).resolve()
     cache_dir = Path(args.cache_dir or checkout / ".cache" / "kdexp").resolve()
     with tempfile.TemporaryDirectory(prefix="kdexp-whole-run-") as tmp:
         out = whole_run(checkout, cache_dir, not args.no_warmup, Path(tmp))
+    if args.step_reps:
+        print(f"\nthe student-only step ({args.step_reps} alternating pairs of {args.step_steps} steps):")
+        out["student_step"] = student_step(args.step_reps, args.step_steps)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -96,7 +96,7 @@ def test_storage_at_real_bit_width() -> None:
     channels = sum(m.weight.shape[0] for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     report = student.module.memory_report()
     assert report["quantized_weight_elements"] == weights
-    assert report["size_mb_at_bit_width"] == pytest.approx((4 * weights + 32 * (channels + total - weights)) / 8e6)
+    assert report["deployed_size_mb"] == pytest.approx((4 * weights + 32 * (channels + total - weights)) / 8e6)
     assert report["size_mb_float32"] == pytest.approx(total * 4 / 1e6)
 
 
@@ -178,7 +178,7 @@ def test_cli_scheme_c_runs_end_to_end_and_reports_the_storage(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     student = json.loads((tmp_path / "run" / "results.json").read_text())["student"]
-    assert student["weight_bits"] == 4 and student["size_mb_at_bit_width"] < student["size_mb_float32"] / 4
+    assert student["weight_bits"] == 4 and student["deployed_size_mb"] < student["size_mb_float32"] / 4
 
 
 def test_any_registered_architecture_with_residual_additions() -> None:

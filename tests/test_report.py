@@ -124,3 +124,22 @@ def test_rows_price_the_comparison_and_flag_noisy_timings(tmp_path: Path) -> Non
     table = (tmp_path / "report.md").read_text()
     assert "| 0.1 ⚠ | 5.0× ⚠ | 74 | 2/3 |" in table
     assert (tmp_path / "acc_vs_train_time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_student_that_declares_its_stored_form_gets_those_columns(tmp_path: Path) -> None:
+    """Issue 13: a quantised student's size at its bit-width and its int8 model's numbers are
+    columns of the report (shown only when some row has them), beside the float32 size."""
+    from kdexp.report import rows_markdown
+
+    fake_run(tmp_path / "fp", "vanilla", 0, 0.86)
+    fake_run(tmp_path / "w8", "vanilla", 0, 0.79, overrides=("+student.quantize.weight_bits=8",))
+    quantised = json.loads((tmp_path / "w8" / "results.json").read_text())
+    quantised["student"].update(size_mb=0.0251, deployed_size_mb=0.0069, int8_acc_top1=0.7895, int8_latency_ms_b1=3.5)
+    (tmp_path / "w8" / "results.json").write_text(json.dumps(quantised))
+    rows = summarise(find_runs([tmp_path]))
+    text = rows_markdown(rows)
+    assert "student size as deployed (MB; float32 size in brackets)" in text and "int8 model top-1 (%)" in text
+    w8 = next(line for line in text.splitlines() if "weight_bits=8" in line)
+    assert "0.0069 (0.0251)" in w8 and "| 78.95 |" in w8 and "| 3.5" in w8
+    only_fp = rows_markdown([r for r in rows if "weight_bits" not in r["options"]])
+    assert "deployed" not in only_fp and "int8" not in only_fp
