@@ -7,8 +7,9 @@
    as they are for every run after a user's first.
 2. Two short runs (``method=vanilla student=cnn_small trainer.max_epochs=1``, seeds 0 and 1) one
    after the other, then both started together: the together case must not finish later.
-3. The student-only step (method ``vanilla``, the default run's student ``cnn_tiny`` and data,
-   lean path, batch 128) in kdexp's Lightning loop against a plain PyTorch loop over the same
+3. The student-only step (method ``vanilla``, lean data path): the default run's student
+   ``cnn_tiny`` on Fashion-MNIST (batch 128) and resnet20 on CIFAR-100-shaped data (batch 64, crop
+   and flip), in kdexp's Lightning loop against a plain PyTorch loop over the same
    data loader and batch transform: the median step time of each, measured in alternation
    ``--step-reps`` times (this VM's speed drifts by 30% over minutes; alternating pairs cancel
    the drift), and the median of the per-pair ratios.
@@ -86,6 +87,8 @@ def whole_run(checkout: Path, cache_dir: Path, warmup: bool, work: Path) -> dict
         out["default_run"]["training_share"] = round(results["run"]["phases_s"].get("training", 0) / wall, 3)
         print(f"  training share {100 * out['default_run']['training_share']:.1f}% (target >= 70%)")
 
+    if warmup:  # the pair job's model timings in the store, as for the default run
+        timed(checkout, work / "warmup_pair", (*PAIR_JOB, "seed=0"), cache_dir)
     serial = [timed(checkout, work / f"serial{seed}", (*PAIR_JOB, f"seed={seed}"), cache_dir)[0] for seed in (0, 1)]
     started = time.perf_counter()
     procs = [(start(checkout, work / f"together{seed}", (*PAIR_JOB, f"seed={seed}"), cache_dir), seed) for seed in (0, 1)]
@@ -101,8 +104,10 @@ def whole_run(checkout: Path, cache_dir: Path, warmup: bool, work: Path) -> dict
     return out
 
 
-def student_step(reps: int, steps: int, model: str = "cnn_tiny") -> dict:
-    """Median step time of kdexp's vanilla step and of a plain loop, ``reps`` alternating pairs."""
+def student_step(reps: int, steps: int, model: str = "cnn_tiny", data: str = "fashion_mnist") -> dict:
+    """Median step time of kdexp's vanilla step and of a plain loop, ``reps`` alternating pairs.
+    ``data``: ``fashion_mnist`` (batch 128, the default run's) or ``cifar100`` (batch 64, random
+    images in the CIFAR pickle layout, crop + flip: bench.py's setting)."""
     import logging
     import statistics
     import warnings
@@ -120,11 +125,19 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny") -> dict:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
-    data = build_datamodule(
-        {"name": "fashion_mnist", "batch_size": 128, "eval_batch_size": 1000, "val_size": 5000}, lean=True
-    )
-    data.prepare_data()
-    data.setup("fit")
+    tmp = tempfile.TemporaryDirectory(prefix="kdexp-step-")
+    if data == "cifar100":
+        from bench import BATCH, write_cifar100
+
+        write_cifar100(Path(tmp.name), n_train=(steps + 1) * BATCH + 5000)
+        cfg = {"name": "cifar100", "root": tmp.name, "download": False, "augment": True, "batch_size": BATCH,
+               "val_size": 5000}
+    else:
+        cfg = {"name": "fashion_mnist", "batch_size": 128, "eval_batch_size": 1000, "val_size": 5000}
+    datamodule = build_datamodule(cfg, lean=True)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    classes, shape = datamodule.num_classes, datamodule.input_shape
     skip = 5  # the first steps warm up allocators and caches
 
     class StepClock(pl.Callback):
@@ -136,27 +149,26 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny") -> dict:
 
     def kdexp_steps() -> list[float]:
         torch.manual_seed(0)
-        module = build_method({"name": "vanilla"}, build_model({"name": model}, 10, 1), None, 10, (1, 28, 28),
-                              sgd, {"name": "none"})
-        with tempfile.TemporaryDirectory() as tmp:
-            apply_performance(module, data, {"teacher_cache": "off"}, "vanilla", tmp)
-            clock = StepClock()
-            trainer = pl.Trainer(
-                accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0,
-                num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, callbacks=[clock],
-            )
-            trainer.fit(module, data)
+        module = build_method({"name": "vanilla"}, build_model({"name": model}, classes, shape[0]), None, classes,
+                              shape, sgd, {"name": "none"})
+        apply_performance(module, datamodule, {"teacher_cache": "off"}, "vanilla", tmp.name)
+        clock = StepClock()
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0,
+            num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[clock],
+        )
+        trainer.fit(module, datamodule)
         return [b - a for a, b in zip(clock.starts, clock.starts[1:])][skip:]
 
     def plain_steps() -> list[float]:
         torch.manual_seed(0)
-        net = build_model({"name": model}, 10, 1).module.train()
+        net = build_model({"name": model}, classes, shape[0]).module.train()
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-        batches, times = iter(data.train_dataloader()), []
+        batches, times = iter(datamodule.train_dataloader()), []
         for _ in range(steps):
             started = time.perf_counter()
-            x, y, *_ = data.on_after_batch_transfer(next(batches), 0)
+            x, y, *_ = datamodule.on_after_batch_transfer(next(batches), 0)
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -165,15 +177,17 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny") -> dict:
         return times[skip:]
 
     pairs = []
-    for rep in range(reps):
-        kdexp_ms = 1e3 * statistics.median(kdexp_steps())
-        plain_ms = 1e3 * statistics.median(plain_steps())
-        pairs.append((kdexp_ms, plain_ms))
-        print(f"  pair {rep + 1}/{reps}: kdexp {kdexp_ms:6.2f} ms/step, plain loop {plain_ms:6.2f} ms/step,"
-              f" ratio {kdexp_ms / plain_ms:.3f}", flush=True)
+    with tmp:
+        for rep in range(reps):
+            kdexp_ms = 1e3 * statistics.median(kdexp_steps())
+            plain_ms = 1e3 * statistics.median(plain_steps())
+            pairs.append((round(kdexp_ms, 3), round(plain_ms, 3)))
+            print(f"  {model:>9} pair {rep + 1}/{reps}: kdexp {kdexp_ms:7.2f} ms/step, plain loop {plain_ms:7.2f}"
+                  f" ms/step, ratio {kdexp_ms / plain_ms:.3f}", flush=True)
     ratio = statistics.median(k / p for k, p in pairs)
-    print(f"  median ratio kdexp / plain loop: {ratio:.3f} (target <= 1.05)")
-    return {"model": model, "batch": 128, "steps": steps, "pairs_ms": pairs, "median_ratio": round(ratio, 3)}
+    print(f"  {model}: median ratio kdexp / plain loop {ratio:.3f} (target <= 1.05)")
+    return {"model": model, "data": data, "batch": cfg["batch_size"], "steps": steps, "pairs_ms": pairs,
+            "median_ratio": round(ratio, 3)}
 
 
 def main(args) -> None:
@@ -183,6 +197,9 @@ def main(args) -> None:
         out = whole_run(checkout, cache_dir, not args.no_warmup, Path(tmp))
     if args.step_reps:
         print(f"\nthe student-only step ({args.step_reps} alternating pairs of {args.step_steps} steps):")
-        out["student_step"] = student_step(args.step_reps, args.step_steps)
+        out["student_step"] = [
+            student_step(args.step_reps, args.step_steps),  # the default run's student and data
+            student_step(args.step_reps, args.step_steps // 4, "resnet20", "cifar100"),  # the issue's models
+        ]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
