@@ -12,7 +12,8 @@
    and flip), in kdexp's Lightning loop against a plain PyTorch loop over the same
    data loader and batch transform: the median step time of each, measured in alternation
    ``--step-reps`` times (this VM's speed drifts by 30% over minutes; alternating pairs cancel
-   the drift), and the median of the per-pair ratios.
+   the drift), and the median of the per-pair ratios; also Lightning's own loop around the plain
+   step (a bare LightningModule, nothing logged): the floor of any Lightning-based tool.
 
 Every number is measured here; run it on an otherwise idle machine. ``--checkout DIR`` times
 another checkout of kdexp (e.g. an older commit, for a before/after table; one without
@@ -161,6 +162,37 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny", data: str = "fa
         trainer.fit(module, datamodule)
         return [b - a for a, b in zip(clock.starts, clock.starts[1:])][skip:]
 
+    class Bare(pl.LightningModule):
+        """Lightning's own loop around the plain step: no kdexp code, nothing logged."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = build_model({"name": model}, classes, shape[0]).module
+
+        def training_step(self, batch, batch_idx):
+            x, y, *_ = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return datamodule.on_after_batch_transfer(batch, dataloader_idx)
+
+    def lightning_steps(module: pl.LightningModule) -> list[float]:
+        clock = StepClock()
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0,
+            num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[clock],
+        )
+        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+        return [b - a for a, b in zip(clock.starts, clock.starts[1:])][skip:]
+
+    def bare_steps() -> list[float]:
+        torch.manual_seed(0)
+        return lightning_steps(Bare())
+
     def plain_steps() -> list[float]:
         torch.manual_seed(0)
         net = build_model({"name": model}, classes, shape[0]).module.train()
@@ -180,14 +212,16 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny", data: str = "fa
     with tmp:
         for rep in range(reps):
             kdexp_ms = 1e3 * statistics.median(kdexp_steps())
+            bare_ms = 1e3 * statistics.median(bare_steps())
             plain_ms = 1e3 * statistics.median(plain_steps())
-            pairs.append((round(kdexp_ms, 3), round(plain_ms, 3)))
-            print(f"  {model:>9} pair {rep + 1}/{reps}: kdexp {kdexp_ms:7.2f} ms/step, plain loop {plain_ms:7.2f}"
-                  f" ms/step, ratio {kdexp_ms / plain_ms:.3f}", flush=True)
-    ratio = statistics.median(k / p for k, p in pairs)
-    print(f"  {model}: median ratio kdexp / plain loop {ratio:.3f} (target <= 1.05)")
-    return {"model": model, "data": data, "batch": cfg["batch_size"], "steps": steps, "pairs_ms": pairs,
-            "median_ratio": round(ratio, 3)}
+            pairs.append((round(kdexp_ms, 3), round(bare_ms, 3), round(plain_ms, 3)))
+            print(f"  {model:>9} {rep + 1}/{reps}: kdexp {kdexp_ms:7.2f}  bare Lightning {bare_ms:7.2f}  plain loop"
+                  f" {plain_ms:7.2f} ms/step  kdexp/plain {kdexp_ms / plain_ms:.3f}", flush=True)
+    ratio = statistics.median(k / p for k, _, p in pairs)
+    bare = statistics.median(b / p for _, b, p in pairs)
+    print(f"  {model}: median kdexp / plain loop {ratio:.3f} (target <= 1.05); bare Lightning / plain loop {bare:.3f}")
+    return {"model": model, "data": data, "batch": cfg["batch_size"], "steps": steps,
+            "kdexp_bare_plain_ms": pairs, "kdexp_over_plain": round(ratio, 3), "bare_lightning_over_plain": round(bare, 3)}
 
 
 def main(args) -> None:
