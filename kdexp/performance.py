@@ -70,5 +70,8 @@ def finish_cache(module) -> dict[str, Any] | None:
     if cache is None:
         return None
     summary = cache.summary()
+    trainer = module._trainer
+    if trainer is None or (trainer.world_size == 1 and not trainer.received_sigterm):  # one rank saw every sample
+        cache.save_store()
     cache.release()
     return summary

@@ -25,6 +25,12 @@ Exactness contract:
 
 Storage: ``memory`` (a table on the training device, pages touched as it fills) or ``disk`` (a
 file-backed table, for tables larger than memory); ``auto`` picks disk above a size limit.
+
+Kept with the teacher: with one view per sample (no augmentation) a memory table is small (60,000
+× 10 float32 = 2.4 MB for Fashion-MNIST), and the next run with the same teacher, data, device and
+precision starts from it (``store_path``, kdexp.run.build.store_teacher_train_logits): its first
+epoch needs no teacher forward either. The fingerprints travel with the logits, so a served view
+is still checked against the image the run sees.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class TeacherOutputCache:
         self._projection: Tensor | None = None  # (C·H·W, 2) float32, fixed
         self.out_dtype: torch.dtype | None = None  # what the teacher returns (restored on hits)
         self.hits = self.misses = 0
+        self.store_path: Path | None = None  # where the table is kept with its teacher (load_store)
+        self.stored_rows = 0  # rows filled when loaded: save_store writes only when it grew
 
     @property
     def nbytes(self) -> int:
@@ -126,6 +134,43 @@ class TeacherOutputCache:
         self.filled = torch.zeros(self.rows, dtype=torch.bool, device=table_device)
         self.fingerprints = torch.zeros(self.rows, 2, dtype=torch.float32, device=table_device)
 
+    def load_store(self, path: Path) -> int:
+        """Start from the table kept at ``path`` (a memory table; missing or unreadable: empty);
+        later saves go there. Returns the rows it held."""
+        self.store_path = path
+        if self.storage != "memory" or not path.is_file():
+            return 0
+        try:
+            kept = torch.load(path, map_location="cpu", weights_only=True)
+            table, filled, fingerprints = kept["table"], kept["filled"], kept["fingerprints"]
+        except Exception:  # noqa: BLE001 - an unreadable entry is filled again and replaced
+            return 0
+        if table.shape != (self.rows, self.num_classes) or table.dtype != self.dtype or filled.shape != (self.rows,):
+            return 0
+        self.table, self.filled, self.fingerprints = table, filled, fingerprints
+        self.out_dtype = getattr(torch, str(kept.get("out_dtype", "float32")))
+        self.stored_rows = int(filled.sum())
+        return self.stored_rows
+
+    def save_store(self) -> bool:
+        """Write the table to ``store_path`` when this run filled rows it did not load (atomic)."""
+        if self.store_path is None or self.filled is None or self.storage != "memory":
+            return False
+        if int(self.filled.sum()) <= self.stored_rows:
+            return False
+        import io
+
+        from kdexp.run_record import write_atomic
+
+        buffer = io.BytesIO()
+        torch.save({"table": self.table.cpu(), "filled": self.filled.cpu(), "fingerprints": self.fingerprints.cpu(),
+                    "out_dtype": str(self.out_dtype or self.dtype).replace("torch.", "")}, buffer)
+        self.store_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.store_path, buffer.getvalue())
+        self.stored_rows = int(self.filled.sum())
+        log.info("Kept the teacher's training logits for later runs: %s", self.store_path)
+        return True
+
     def _to_table(self, t: Tensor) -> Tensor:
         return t.to(self.filled.device) if t.device != self.filled.device else t
 
@@ -141,6 +186,8 @@ class TeacherOutputCache:
         view was computed before, ``compute(x[misses])`` (then stored) for the rest."""
         if self.table is None:
             self._allocate(x.device)
+        elif self.storage == "memory" and self.table.device != x.device:  # a kept table, loaded on the CPU
+            self.table, self.filled, self.fingerprints = (t.to(x.device) for t in (self.table, self.filled, self.fingerprints))
         flat = self.keys(views)
         rows = self._to_table(flat)
         filled = self.filled[rows]

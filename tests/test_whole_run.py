@@ -127,3 +127,47 @@ def test_logger_none_writes_no_event_files_for_the_teacher_either(tmp_path):
     proc = _run(tmp_path, "quiet")  # _run passes logger=none; the teacher is trained in this run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not list((tmp_path / "quiet").rglob("*tfevents*"))
+
+
+def test_the_teachers_training_logits_are_kept_for_the_next_run(tmp_path, tiny_fashion_mnist, monkeypatch):
+    """No augmentation: the teacher-output table is kept with the teacher after a run, and the next
+    run with that teacher starts from it — no teacher forward in training at all — and trains to
+    exactly the same student as a run that computes the logits online."""
+    import copy
+    import json
+
+    from omegaconf import open_dict
+
+    from conftest import TINY_RUN, compose_config
+    from kdexp.methods.base import DistillationModule
+    from kdexp.run import run_experiment
+
+    overrides = [o for o in TINY_RUN if not o.startswith("data")]
+    base = compose_config(*overrides, "data=fashion_mnist", f"data.root={tiny_fashion_mnist}", "data.val_size=16",
+                          "data.batch_size=16", "method=kd", "logger=none", "profile.enabled=false",
+                          "trainer.max_epochs=2")
+
+    def run(name: str, **performance):
+        cfg = copy.deepcopy(base)
+        with open_dict(cfg):
+            cfg.paths = {"root_dir": str(tmp_path), "data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"),
+                         "log_dir": str(tmp_path / "outputs"), "output_dir": str(tmp_path / name)}
+            cfg.performance.update(performance)
+        run_experiment(cfg)
+        return json.loads((tmp_path / name / "results.json").read_text())
+
+    first = run("first")
+    assert first["run"]["teacher_cache"]["hit_rate"] == 0.5  # epoch 2 of 2 served from the run's own table
+    (kept,) = (tmp_path / "cache" / "teacher_train_logits").glob("*.pt")
+
+    forwards = []
+    original = DistillationModule.teacher_forward
+    monkeypatch.setattr(DistillationModule, "teacher_forward", lambda self, x: forwards.append(len(x)) or original(self, x))
+    second = run("second")
+    assert second["run"]["teacher_cache"]["hit_rate"] == 1.0 and forwards == []  # not one training view computed
+    monkeypatch.setattr(DistillationModule, "teacher_forward", original)
+    online = run("online", teacher_cache="off", teacher_train_logits=False)
+    for results in (first, second):
+        assert results["student"]["acc_top1"] == online["student"]["acc_top1"]
+        assert results["student"]["val_acc_top1"] == online["student"]["val_acc_top1"]
+    assert kept.stat().st_size > 0

@@ -171,6 +171,7 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
         perf = plain(cfg.get("performance"))
         apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
         store_teacher_test_logits(cfg, prep, module)
+        store_teacher_train_logits(cfg, prep, module)
         return module
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
@@ -190,6 +191,33 @@ def store_teacher_test_logits(cfg: DictConfig, prep: Prepared, module: Distillat
     device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
     attach_teacher_test_logits(module, prep.datamodule, cfg.paths.cache_dir, plain(cfg.data), device,
                                str(cfg.trainer.get("precision", "32-true")))
+
+
+def store_teacher_train_logits(cfg: DictConfig, prep: Prepared, module: DistillationModule) -> None:
+    """With one view per training sample (no augmentation), the teacher-output cache starts from
+    the table kept with this teacher (and is kept for the next run): a run with a cached teacher
+    then needs no teacher forward at all. Keyed like the test logits (kdexp.teacher_eval): the
+    teacher's weights, the data, the device type and precision, plus the table's grid and dtype.
+    Not for a teacher that changes during the run (RCO's route of anchors)."""
+    from kdexp.teacher_eval import store_key
+    from kdexp.teachers import state_digest
+
+    cache, info = module.teacher_outputs, prep.teacher_info or {}
+    if cache is None or cache.storage != "memory" or cache.grid.views_per_sample != 1:
+        return
+    if info.get("source") not in ("cache", "trained", "checkpoint") or info.get("cached") is False:
+        return
+    if not (cfg.get("performance") or {}).get("teacher_train_logits", True):
+        return
+    if type(module).route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
+        return
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
+    data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train"}
+    key = store_key(state_digest(module.teacher.state_dict()), data, device, str(cfg.trainer.get("precision", "32-true")))
+    rows = cache.load_store(Path(cfg.paths.cache_dir) / "teacher_train_logits" / f"{key}.pt")
+    if rows:
+        log.info("Teacher-output cache: %d of %d training views kept from an earlier run with this teacher", rows, cache.rows)
 
 
 def init_student(cfg: DictConfig, module: DistillationModule) -> None:
