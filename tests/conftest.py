@@ -118,9 +118,11 @@ def tiny_fashion_mnist(tmp_path: Path) -> Path:
 
 
 def run_cli(
-    *overrides: str, cache_dir: Path, run_dir: Path, flags: tuple[str, ...] = (), timeout: int = 300
+    *overrides: str, cache_dir: Path, run_dir: Path, flags: tuple[str, ...] = (), timeout: int = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``kdexp`` in a subprocess, as a user would, with its own cache and run folder."""
-    env = {**os.environ, "KDEXP_CACHE_DIR": str(cache_dir), "PYTHONWARNINGS": "ignore"}
+    """Run ``kdexp`` in a subprocess, as a user would, with its own cache and run folder (and
+    ``env`` added to the environment)."""
+    env = {**os.environ, "KDEXP_CACHE_DIR": str(cache_dir), "PYTHONWARNINGS": "ignore", **(env or {})}
     cmd = [sys.executable, "-m", "kdexp.train", *flags, f"hydra.run.dir={run_dir}", *overrides]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

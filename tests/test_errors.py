@@ -170,7 +170,9 @@ def outcomes(tmp_path_factory) -> dict:
         before = snapshot(run_dir)
         data = () if any(o.startswith("data=") for o in overrides) else FAKE_DATA
         overrides = tuple(fill(o, paths) for o in overrides)
-        proc = run_cli(*data, *QUICK, *overrides, cache_dir=cache, run_dir=run_dir, timeout=900)
+        # four at once: one thread each, or they spin-wait for each other's cores
+        proc = run_cli(*data, *QUICK, *overrides, cache_dir=cache, run_dir=run_dir, timeout=900,
+                       env={"OMP_NUM_THREADS": "1"})
         return proc, before, snapshot(run_dir)
 
     with ThreadPoolExecutor(max_workers=4) as pool:

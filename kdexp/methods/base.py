@@ -9,6 +9,8 @@ top-1 agreement on the test set.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -302,7 +304,9 @@ class DistillationModule(pl.LightningModule):
             logits, terms = self.training_losses(x, y)
         finally:
             self._views = None
-        loss = sum(weight * value for weight, value in terms.values())
+        # the same sum, without the ops a weight of 1 and a start of 0 would add to every step's graph
+        weighted = [value if weight == 1 else weight * value for weight, value in terms.values()]
+        loss = functools.reduce(operator.add, weighted)
         # For error messages (kdexp.callbacks.FiniteLossGuard): the terms of the latest step.
         self.last_loss_terms = {name: (float(w), v.detach()) for name, (w, v) in terms.items()}
         if self.logs_this_step():
