@@ -162,9 +162,12 @@ def test_piped_output_has_a_line_per_epoch_the_full_table_and_where_to_look(two_
     first = two_runs[0]
     stdout = (first.parent / "first.stdout").read_text()
     for text in (stdout, (first / "train.log").read_text()):
-        lines = [line for line in text.splitlines() if "epoch " in line and "train/loss" in line]
+        epochs = [line for line in text.splitlines() if "epoch " in line and "train/loss" in line]
+        teacher = [line for line in epochs if "teacher cnn_small epoch" in line]
+        lines = [line for line in epochs if line not in teacher]
         assert len(lines) == 2, text[-3000:]  # trainer.max_epochs=2
         assert "epoch 2/2" in lines[1] and "val/acc" in lines[1] and "ETA 0:00:00" in lines[1]
+        assert len(teacher) == 1 and "teacher cnn_small epoch 1/1" in teacher[0]  # the teacher trained here, 1 epoch
     caption = next(line for line in stdout.splitlines() if "MACs: torch.utils.flop_counter" in line)
     assert "MB = 10^6 bytes of state_dict." in caption  # printed whole on one line, not wrapped at 80
     assert "Teacher: trained now, cached as" in stdout
