@@ -1,5 +1,5 @@
-"""Shared test helpers: the tiny-run overrides, the config composed once, a method factory, tiny
-IDX files, and a way to run the CLI in a subprocess."""
+"""Shared test helpers: the tiny-run overrides, the config composed once, a method factory, a
+few training steps, tiny IDX files, and a way to run the CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -33,6 +33,19 @@ TINY_RUN = (
     "teacher.train.max_epochs=1",
     "profile.min_run_time=0.05",
     "profile.throughput_batch=8",
+)
+# A student-only run through the real CLI, for the crash, resume and safety tests: 4 steps of 16
+# images per epoch, no teacher, no logger, no profiling (add trainer.max_epochs and the rest).
+VANILLA_RUN = (
+    "data=fake",
+    "data.image_shape=[1,28,28]",
+    "data.train_size=64",
+    "data.test_size=32",
+    "data.batch_size=16",
+    "method=vanilla",
+    "student=cnn_tiny",
+    "logger=none",
+    "profile.enabled=false",
 )
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 NO_SCHEDULE = {"name": "none"}
@@ -93,6 +106,26 @@ def make_method(
     return build_method(
         {"name": name, **options}, s, t, num_classes, input_shape, optimizer or SGD, scheduler or NO_SCHEDULE
     )
+
+
+def train_steps(
+    module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.1, optimizer: torch.optim.Optimizer | None = None
+) -> list[float]:
+    """Train ``module`` in train mode for ``steps`` steps on the one batch ``x``, ``y`` with the
+    weighted sum of its ``training_losses`` (``optimizer``, else SGD at ``lr`` with momentum 0.9 on
+    its trainable parameters): the losses, one a step (for tests that a loss falls)."""
+    if optimizer is None:
+        optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    module.train()
+    losses = []
+    for _ in range(steps):
+        _, terms = module.training_losses(x, y)
+        loss = sum(w * v for w, v in terms.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

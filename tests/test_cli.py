@@ -6,21 +6,9 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_cli
+from conftest import TINY_RUN, run_cli
 
-QUICK = (
-    "data=fake",
-    "data.image_shape=[1,28,28]",
-    "data.train_size=64",
-    "data.test_size=32",
-    "teacher=cnn_small",
-    "student=cnn_tiny",
-    "trainer.max_epochs=2",
-    "teacher.train.max_epochs=1",
-    "profile.min_run_time=0.05",
-    "profile.throughput_batch=8",
-    "trainer.log_every_n_steps=1",
-)
+QUICK = (*TINY_RUN, "trainer.max_epochs=2", "trainer.log_every_n_steps=1")  # the later value wins
 
 
 @pytest.fixture(scope="module")

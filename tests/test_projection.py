@@ -8,7 +8,7 @@ import torch
 from kdexp.methods import build_method
 from kdexp.models import build_model
 from kdexp.profile import count_macs
-from conftest import run_cli
+from conftest import run_cli, train_steps
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 NO_SCHED = {"name": "none"}
@@ -61,31 +61,17 @@ def test_memory_and_macs() -> None:
     assert count_macs(net, (1, 28, 28)) == 600 * 784 + 600 * 128 + 128 * 10
 
 
-def _train(module, x, y, steps: int = 25) -> list[float]:
-    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
-    module.train()
-    losses = []
-    for _ in range(steps):
-        _, terms = module.training_losses(x, y)
-        loss = sum(w * v for w, v in terms.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
 def test_projection_student_learns_under_kd_and_jointly() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
     teacher = build_model({"name": "cnn_tiny"}, 10, 1)
     kd = build_method({"name": "kd"}, projection(), teacher, 10, (1, 28, 28), SGD, NO_SCHED)
-    losses = _train(kd, x, y)
+    losses = train_steps(kd, x, y, 25)
     assert losses[-1] < 0.85 * losses[0]
     joint = build_method({"name": "projection_joint", "trainer_model": "cnn_tiny"}, projection(), None, 10, (1, 28, 28), SGD, NO_SCHED)
     assert (joint.trainer_weight, joint.ce_weight, joint.kd_weight, joint.temperature) == (1.0, 1.0, 1.0, 1.0)
     before = [p.detach().clone() for p in joint.trainer_net.parameters()]
-    losses = _train(joint, x, y)
+    losses = train_steps(joint, x, y, 25)
     assert losses[-1] < 0.85 * losses[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, joint.trainer_net.parameters()))  # trainer learns
 

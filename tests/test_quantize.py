@@ -8,6 +8,7 @@ from kdexp.methods import build_method
 from kdexp.methods.apprentice import ApprenticeFinetuneModule
 from kdexp.models import build_model
 from kdexp.quantize import QuantizedStudent, check_quantize_cfg
+from conftest import train_steps
 
 SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
 NO_SCHED = {"name": "none"}
@@ -24,26 +25,12 @@ def kd_module(student, **method):
     return build_method({"name": "kd", **method}, student, teacher, 10, (1, 28, 28), SGD, NO_SCHED)
 
 
-def train_steps(module, steps: int, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
-    module.train()
-    losses = []
-    for _ in range(steps):
-        _, terms = module.training_losses(x, y)
-        loss = sum(w * v for w, v in terms.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
 @pytest.mark.parametrize(("bits", "levels"), [(2, 3), (4, 16)])
 def test_quantised_weights_take_exactly_the_levels_after_training_and_gradients_flow(bits, levels) -> None:
     student = quantized(weight_bits=bits)
     module = kd_module(student)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    train_steps(module, 3, x, y)
+    train_steps(module, x, y, 3, lr=0.05)
     seen: dict[str, torch.Tensor] = {}
     quantizers = student.module.weight_quantizers()
     hooks = [
@@ -84,7 +71,7 @@ def test_quantised_student_learns_under_kd() -> None:
     module = kd_module(quantized("cnn_tiny", 4, 8))
     torch.manual_seed(1)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    losses = train_steps(module, 25, x, y)
+    losses = train_steps(module, x, y, 25, lr=0.05)
     assert losses[-1] < 0.85 * losses[0]
 
 
@@ -104,7 +91,7 @@ def test_int8_model_is_real_integer_and_agrees_with_the_training_graph() -> None
     student = quantized("cnn_small", 8, 8)
     module = kd_module(student)
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
-    train_steps(module, 3, x, y)
+    train_steps(module, x, y, 3, lr=0.05)
     student.module.eval()
     int8 = student.module.to_int8()
     kinds = {type(m).__module__ for m in int8.modules()}

@@ -15,26 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import REPO, VANILLA_RUN, run_cli
 from crash_helpers import LAUNCHER
 
 TESTS = Path(__file__).resolve().parent
 
 # A tiny, deterministic run: 4 steps per epoch, a constant learning rate (so it can be extended).
-BASE = (
-    "data=fake",
-    "data.image_shape=[1,28,28]",
-    "data.train_size=64",
-    "data.test_size=32",
-    "data.batch_size=16",
-    "method=vanilla",
-    "student=cnn_tiny",
-    "scheduler=none",
-    "trainer.max_epochs=4",
-    "trainer.deterministic=true",
-    "logger=none",
-    "profile.enabled=false",
-)
+BASE = (*VANILLA_RUN, "scheduler=none", "trainer.max_epochs=4", "trainer.deterministic=true")
 
 
 def start_cli(*overrides: str, run_dir: Path, cache_dir: Path, log_name: str) -> subprocess.Popen:

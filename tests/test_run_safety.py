@@ -17,21 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import REPO, VANILLA_RUN, run_cli
 
 TESTS = Path(__file__).resolve().parent
-TINY = (
-    "data=fake",
-    "data.image_shape=[1,28,28]",
-    "data.train_size=64",
-    "data.test_size=32",
-    "data.batch_size=16",
-    "method=vanilla",
-    "student=cnn_tiny",
-    "trainer.max_epochs=2",
-    "logger=none",
-    "profile.enabled=false",
-)
+TINY = (*VANILLA_RUN, "trainer.max_epochs=2")
 
 
 def env(cache: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from kdexp.models import build_model
 from kdexp.models.soft_tree import SoftDecisionTree, check_tree_size
 from kdexp.models.soft_tree_picture import max_path, tree_figure
 from kdexp.profile import count_macs
-from conftest import run_cli
+from conftest import run_cli, train_steps
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 NO_SCHED = {"name": "none"}
@@ -97,15 +97,7 @@ def test_kd_trains_the_tree_on_its_own_loss_and_the_loss_falls() -> None:
     soft = F.softmax(teacher.module(x) / 4.0, dim=1)
     expected_kd = student.module.target_loss(student.module.route(x), soft)
     assert terms["kd"][1].item() == pytest.approx(expected_kd.item(), rel=1e-5)
-    optimizer = torch.optim.SGD(student.module.parameters(), lr=1.0)
-    losses = []
-    for _ in range(30):
-        _, terms = module.training_losses(x, y)
-        loss = sum(w * v for w, v in terms.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(module, x, y, 30, optimizer=torch.optim.SGD(student.module.parameters(), lr=1.0))
     assert losses[-1] < losses[0] - 0.1
     assert student.module.beta.grad is not None  # β is learned
 

@@ -376,3 +376,22 @@ class DistillationModule(pl.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+class LogitDistillationModule(DistillationModule):
+    """A method whose own terms see only the two models' logits, z-scored as the KD term sees them
+    (:meth:`DistillationModule.kd_logits`): DIST, DKD. It needs a teacher, and uses it through its
+    logits alone, so cached teacher outputs are exact. Subclasses implement :meth:`logit_losses`."""
+
+    needs_teacher = True
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+
+    def extra_losses(
+        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
+    ) -> dict[str, tuple[float, Tensor]]:
+        return self.logit_losses(self.kd_logits(student_logits), self.kd_logits(teacher_logits), y)
+
+    def logit_losses(self, s: Tensor, t: Tensor, y: Tensor) -> dict[str, tuple[float, Tensor]]:
+        """The method's terms, name → (weight, raw loss), from the student's and the teacher's
+        logits ``s``, ``t`` (as :meth:`kd_logits` gives them) and the labels ``y``."""
+        raise NotImplementedError

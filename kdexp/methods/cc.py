@@ -7,9 +7,8 @@ from typing import Any
 
 from torch import Tensor
 
-from kdexp.connectors import Embed
 from kdexp.losses import cc_gaussian_loss, cc_loss
-from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.feature import EmbeddingDistillationModule
 from kdexp.methods.options import at_least, option, positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
@@ -18,7 +17,7 @@ FORMS = ("reference", "gaussian")
 
 
 @register_method("cc")
-class CorrelationCongruenceModule(FeatureDistillationModule):
+class CorrelationCongruenceModule(EmbeddingDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + cc_weight · L_CC(g_s(f_s), g_t(f_t)).
 
     ``g_s``, ``g_t``: linear embedding heads (no normalisation, RepDistiller ``LinearEmbed``) from
@@ -38,7 +37,7 @@ class CorrelationCongruenceModule(FeatureDistillationModule):
     """
 
     @dataclass
-    class Options(FeatureDistillationModule.Options):
+    class Options(EmbeddingDistillationModule.Options):
         cc_weight: float = weight(0.02)  # β
         feat_dim: int = at_least(128, 1, "the embedding size; RepDistiller 128")
         form: str = option("reference", f"one of {list(FORMS)}; reference = RepDistiller's code")
@@ -53,14 +52,7 @@ class CorrelationCongruenceModule(FeatureDistillationModule):
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         super().__init__(student, teacher, **kwargs)
-        s_shapes, t_shapes = self.feature_shapes
-        self.embed_s = Embed(_flat(s_shapes[0]), self.feat_dim, normalize=False)
-        self.embed_t = Embed(_flat(t_shapes[0]), self.feat_dim, normalize=False)
-
-    @classmethod
-    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
-        """The classifier's input, the penultimate embedding (RepDistiller ``feat[-1]``)."""
-        return ([model.classifier] if model.classifier else []), True
+        self.embed_s, self.embed_t = self.embedding_heads(self.feat_dim, normalize=False)
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]
@@ -69,10 +61,3 @@ class CorrelationCongruenceModule(FeatureDistillationModule):
         if self.form == "reference":
             return {"cc": (self.cc_weight, cc_loss(e_s, e_t))}
         return {"cc": (self.cc_weight, cc_gaussian_loss(e_s, e_t, self.gamma, self.order))}
-
-
-def _flat(shape: tuple[int, ...]) -> int:
-    size = 1
-    for v in shape[1:]:
-        size *= v
-    return size

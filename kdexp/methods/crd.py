@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kdexp.connectors import ContrastMemory, Embed
+from kdexp.connectors import ContrastMemory
 from kdexp.losses import crd_nce_loss
-from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.feature import EmbeddingDistillationModule
 from kdexp.methods.options import at_least, option, positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
@@ -18,15 +18,8 @@ from kdexp.models import BuiltModel
 MOMENTUM_WHY = "the memory's μ; RepDistiller 0.5"
 
 
-def _flat(shape: tuple[int, ...]) -> int:
-    size = 1
-    for v in shape[1:]:
-        size *= v
-    return size
-
-
 @register_method("crd")
-class CRDModule(FeatureDistillationModule):
+class CRDModule(EmbeddingDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + crd_weight · (NCE_s + NCE_t).
 
     Embedding heads ``g_s``, ``g_t`` (linear to ``feat_dim`` + L2 normalisation, both trained)
@@ -62,7 +55,7 @@ class CRDModule(FeatureDistillationModule):
     """
 
     @dataclass
-    class Options(FeatureDistillationModule.Options):
+    class Options(EmbeddingDistillationModule.Options):
         crd_weight: float = weight(0.8)  # β
         feat_dim: int = at_least(128, 1, "the embedding size; RepDistiller 128")
         nce_negatives: int = at_least(16384, 1, "negatives per sample K; RepDistiller 16384")
@@ -77,15 +70,8 @@ class CRDModule(FeatureDistillationModule):
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         super().__init__(student, teacher, **kwargs)
-        s_shapes, t_shapes = self.feature_shapes
-        self.embed_s = Embed(_flat(s_shapes[0]), self.feat_dim)
-        self.embed_t = Embed(_flat(t_shapes[0]), self.feat_dim)
+        self.embed_s, self.embed_t = self.embedding_heads(self.feat_dim)
         self.contrast: ContrastMemory | None = None  # sized by the training set, in setup
-
-    @classmethod
-    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
-        """The classifier's input, the penultimate embedding (RepDistiller ``feat[-1]``)."""
-        return ([model.classifier] if model.classifier else []), True
 
     # --- the memory bank -------------------------------------------------------------------------
     def _build_memory(self, size: int, rows: list[int] | None = None) -> None:

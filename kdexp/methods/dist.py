@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kdexp.losses import dist_inter_loss, dist_intra_loss
-from kdexp.methods.base import DistillationModule
+from kdexp.methods.base import LogitDistillationModule
 from kdexp.methods.options import weight
 from kdexp.methods.registry import register_method
 
 
 @register_method("dist")
-class DISTModule(DistillationModule):
+class DISTModule(LogitDistillationModule):
     """loss = ce_weight · CE + inter_weight · T²(1 - ρ̄_inter) + intra_weight · T²(1 - ρ̄_intra).
 
     ρ̄_inter: the mean over samples of the Pearson correlation of student and teacher class
@@ -30,17 +30,11 @@ class DISTModule(DistillationModule):
     """
 
     @dataclass
-    class Options(DistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature (τ) 4 inherited
+    class Options(LogitDistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature (τ) 4 inherited
         inter_weight: float = weight(2.0)  # β
         intra_weight: float = weight(2.0)  # γ
 
-    needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
-
-    def extra_losses(
-        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
-    ) -> dict[str, tuple[float, Tensor]]:
-        s, t = self.kd_logits(student_logits), self.kd_logits(teacher_logits)
+    def logit_losses(self, s: Tensor, t: Tensor, y: Tensor) -> dict[str, tuple[float, Tensor]]:
         return {
             "dist_inter": (self.inter_weight, dist_inter_loss(s, t, self.temperature)),
             "dist_intra": (self.intra_weight, dist_intra_loss(s, t, self.temperature)),

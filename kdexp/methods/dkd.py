@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kdexp.losses import dkd_nontarget_loss, dkd_target_loss
-from kdexp.methods.base import DistillationModule
+from kdexp.methods.base import LogitDistillationModule
 from kdexp.methods.options import at_least, weight
 from kdexp.methods.registry import register_method
 
@@ -21,7 +21,7 @@ def warmup_factor(epoch: int, warmup_epochs: int) -> float:
 
 
 @register_method("dkd")
-class DKDModule(DistillationModule):
+class DKDModule(LogitDistillationModule):
     """loss = ce_weight · CE + w(e) · (tckd_weight · TCKD + nckd_weight · NCKD) (+ kd_weight · KD).
 
     TCKD: ``T² KL`` of the binary target / non-target distributions; NCKD: ``T² KL`` among the
@@ -36,18 +36,12 @@ class DKDModule(DistillationModule):
     """
 
     @dataclass
-    class Options(DistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature 4 inherited
+    class Options(LogitDistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature 4 inherited
         tckd_weight: float = weight(1.0)  # α
         nckd_weight: float = weight(8.0)  # β
         warmup_epochs: int = at_least(20, 0, WARMUP_WHY)
 
-    needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
-
-    def extra_losses(
-        self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None
-    ) -> dict[str, tuple[float, Tensor]]:
-        s, t = self.kd_logits(student_logits), self.kd_logits(teacher_logits)
+    def logit_losses(self, s: Tensor, t: Tensor, y: Tensor) -> dict[str, tuple[float, Tensor]]:
         ramp = warmup_factor(self.current_epoch, self.warmup_epochs)
         return {
             "tckd": (ramp * self.tckd_weight, dkd_target_loss(s, t, y, self.temperature)),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kdexp.connectors import Embed
 from kdexp.features import FeatureHooks, check_paths
 from kdexp.methods.base import DistillationModule
 from kdexp.methods.options import option
@@ -234,6 +236,23 @@ class FeatureDistillationModule(DistillationModule):
             raise RuntimeError("extra_losses is only available inside training_losses")
         s_hooks, t_hooks = self._current
         return self.feature_losses(self._collect(s_hooks, "student"), self._collect(t_hooks, "teacher"))
+
+
+class EmbeddingDistillationModule(FeatureDistillationModule):
+    """A feature method on each model's penultimate embedding by default: the *input* of its
+    classifier (``BuiltModel.classifier``; RepDistiller ``feat[-1]``): CC, CRD, PKT, RKD share
+    this layer choice, and CC and CRD the linear heads of :meth:`embedding_heads`."""
+
+    @classmethod
+    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
+        """The classifier's input, the penultimate embedding (RepDistiller ``feat[-1]``)."""
+        return ([model.classifier] if model.classifier else []), True
+
+    def embedding_heads(self, dim: int, normalize: bool = True) -> tuple[Embed, Embed]:
+        """Linear heads ``g_s``, ``g_t`` from the first student and teacher feature (flattened)
+        to ``dim`` (:class:`kdexp.connectors.Embed`), built student first."""
+        g_s, g_t = (Embed(math.prod(shapes[0][1:]), dim, normalize=normalize) for shapes in self.feature_shapes)
+        return g_s, g_t
 
 
 def describe_pairs(student_shapes: list[Shape], teacher_shapes: list[Shape]) -> str:

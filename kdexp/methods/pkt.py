@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kdexp.losses import pkt_loss
-from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.feature import EmbeddingDistillationModule
 from kdexp.methods.options import weight
 from kdexp.methods.registry import register_method
-from kdexp.models import BuiltModel
 
 
 @register_method("pkt")
-class PKTModule(FeatureDistillationModule):
+class PKTModule(EmbeddingDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD + pkt_weight · mean_{i,j} P^t_ij log(P^t_ij / P^s_ij).
 
     ``P_ij`` the cosine-kernel conditional probabilities of the batch's embeddings
@@ -27,13 +26,8 @@ class PKTModule(FeatureDistillationModule):
     """
 
     @dataclass
-    class Options(FeatureDistillationModule.Options):
+    class Options(EmbeddingDistillationModule.Options):
         pkt_weight: float = weight(30000.0)  # β
-
-    @classmethod
-    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
-        """The classifier's input, the penultimate embedding (RepDistiller ``feat[-1]``)."""
-        return ([model.classifier] if model.classifier else []), True
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

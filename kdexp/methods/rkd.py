@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kdexp.losses import rkd_angle_loss, rkd_distance_loss
-from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.feature import EmbeddingDistillationModule
 from kdexp.methods.options import weight
 from kdexp.methods.registry import register_method
-from kdexp.models import BuiltModel
 
 
 @register_method("rkd")
-class RelationalKDModule(FeatureDistillationModule):
+class RelationalKDModule(EmbeddingDistillationModule):
     """loss = ce_weight · CE + kd_weight · KD
     + rkd_weight · (distance_weight · L_dist + angle_weight · L_angle).
 
@@ -32,16 +31,10 @@ class RelationalKDModule(FeatureDistillationModule):
     """
 
     @dataclass
-    class Options(FeatureDistillationModule.Options):
+    class Options(EmbeddingDistillationModule.Options):
         distance_weight: float = weight(25.0, search=(1.0, 100.0, "log"))
         angle_weight: float = weight(50.0, search=(1.0, 100.0, "log"))
         rkd_weight: float = weight(1.0)  # β
-
-    @classmethod
-    def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:
-        """The classifier's input: the pooled, flattened penultimate embedding (RepDistiller
-        ``feat[-1]``)."""
-        return ([model.classifier] if model.classifier else []), True
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]
