@@ -238,6 +238,7 @@ class TeacherOutputCache:
             "table_mb": round(self.nbytes / 1e6, 1),
             "lookups": total,
             "hit_rate": round(self.hits / total, 4) if total else 0.0,
+            **({"kept_views_loaded": self.stored_rows} if self.store_path is not None else {}),  # from earlier runs
         }
 
 

@@ -165,6 +165,7 @@ def test_the_teachers_training_logits_are_kept_for_the_next_run(tmp_path, tiny_f
     monkeypatch.setattr(DistillationModule, "teacher_forward", lambda self, x: forwards.append(len(x)) or original(self, x))
     second = run("second")
     assert second["run"]["teacher_cache"]["hit_rate"] == 1.0 and forwards == []  # not one training view computed
+    assert first["run"]["teacher_cache"]["kept_views_loaded"] == 0 and second["run"]["teacher_cache"]["kept_views_loaded"] == 48
     monkeypatch.setattr(DistillationModule, "teacher_forward", original)
     online = run("online", teacher_cache="off", teacher_train_logits=False)
     for results in (first, second):
