@@ -58,6 +58,7 @@ MEAN = {  # averaged over seeds (timings: the median)
     "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
     # students that declare their stored form (kdexp.run.assemble.stored_sizes)
     "student_size_mb": ("student", "size_mb"),
+    "student_float32_mb": ("student", "size_mb_float32"),  # a quantised student's weights as float32
     "student_deployed_mb": ("student", "deployed_size_mb"),
     "student_int8_acc": ("student", "int8_acc_top1"),
     "student_int8_latency_ms": ("student", "int8_latency_ms_b1"),
@@ -290,7 +291,7 @@ SHORT_HEADERS = [  # the console table: narrow enough for a terminal
 OPTIONAL_COLUMNS = [
     ("student_latency_ms_onnxruntime", "student ONNX Runtime latency b=1 (ms)", "ORT ms b=1", "ms"),
     ("speedup_onnxruntime", "ONNX Runtime speed-up", "ORT speed-up", "x"),
-    ("student_deployed_mb", "student size as deployed (MB; float32 size in brackets)", "deployed MB", "mb"),
+    ("student_deployed_mb", "student size as deployed (MB; as float32 in brackets)", "deployed MB", "mb"),
     ("student_int8_acc", "int8 model top-1 (%)", "int8 %", "pct"),
     ("student_int8_latency_ms", "int8 model latency b=1 (ms)", "int8 ms", "ms"),
 ]
@@ -309,7 +310,8 @@ def optional_cells(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[str]
         if kind == "pct":
             cells.append(_pct(row.get(column)))
         elif kind == "mb":
-            value, full = row.get(column), row.get("student_size_mb")
+            value = row.get(column)
+            full = row.get("student_float32_mb") if row.get("student_float32_mb") is not None else row.get("student_size_mb")
             cells.append("—" if value is None else f"{value:.4g}" + (f" ({full:.4g})" if full is not None else ""))
         else:
             cells.append(_num(row.get(column), kind))

@@ -134,11 +134,11 @@ def test_a_student_that_declares_its_stored_form_gets_those_columns(tmp_path: Pa
     fake_run(tmp_path / "fp", "vanilla", 0, 0.86)
     fake_run(tmp_path / "w8", "vanilla", 0, 0.79, overrides=("+student.quantize.weight_bits=8",))
     quantised = json.loads((tmp_path / "w8" / "results.json").read_text())
-    quantised["student"].update(size_mb=0.0251, deployed_size_mb=0.0069, int8_acc_top1=0.7895, int8_latency_ms_b1=3.5)
+    quantised["student"].update(size_mb=0.0597, size_mb_float32=0.0251, deployed_size_mb=0.0069, int8_acc_top1=0.7895, int8_latency_ms_b1=3.5)
     (tmp_path / "w8" / "results.json").write_text(json.dumps(quantised))
     rows = summarise(find_runs([tmp_path]))
     text = rows_markdown(rows)
-    assert "student size as deployed (MB; float32 size in brackets)" in text and "int8 model top-1 (%)" in text
+    assert "student size as deployed (MB; as float32 in brackets)" in text and "int8 model top-1 (%)" in text
     w8 = next(line for line in text.splitlines() if "weight_bits=8" in line)
     assert "0.0069 (0.0251)" in w8 and "| 78.95 |" in w8 and "| 3.5" in w8
     only_fp = rows_markdown([r for r in rows if "weight_bits" not in r["options"]])
