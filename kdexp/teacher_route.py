@@ -5,7 +5,10 @@ Route checkpoints belong to the teacher's cache entry: ``<name>-<key>.route-epoc
 ``<name>-<key>.pt``, under the same key and lock, written with the entry's atomic, digest-verified
 writes (``kdexp.teachers.write_entry``) and verified on every read. A route is recorded while the
 teacher trains; a cached teacher whose route lacks a requested epoch is trained again (same recipe
-and seed) with that epoch recorded, since the weights of a past epoch cannot be recovered.
+and seed) with that epoch recorded, since the weights of a past epoch cannot be recovered. That
+second training is not bit-identical to the first on a CPU, so it never replaces the cached
+teacher other runs use: it is kept as its own entry, ``<name>-<key>.routed.pt`` with its route
+files beside it, and RCO's converged anchor is the teacher of that route.
 """
 
 from __future__ import annotations
@@ -112,8 +115,32 @@ def route_path(entry: Path, epoch: int) -> Path:
     return entry.with_name(f"{entry.stem}.route-epoch{epoch}.pt")
 
 
+def routed_entry(entry: Path) -> Path:
+    """The entry of a teacher trained again for its route, beside the cached teacher ``entry``."""
+    return entry.with_name(f"{entry.stem}.routed.pt")
+
+
+def route_files(entry: Path, epochs: list[int], final: int) -> dict[int, Path]:
+    """The file of each anchor epoch of the teacher whose entry is ``entry``."""
+    return {e: (entry if e == final else route_path(entry, e)) for e in epochs}
+
+
 def _frozen(model: BuiltModel) -> nn.Module:
     return model.module.eval().requires_grad_(False)
+
+
+def _wait_for_a_route(cached: Path, epochs: list[int], final: int) -> Path:
+    """On a rank other than 0: the entry whose route rank 0 provides — the cached teacher's own
+    route when it is complete, else the routed entry beside it (once rank 0 has written it all)."""
+    import time
+
+    from kdexp.teachers import WAIT_POLL_S
+
+    while True:
+        for entry in (cached, routed_entry(cached)):
+            if all(path.is_file() for path in route_files(entry, epochs, final).values()):
+                return entry
+        time.sleep(WAIT_POLL_S)
 
 
 def provide_route(
@@ -169,17 +196,30 @@ def _cached_route(
     num_classes = datamodule.num_classes
     final = int(teacher_cfg.get("train", {}).get("max_epochs", 0))
     key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
-    entry = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
-    files = {e: (entry if e == final else route_path(entry, e)) for e in epochs}
+    cached = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
+    entry = cached
+    files = route_files(entry, epochs, final)
     models = {e: copy.deepcopy(architecture) for e in epochs}
     source = "cache"
     if not env_is_global_zero():
+        entry = _wait_for_a_route(cached, epochs, final)
+        files = route_files(entry, epochs, final)
         for epoch, path in files.items():
             wait_for_entry(models[epoch], path, num_classes)
     else:
-        with file_lock(entry.with_suffix(".lock")):  # the same lock as the teacher's own entry
+        with file_lock(cached.with_suffix(".lock")):  # the same lock as the teacher's own entry
             problems = {e: load_entry(models[e], files[e], num_classes) for e in epochs}
             bad = {e: p for e, p in problems.items() if p is not None}
+            if bad and load_entry(copy.deepcopy(architecture), cached, num_classes) is None:
+                # The cached teacher has no such route: never replace it (other runs use it); the
+                # teacher trained again for its route is an entry of its own.
+                for epoch, problem in bad.items():
+                    if problem != "absent":
+                        _set_aside(files[epoch], problem)
+                entry = routed_entry(cached)
+                files = route_files(entry, epochs, final)
+                problems = {e: load_entry(models[e], files[e], num_classes) for e in epochs}
+                bad = {e: p for e, p in problems.items() if p is not None}
             if bad:
                 for epoch, problem in bad.items():
                     if problem != "absent":
@@ -207,6 +247,8 @@ def _cached_route(
                 info_metrics = {k: v for k, v in trained.items() if k not in ("source", "path")}
     anchors = [_frozen(models[e]) for e in epochs]
     route = AnchorRoute(anchors, [f"epoch {e}" for e in epochs], list(epochs))
+    if entry != cached:
+        log.info("RCO's anchors come from %s (the teacher trained again for its route); %s is unchanged", entry.name, cached.name)
     info: dict[str, Any] = {
         "source": source,
         "path": str(entry),

@@ -173,10 +173,19 @@ def test_rco_run_keeps_the_route_in_the_cache_and_reports_every_anchor(tiny_fash
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "again" / "results.json").read_text())["run"]["teacher_source"]["source"] == "cache"
     route_file.write_bytes(route_file.read_bytes()[:100])
+    (teacher_entry,) = [p for p in cache.glob("*.pt") if ".route-" not in p.name]
+    teacher_bytes = teacher_entry.read_bytes()
     proc = run_cli(*args, cache_dir=cache, run_dir=tmp_path / "third")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(cache.glob("*.route-epoch2.pt.corrupt-*"))
-    assert json.loads((tmp_path / "third" / "results.json").read_text())["run"]["teacher_source"]["source"] == "trained"
+    third = json.loads((tmp_path / "third" / "results.json").read_text())
+    assert third["run"]["teacher_source"]["source"] == "trained"
+    # Trained again for its route, the teacher is an entry of its own: the cached teacher that other
+    # runs (kd, ...) use is never replaced by a second training, which is not bit-identical on a CPU.
+    assert teacher_entry.read_bytes() == teacher_bytes
+    routed = teacher_entry.with_name(teacher_entry.stem + ".routed.pt")
+    assert routed.is_file() and routed.with_name(routed.stem + ".route-epoch2.pt").is_file()
+    assert third["run"]["teacher_source"]["path"] == str(routed)
 
 
 def test_rco_bad_anchors_fail_before_any_teacher_is_trained(tiny_fashion_mnist, tmp_path) -> None:
