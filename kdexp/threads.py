@@ -114,6 +114,7 @@ def apply_threads(value: Any, launcher: dict[str, Any] | None = None, runs: int 
 
     threads = resolve_threads(value, launcher, runs)
     torch.set_num_threads(threads)
+    _Sharing.started = threads
     note = busy_machine_note(threads) if runs == 1 else None
     if note:
         log.warning("%s", note)
@@ -124,6 +125,7 @@ class _Sharing:
     """This process's share of the cores, while ``auto`` is in force (``active``)."""
 
     active: bool = False
+    started: int | None = None  # the threads this run started with (results.json run.threads)
     launcher: dict[str, Any] | None = None
     folder: Path = RUNS_DIR
     checked: float = 0.0
@@ -134,6 +136,13 @@ def sharing_cores(value: Any, launcher: dict[str, Any] | None = None, folder: Pa
     """Set this run's threads (``runtime.threads``) for the block; with ``auto`` (and no
     ``OMP_NUM_THREADS``) the run is counted among the live runs and the cores are divided among
     them, now and (through :func:`rebalance`) whenever runs start or finish. Yields the threads."""
+    try:
+        yield from _share(value, launcher, folder)
+    finally:
+        _Sharing.started = None  # the next run in this process says its own
+
+
+def _share(value: Any, launcher: dict[str, Any] | None, folder: Path | None) -> Iterator[int]:
     if value not in (None, "auto") or user_omp_threads():
         yield apply_threads(value, launcher)
         return
@@ -156,6 +165,11 @@ def sharing_cores(value: Any, launcher: dict[str, Any] | None = None, folder: Pa
     finally:
         _Sharing.active = False
         mine.unlink(missing_ok=True)
+
+
+def started_threads() -> int | None:
+    """The threads the current run started with (a shared run's share may change later)."""
+    return _Sharing.started
 
 
 def rebalance(every_s: float = 2.0) -> int | None:

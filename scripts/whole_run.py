@@ -101,7 +101,7 @@ def whole_run(checkout: Path, cache_dir: Path, warmup: bool, work: Path) -> dict
                        "threads_together": threads}
     print(f"\ntwo runs of `kdexp {' '.join(PAIR_JOB)}` (seeds 0, 1):")
     print(f"  one after the other  {sum(serial):7.1f} s  ({serial[0]:.1f} + {serial[1]:.1f})")
-    print(f"  started together     {together:7.1f} s  (threads at each run's end: {threads}; target <= one after the other)")
+    print(f"  started together     {together:7.1f} s  (threads at each run's start: {threads}; target <= one after the other)")
     return out
 
 

@@ -23,7 +23,8 @@ from kdexp.phases import phase
 from kdexp.metric_names import accuracies, metric_name
 from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
 from kdexp.run.build import Prepared, plain
-from kdexp.runtimes import profile_runtimes  # kdexp.profile (eager), + ONNX Runtime if asked
+from kdexp.runtimes import profile_runtimes
+from kdexp.threads import started_threads  # kdexp.profile (eager), + ONNX Runtime if asked
 
 log = logging.getLogger("kdexp")
 
@@ -77,7 +78,8 @@ def run_header(cfg: DictConfig, prep: Prepared, student: str) -> dict[str, Any]:
         "tags": run_tags(cfg),
         "output_dir": str(cfg.paths.output_dir),
         "teacher_source": prep.teacher_info,
-        "threads": torch.get_num_threads(),  # runtime.threads as set for this run
+        "threads": started_threads() or torch.get_num_threads(),  # runtime.threads as set when the run started
+        "threads_at_end": torch.get_num_threads(),  # a shared run's share when it finished (kdexp.threads)
     }
 
 
