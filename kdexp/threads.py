@@ -132,12 +132,20 @@ class _Sharing:
 
 
 @contextlib.contextmanager
-def sharing_cores(value: Any, launcher: dict[str, Any] | None = None, folder: Path | None = None) -> Iterator[int]:
+def sharing_cores(
+    value: Any, launcher: dict[str, Any] | None = None, folder: Path | None = None, fixed: bool = False
+) -> Iterator[int]:
     """Set this run's threads (``runtime.threads``) for the block; with ``auto`` (and no
     ``OMP_NUM_THREADS``) the run is counted among the live runs and the cores are divided among
-    them, now and (through :func:`rebalance`) whenever runs start or finish. Yields the threads."""
+    them, now and (through :func:`rebalance`) whenever runs start or finish. ``fixed`` (a
+    ``trainer.deterministic`` run): the cores divided by the launcher's jobs only, never changed —
+    a thread count that depends on other runs would change the last bits of multi-threaded sums,
+    and a deterministic run must not depend on what else runs. Yields the threads."""
     try:
-        yield from _share(value, launcher, folder)
+        if fixed:
+            yield apply_threads(value, launcher)
+        else:
+            yield from _share(value, launcher, folder)
     finally:
         _Sharing.started = None  # the next run in this process says its own
 

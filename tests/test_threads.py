@@ -103,3 +103,21 @@ def test_a_number_or_the_users_omp_threads_is_never_rebalanced(four_cores, monke
             assert n == 1 and threads.rebalance(every_s=0) is None
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_deterministic_run_keeps_a_thread_count_that_no_other_run_changes(four_cores, monkeypatch, tmp_path):
+    """trainer.deterministic: the last bits of a multi-threaded sum depend on the thread count, so
+    such a run never joins the sharing (a killed and resumed run must match the uninterrupted one)."""
+    import os
+
+    import torch
+
+    monkeypatch.setattr(threads, "busy_machine_note", lambda n: None)
+    before = torch.get_num_threads()
+    (tmp_path / str(os.getppid())).touch()  # another run alive
+    try:
+        with threads.sharing_cores("auto", folder=tmp_path, fixed=True) as n:
+            assert n == 4 and not (tmp_path / str(os.getpid())).exists()
+            assert threads.rebalance(every_s=0) is None
+    finally:
+        torch.set_num_threads(before)

@@ -133,7 +133,8 @@ def run_checked(cfg: DictConfig) -> dict[str, Any]:
         resolve_threads(value)
     except ValueError as err:
         raise SetupError(str(err)) from None
-    with sharing_cores(value, launcher_cfg()):  # the cores divided among the live runs
+    fixed = bool(OmegaConf.select(cfg, "trainer.deterministic", default=False))  # bit-exact: never re-divided
+    with sharing_cores(value, launcher_cfg(), fixed=fixed):  # the cores divided among the live runs
         return run_experiment(cfg)
 
 
