@@ -153,14 +153,7 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny", data: str = "fa
         module = build_method({"name": "vanilla"}, build_model({"name": model}, classes, shape[0]), None, classes,
                               shape, sgd, {"name": "none"})
         apply_performance(module, datamodule, {"teacher_cache": "off"}, "vanilla", tmp.name)
-        clock = StepClock()
-        trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0,
-            num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, callbacks=[clock],
-        )
-        trainer.fit(module, datamodule)
-        return [b - a for a, b in zip(clock.starts, clock.starts[1:])][skip:]
+        return lightning_steps(module, datamodule=datamodule)
 
     class Bare(pl.LightningModule):
         """Lightning's own loop around the plain step: no kdexp code, nothing logged."""
@@ -179,19 +172,20 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny", data: str = "fa
         def on_after_batch_transfer(self, batch, dataloader_idx):
             return datamodule.on_after_batch_transfer(batch, dataloader_idx)
 
-    def lightning_steps(module: pl.LightningModule) -> list[float]:
+    def lightning_steps(module: pl.LightningModule, **data) -> list[float]:
+        """Step times of one epoch of ``steps + 1`` batches (``data``: the datamodule, or the loader)."""
         clock = StepClock()
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps + 1, limit_val_batches=0,
             num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=[clock],
         )
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+        trainer.fit(module, **data)
         return [b - a for a, b in zip(clock.starts, clock.starts[1:])][skip:]
 
     def bare_steps() -> list[float]:
         torch.manual_seed(0)
-        return lightning_steps(Bare())
+        return lightning_steps(Bare(), train_dataloaders=datamodule.train_dataloader())
 
     def plain_steps() -> list[float]:
         torch.manual_seed(0)

@@ -19,12 +19,11 @@ from torch import nn
 
 from kdexp import phases
 from kdexp.methods import DistillationModule
-from kdexp.phases import phase
 from kdexp.metric_names import accuracies, metric_name
 from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
 from kdexp.run.build import Prepared, plain
-from kdexp.runtimes import profile_runtimes
-from kdexp.threads import started_threads  # kdexp.profile (eager), + ONNX Runtime if asked
+from kdexp.runtimes import profile_runtimes  # kdexp.profile (eager), + ONNX Runtime if asked
+from kdexp.threads import started_threads
 
 log = logging.getLogger("kdexp")
 
@@ -135,7 +134,7 @@ def complete(
     duration; write results.json as complete."""
     output_dir = Path(cfg.paths.output_dir)
     write_results(results, output_dir)  # the accuracies are safe before profiling starts
-    with phase("profiling"):
+    with phases.phase("profiling"):
         for role, profile in profile_models(cfg, models, datamodule.input_shape, device).items():
             results[role].update(profile)
         stored_sizes(cfg, results, models, datamodule)

@@ -177,20 +177,30 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
         raise SetupError(str(err)) from err
 
 
+def stores_teacher_outputs(cfg: DictConfig, prep: Prepared, switch: str) -> bool:
+    """Whether the teacher's outputs may be stored for later runs: a teacher with weights of its
+    own (cached, trained or a checkpoint; not a throwaway debug teacher) and ``performance.<switch>`` on."""
+    info = prep.teacher_info or {}
+    if info.get("source") not in ("cache", "trained", "checkpoint") or info.get("cached") is False:
+        return False
+    return bool((cfg.get("performance") or {}).get(switch, True))
+
+
+def store_device(cfg: DictConfig) -> tuple[str, str]:
+    """(device type, precision) the stored teacher outputs are computed with: part of their key."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
+    return device, str(cfg.trainer.get("precision", "32-true"))
+
+
 def store_teacher_test_logits(cfg: DictConfig, prep: Prepared, module: DistillationModule) -> None:
     """A teacher with weights of its own (cached, trained, a checkpoint) is run on the test set
     once for all runs: its stored logits give its accuracy and the agreement (kdexp.teacher_eval)."""
     from kdexp.teacher_eval import attach_teacher_test_logits
 
-    info = prep.teacher_info or {}
-    if info.get("source") not in ("cache", "trained", "checkpoint") or info.get("cached") is False:
+    if not stores_teacher_outputs(cfg, prep, "teacher_test_logits"):
         return
-    if not (cfg.get("performance") or {}).get("teacher_test_logits", True):
-        return
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
-    attach_teacher_test_logits(module, prep.datamodule, cfg.paths.cache_dir, plain(cfg.data), device,
-                               str(cfg.trainer.get("precision", "32-true")))
+    attach_teacher_test_logits(module, prep.datamodule, cfg.paths.cache_dir, plain(cfg.data), *store_device(cfg))
 
 
 def store_teacher_train_logits(cfg: DictConfig, prep: Prepared, module: DistillationModule) -> None:
@@ -202,19 +212,15 @@ def store_teacher_train_logits(cfg: DictConfig, prep: Prepared, module: Distilla
     from kdexp.teacher_eval import store_key
     from kdexp.teachers import state_digest
 
-    cache, info = module.teacher_outputs, prep.teacher_info or {}
+    cache = module.teacher_outputs
     if cache is None or cache.storage != "memory" or cache.grid.views_per_sample != 1:
         return
-    if info.get("source") not in ("cache", "trained", "checkpoint") or info.get("cached") is False:
-        return
-    if not (cfg.get("performance") or {}).get("teacher_train_logits", True):
+    if not stores_teacher_outputs(cfg, prep, "teacher_train_logits"):
         return
     if type(module).route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
         return
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
     data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train"}
-    key = store_key(state_digest(module.teacher.state_dict()), data, device, str(cfg.trainer.get("precision", "32-true")))
+    key = store_key(state_digest(module.teacher.state_dict()), data, *store_device(cfg))
     rows = cache.load_store(Path(cfg.paths.cache_dir) / "teacher_train_logits" / f"{key}.pt")
     if rows:
         log.info("Teacher-output cache: %d of %d training views kept from an earlier run with this teacher", rows, cache.rows)
