@@ -29,8 +29,10 @@ file-backed table, for tables larger than memory); ``auto`` picks disk above a s
 Kept with the teacher: with one view per sample (no augmentation) a memory table is small (60,000
 × 10 float32 = 2.4 MB for Fashion-MNIST), and the next run with the same teacher, data, device and
 precision starts from it (``store_path``, kdexp.run.build.store_teacher_train_logits): its first
-epoch needs no teacher forward either. The fingerprints travel with the logits, so a served view
-is still checked against the image the run sees.
+epoch needs no teacher forward either. Its key holds the training data's content
+(kdexp.teacher_eval.data_fingerprint) and the file records that key (a swapped file is not loaded).
+The fingerprints travel with the logits, so a served view is still checked against the image the
+run sees; a kept row that fails the check is dropped with the rest of the kept table and computed again.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class TeacherOutputCache:
         self.hits = self.misses = 0
         self.store_path: Path | None = None  # where the table is kept with its teacher (load_store)
         self.stored_rows = 0  # rows filled when loaded: save_store writes only when it grew
+        self.kept: Tensor | None = None  # (rows,) bool: the rows loaded from the store (load_store)
 
     @property
     def nbytes(self) -> int:
@@ -135,19 +138,23 @@ class TeacherOutputCache:
         self.fingerprints = torch.zeros(self.rows, 2, dtype=torch.float32, device=table_device)
 
     def load_store(self, path: Path) -> int:
-        """Start from the table kept at ``path`` (a memory table; missing or unreadable: empty);
-        later saves go there. Returns the rows it held."""
+        """Start from the table kept at ``path`` (a memory table; missing, unreadable or stored under
+        another key: empty); later saves go there. Returns the rows it held."""
+        from kdexp.teacher_eval import load_stored
+
         self.store_path = path
-        if self.storage != "memory" or not path.is_file():
+        if self.storage != "memory":
             return 0
-        try:
-            kept = torch.load(path, map_location="cpu", weights_only=True)
-            table, filled, fingerprints = kept["table"], kept["filled"], kept["fingerprints"]
-        except Exception:  # noqa: BLE001 - an unreadable entry is filled again and replaced
+        kept = load_stored(path, "training logits of the teacher")
+        if kept is None:
+            return 0
+        table, filled, fingerprints = kept.get("table"), kept.get("filled"), kept.get("fingerprints")
+        if not all(isinstance(t, Tensor) for t in (table, filled, fingerprints)):
             return 0
         if table.shape != (self.rows, self.num_classes) or table.dtype != self.dtype or filled.shape != (self.rows,):
             return 0
         self.table, self.filled, self.fingerprints = table, filled, fingerprints
+        self.kept = filled.clone()
         self.out_dtype = getattr(torch, str(kept.get("out_dtype", "float32")))
         self.stored_rows = int(filled.sum())
         return self.stored_rows
@@ -158,15 +165,12 @@ class TeacherOutputCache:
             return False
         if int(self.filled.sum()) <= self.stored_rows:
             return False
-        import io
+        from kdexp.teacher_eval import save_stored
 
-        from kdexp.run_record import write_atomic
-
-        buffer = io.BytesIO()
-        torch.save({"table": self.table.cpu(), "filled": self.filled.cpu(), "fingerprints": self.fingerprints.cpu(),
-                    "out_dtype": str(self.out_dtype or self.dtype).replace("torch.", "")}, buffer)
-        self.store_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.store_path, buffer.getvalue())
+        save_stored(self.store_path, {
+            "table": self.table.cpu(), "filled": self.filled.cpu(), "fingerprints": self.fingerprints.cpu(),
+            "out_dtype": str(self.out_dtype or self.dtype).replace("torch.", ""),
+        })
         self.stored_rows = int(self.filled.sum())
         log.info("Kept the teacher's training logits for later runs: %s", self.store_path)
         return True
@@ -176,7 +180,7 @@ class TeacherOutputCache:
 
     def release(self) -> None:
         """Free the table (and delete its file, for disk storage)."""
-        self.table = self.filled = self.fingerprints = None
+        self.table = self.filled = self.fingerprints = self.kept = None
         if self.storage == "disk" and self.path is not None and self.path.exists():
             self.path.unlink()
 
@@ -188,23 +192,17 @@ class TeacherOutputCache:
             self._allocate(x.device)
         elif self.storage == "memory" and self.table.device != x.device:  # a kept table, loaded on the CPU
             self.table, self.filled, self.fingerprints = (t.to(x.device) for t in (self.table, self.filled, self.fingerprints))
+            self.kept = self.kept.to(x.device) if self.kept is not None else None
         flat = self.keys(views)
         rows = self._to_table(flat)
-        filled = self.filled[rows]
         fp = self.fingerprint(x) if self.verify else None
+        if fp is not None:
+            self._check(rows, fp)
+        filled = self.filled[rows]
         hit = torch.nonzero(filled).squeeze(1)
         n_hit = hit.numel()
         self.hits += n_hit
         self.misses += len(flat) - n_hit
-        if n_hit and fp is not None:
-            stored = self.fingerprints[rows[hit]]
-            current = self._to_table(fp[hit.to(fp.device)])
-            if not torch.allclose(stored, current, rtol=1e-3, atol=1e-3):
-                raise RuntimeError(
-                    "teacher-output cache: the images of this batch do not match the views they "
-                    "are keyed by (a data-path bug); refusing to serve another view's logits. "
-                    "Run with performance.teacher_cache=off and report the data module."
-                )
         if n_hit == len(flat):  # every view cached
             return self.table[rows].to(device=x.device, dtype=self.out_dtype)
         if n_hit == 0:  # nothing cached: exactly the online forward of the whole batch
@@ -219,6 +217,32 @@ class TeacherOutputCache:
         out[miss_x] = computed
         out[hit.to(x.device)] = self.table[rows[hit]].to(device=x.device, dtype=computed.dtype)
         return out
+
+    def _check(self, rows: Tensor, fp: Tensor) -> None:
+        """Every filled row of ``rows`` must hold the fingerprint of its image in this batch. A
+        mismatch on rows kept from an earlier run is the store's fault: every kept row is dropped
+        (computed again, with a warning); on rows this run filled, it is the data path's."""
+        filled = self.filled[rows]
+        if not bool(filled.any()):
+            return
+        hit = torch.nonzero(filled).squeeze(1)
+        current = self._to_table(fp[hit.to(fp.device)])
+        wrong = ~torch.isclose(self.fingerprints[rows[hit]], current, rtol=1e-3, atol=1e-3).all(1)
+        if not bool(wrong.any()):
+            return
+        if self.kept is not None and bool(self.kept[rows[hit[wrong]]].all()):
+            log.warning(
+                "Teacher-output cache: the training logits kept at %s do not match this run's images: "
+                "not served; the teacher computes them again", self.store_path,
+            )
+            self.filled &= ~self.kept
+            self.kept, self.stored_rows = None, 0
+            return
+        raise RuntimeError(
+            "teacher-output cache: the images of this batch do not match the views they "
+            "are keyed by (a data-path bug); refusing to serve another view's logits. "
+            "Run with performance.teacher_cache=off and report the data module."
+        )
 
     def _store(self, rows: Tensor, logits: Tensor, fp: Tensor | None) -> None:
         if logits.shape[-1] != self.num_classes:

@@ -226,3 +226,135 @@ def test_channels_last_switch_converts_both_models(tiny_fashion_mnist, tmp_path)
     assert conv(module.student).is_contiguous(memory_format=torch.channels_last)
     assert conv(module.teacher).is_contiguous(memory_format=torch.channels_last)
     assert module.teacher_outputs is None
+
+
+# --- round 3, item 1: stored teacher outputs are keyed by the data they were computed on --------------
+def other_fashion_mnist(root: Path) -> Path:
+    """A folder the size of ``tiny_fashion_mnist`` (64 train, 32 test) with other images and labels."""
+    import numpy as np
+
+    from conftest import write_idx
+
+    rng = np.random.default_rng(1)
+    root.mkdir()
+    for split, n, shift in (("train", 64, 3), ("t10k", 32, 0)):
+        labels = (np.arange(n) + shift) % 10  # the test labels are the first folder's: only the images differ
+        images = rng.integers(0, 50, size=(n, 28, 28))
+        images[np.arange(n), 2 * ((labels + 5) % 10) + 4, :] = 255  # the first folder's teacher gets these wrong
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def test_stored_outputs_follow_the_data_not_its_size(tmp_path, tiny_fashion_mnist, caplog) -> None:
+    """A run on a second folder of the same size, after a run on the first, computes its own teacher
+    outputs (no "data-path bug", no first-folder numbers) and reports what the live teacher gives;
+    stored files swapped by hand are detected and computed again, never served."""
+    import copy
+    import logging
+
+    from omegaconf import open_dict
+
+    from conftest import TINY_RUN, compose_config
+    from kdexp.run import run_experiment
+
+    second_folder = other_fashion_mnist(tmp_path / "other")
+    overrides = [o for o in TINY_RUN if not o.startswith("data")]
+    base = compose_config(*overrides, "data=fashion_mnist", "data.val_size=16", "data.batch_size=16", "method=kd",
+                          "logger=none", "profile.enabled=false", "trainer.max_epochs=2", "teacher.train.max_epochs=4")
+    with open_dict(base):  # a teacher that learns something in 12 steps
+        base.teacher.train.scheduler = {"name": "none"}
+
+    def run(name: str, root: Path, **performance):
+        cfg = copy.deepcopy(base)
+        with open_dict(cfg):
+            cfg.data.root = str(root)
+            cfg.paths = {"root_dir": str(tmp_path), "data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache"),
+                         "log_dir": str(tmp_path / "outputs"), "output_dir": str(tmp_path / name)}
+            cfg.performance.update(performance)
+        run_experiment(cfg)
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        return results["teacher"]["acc_top1"], results["comparison"]["agreement_top1"], results["student"]["acc_top1"]
+
+    first = run("first", tiny_fashion_mnist)  # trains the teacher, stores its outputs on the first folder
+    live = run("live", second_folder, teacher_cache="off", teacher_test_logits=False, teacher_train_logits=False)
+    assert live[:2] != first[:2]  # the folders differ for this teacher: a first-folder answer would show
+    assert run("cache_off", second_folder, teacher_cache="off") == live  # its own test logits, not the first folder's
+    assert run("second", second_folder) == live  # its own training logits too (no "data-path bug")
+    stores = {name: sorted((tmp_path / "cache" / name).glob("*.pt")) for name in ("teacher_test_logits", "teacher_train_logits")}
+    assert all(len(files) == 2 for files in stores.values())  # one entry per folder
+
+    for a, b in stores.values():  # swap each store's two entries by hand
+        a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+        a.write_bytes(b_bytes)
+        b.write_bytes(a_bytes)
+    with caplog.at_level(logging.WARNING, logger="kdexp"):
+        assert run("swapped", second_folder) == live
+    swapped = [r.getMessage() for r in caplog.records if "records the key" in r.getMessage()]
+    assert len(swapped) == 2, caplog.text  # one warning per store: detected, computed again
+
+
+def test_a_kept_table_is_served_only_under_its_own_key_and_only_for_its_images(images, tmp_path, caplog) -> None:
+    """A kept table stored under another key (swapped by hand) is not loaded; one whose rows do not
+    match this run's images is dropped and computed again with a warning — neither is served, and
+    neither is blamed on the data module."""
+    import logging
+
+    model = teacher()
+    forward, calls = forward_counter(model)
+    views = torch.tensor([[0, 0, 0, 0], [1, 2, 1, 1]])
+    x = views_of(images, views)
+    kept = TeacherOutputCache(GRID, 10)
+    kept.load_store(tmp_path / "aaaa.pt")
+    kept.logits(x, views, forward)
+    assert kept.save_store()
+    assert torch.load(tmp_path / "aaaa.pt", weights_only=True)["key"] == "aaaa"  # the file records its key
+    (tmp_path / "aaaa.pt").rename(tmp_path / "bbbb.pt")  # as if swapped by hand
+    with caplog.at_level(logging.WARNING, logger="kdexp"):
+        assert TeacherOutputCache(GRID, 10).load_store(tmp_path / "bbbb.pt") == 0
+    assert "records the key 'aaaa', not 'bbbb'" in caplog.text
+
+    (tmp_path / "bbbb.pt").rename(tmp_path / "aaaa.pt")
+    again = TeacherOutputCache(GRID, 10)
+    assert again.load_store(tmp_path / "aaaa.pt") == 2
+    other = views_of(255 - images, views)  # other images behind the same views (a key that missed a change)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kdexp"):
+        out = again.logits(other, views, forward)
+    assert calls == [2, 2] and torch.equal(out, model(other))  # computed again, not served
+    assert "do not match this run's images" in caplog.text
+    assert again.save_store()  # the kept table is replaced by this run's
+    assert again.load_store(tmp_path / "aaaa.pt") == 2 and torch.equal(again.table[again.filled], model(other))
+
+
+def test_data_fingerprint_follows_content_not_size(tmp_path) -> None:
+    from PIL import Image
+    from torch.utils.data import Subset
+    from torchvision.datasets import ImageFolder
+
+    from kdexp.data.tensor import BatchedImages, ImageTensors
+    from kdexp.teacher_eval import data_fingerprint
+
+    def tensors(seed: int) -> BatchedImages:
+        gen = torch.Generator().manual_seed(seed)
+        data = ImageTensors(torch.randint(0, 256, (8, 1, 4, 4), dtype=torch.uint8, generator=gen), torch.arange(8) % 3)
+        return BatchedImages(data, (0.5,), (0.5,), raw=False)
+
+    assert data_fingerprint(tensors(0)) == data_fingerprint(tensors(0))  # the content, wherever it was read
+    assert data_fingerprint(tensors(0)) != data_fingerprint(tensors(1))  # same size, other images
+    relabelled = tensors(0)
+    relabelled.data.labels = relabelled.data.labels.flip(0)
+    assert data_fingerprint(relabelled) != data_fingerprint(tensors(0))
+    assert data_fingerprint(Subset(tensors(0), [0, 1])) != data_fingerprint(Subset(tensors(0), [0, 2]))
+
+    for cls in ("a", "b"):
+        (tmp_path / "f" / cls).mkdir(parents=True)
+        Image.new("L", (4, 4), 7).save(tmp_path / "f" / cls / "0.png")
+    folder = lambda: ImageFolder(str(tmp_path / "f"))  # noqa: E731
+    before = data_fingerprint(folder())
+    assert data_fingerprint(folder()) == before
+    Image.new("L", (4, 4), 9).save(tmp_path / "f" / "a" / "0.png")  # a file replaced
+    import os
+
+    os.utime(tmp_path / "f" / "a" / "0.png", ns=(1, 1))
+    assert data_fingerprint(folder()) != before

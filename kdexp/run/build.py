@@ -207,9 +207,10 @@ def store_teacher_train_logits(cfg: DictConfig, prep: Prepared, module: Distilla
     """With one view per training sample (no augmentation), the teacher-output cache starts from
     the table kept with this teacher (and is kept for the next run): a run with a cached teacher
     then needs no teacher forward at all. Keyed like the test logits (kdexp.teacher_eval): the
-    teacher's weights, the data, the device type and precision, plus the table's grid and dtype.
+    teacher's weights, the data's config and content, the device type and precision, plus the
+    table's grid and dtype.
     Not for a teacher that changes during the run (RCO's route of anchors)."""
-    from kdexp.teacher_eval import store_key
+    from kdexp.teacher_eval import data_fingerprint, store_key
     from kdexp.teachers import state_digest
 
     cache = module.teacher_outputs
@@ -219,7 +220,8 @@ def store_teacher_train_logits(cfg: DictConfig, prep: Prepared, module: Distilla
         return
     if type(module).route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
         return
-    data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train"}
+    data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train",
+            "content": data_fingerprint(prep.datamodule.train_set)}  # the files, not only the config
     key = store_key(state_digest(module.teacher.state_dict()), data, *store_device(cfg))
     rows = cache.load_store(Path(cfg.paths.cache_dir) / "teacher_train_logits" / f"{key}.pt")
     if rows:
