@@ -114,6 +114,22 @@ def check_cache_writable(cache_dir: Any) -> None:
         )
 
 
+def check_teacher_quantize(teacher: dict[str, Any]) -> None:
+    """``teacher.quantize`` is refused: a teacher trains in full precision and is used frozen (a
+    quantisation-aware teacher's observers would move while it teaches, and its entry would not
+    load back); quantisation-aware training is the student's (``student.quantize``)."""
+    if teacher.get("quantize") is None:
+        return
+    from kdexp.quantize import ACTIVATION_BITS, WEIGHT_BITS
+
+    raise ValueError(
+        f"teacher.quantize={teacher['quantize']!r} is not supported: the teacher is trained in full precision "
+        "and used frozen, so teacher.quantize must be absent (drop the +teacher.quantize.* overrides). "
+        f"Quantisation-aware training is for the student: student.quantize.weight_bits in {list(WEIGHT_BITS)}, "
+        f"student.quantize.activation_bits in {list(ACTIVATION_BITS)}"
+    )
+
+
 def check_run_options(cfg: DictConfig) -> None:
     """Every check above, on a run's config (before any data, model or teacher work)."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True) if node is not None else {}  # noqa: E731
@@ -122,6 +138,7 @@ def check_run_options(cfg: DictConfig) -> None:
     check_data(plain(cfg.data))
     check_optimizer(plain(cfg.optimizer))
     check_loss_weights(plain(cfg.method))
+    check_teacher_quantize(plain(cfg.get("teacher")))
     cache_dir = OmegaConf.select(cfg, "paths.cache_dir")
     check_folder(cache_dir, cache_key_name(cache_dir))
 

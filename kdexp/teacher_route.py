@@ -3,12 +3,13 @@ teacher's training route (RCO's anchors) kept beside its cache entry.
 
 Route checkpoints belong to the teacher's cache entry: ``<name>-<key>.route-epoch<k>.pt`` beside
 ``<name>-<key>.pt``, under the same key and lock, written with the entry's atomic, digest-verified
-writes (``kdexp.teachers.write_entry``) and verified on every read. A route is recorded while the
-teacher trains; a cached teacher whose route lacks a requested epoch is trained again (same recipe
-and seed) with that epoch recorded, since the weights of a past epoch cannot be recovered. That
-second training is not bit-identical to the first on a CPU, so it never replaces the cached
-teacher other runs use: it is kept as its own entry, ``<name>-<key>.routed.pt`` with its route
-files beside it, and RCO's converged anchor is the teacher of that route.
+writes (``kdexp.teachers.write_verified``: named only once they load back) and verified on every
+read. A route is recorded while the teacher trains; a cached teacher whose route lacks a requested
+epoch is trained again (same recipe and seed) with that epoch recorded, since the weights of a
+past epoch cannot be recovered. That second training is not bit-identical to the first on a CPU,
+so it never replaces the cached teacher other runs use: it is kept as its own entry,
+``<name>-<key>.routed.pt`` with its route files beside it, and RCO's converged anchor is the
+teacher of that route.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from kdexp.teachers import (
     load_weights,
     teacher_cache_key,
     wait_for_entry,
-    write_entry,
+    write_verified,
 )
 
 log = logging.getLogger(__name__)
@@ -232,17 +233,17 @@ def _cached_route(
                 _, trained = _train_and_cache(
                     teacher_cfg, datamodule, trainer_cfg, entry, log_dir, key, callbacks=[recorder]
                 )
-                for epoch, state in recorder.states.items():
-                    write_entry(files[epoch], state, {"route_of": entry.name, "epoch": epoch})
                 missing = [e for e in epochs if e != final and e not in recorder.states]
                 if missing:
                     raise ValueError(
                         f"the teacher's training never reached epoch(s) {missing} (teacher.train.max_epochs={final})"
                     )
-                for epoch in epochs:  # what later runs will load: read back and verified
-                    problem = load_entry(models[epoch], files[epoch], num_classes)
+                for epoch, state in recorder.states.items():  # named only once they load back (write_verified)
+                    write_verified(files[epoch], state, {"route_of": entry.name, "epoch": epoch}, models[epoch], num_classes)
+                if final in epochs:  # the teacher's own entry, verified by _train_and_cache
+                    problem = load_entry(models[final], files[final], num_classes)
                     if problem is not None:
-                        raise RuntimeError(f"the route checkpoint just written to {files[epoch]} does not load back: {problem}")
+                        raise RuntimeError(f"the teacher just written to {files[final]} does not load back: {problem}")
                 source = "trained"
                 info_metrics = {k: v for k, v in trained.items() if k not in ("source", "path")}
     anchors = [_frozen(models[e]) for e in epochs]

@@ -6,7 +6,8 @@ sweep jobs reuse one teacher.
 
 The cache is safe to share:
 - Writes are atomic: the entry is written to a temporary file, flushed to disk and renamed over
-  its final name (``os.replace``), so a crash mid-write never leaves an entry that later runs trust.
+  its final name (``os.replace``), so a crash mid-write never leaves an entry that later runs trust;
+  and verified: a new entry takes its name only after it loaded into a fresh architecture.
 - Reads verify: an entry counts only if it loads, its weights match the digest stored beside them
   and they fit the architecture; anything else is set aside as ``*.corrupt-<time>`` and retrained.
 - Concurrent jobs: a file lock per key makes jobs wait for the one that trains it.
@@ -308,6 +309,21 @@ def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str,
     write_atomic(path, buffer.getvalue())
 
 
+def write_verified(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any], architecture: BuiltModel,
+                   num_classes: int) -> None:
+    """Write a cache entry only once it loads as later runs will load it: written (atomically)
+    beside its name, loaded into ``architecture`` (a fresh one: later runs' architecture), then
+    renamed to ``path``. One that does not load is deleted and raises: never an entry that every
+    later run sets aside and trains again."""
+    staged = path.with_name(f"{path.name}.unverified")
+    write_entry(staged, state_dict, meta)
+    problem = load_entry(architecture, staged, num_classes)
+    if problem is not None:
+        staged.unlink(missing_ok=True)
+        raise RuntimeError(f"the teacher trained for {path} does not load back, so it was not cached: {problem}")
+    os.replace(staged, path)  # a rename lost in a crash only means training again
+
+
 def entry_problem(path: Path) -> str | None:
     """Why the cache entry at ``path`` cannot be trusted, or None when it is complete and intact."""
     try:
@@ -375,6 +391,9 @@ def provide_teacher(
     training builds the model again from ``teacher_cfg``, with the teacher's seed and any
     pretrained initialisation. Only global rank 0 trains and writes (see the module notes).
     """
+    from kdexp.checks import check_teacher_quantize
+
+    check_teacher_quantize(teacher_cfg)  # before any training (the run checks it earlier still)
     teacher = architecture
     num_classes = datamodule.num_classes
     if teacher_cfg.get("checkpoint"):
@@ -453,13 +472,12 @@ def _train_and_cache(
         metrics = train_teacher(
             teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None, **extra
         )
-        write_entry(path, teacher.module.state_dict(), metrics)
+        # What later runs will load, and what this run uses: the entry read back into a fresh architecture.
+        loaded = build_model(architecture_cfg(teacher_cfg), datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
+        write_verified(path, teacher.module.state_dict(), metrics, loaded, datamodule.num_classes)
     except BaseException as err:
         launch = launch_id()
         if launch is not None:  # tell this launch's other ranks to stop waiting
             note.write_text(f"{launch}\n{type(err).__name__}: {err}")
         raise
-    problem = load_entry(teacher, path, datamodule.num_classes)  # what later runs will load
-    if problem is not None:
-        raise RuntimeError(f"the teacher just written to {path} does not load back: {problem}")
-    return teacher, {"source": "trained", "path": str(path), "key": key, **metrics}
+    return loaded, {"source": "trained", "path": str(path), "key": key, **metrics}

@@ -144,3 +144,46 @@ def test_provenance_lines() -> None:
     assert teachers.provenance({"source": "checkpoint", "path": "/w/t.pt"}) == "checkpoint /w/t.pt"
     line = teachers.provenance({"source": "cache", "key": "95a9abcd", "epochs": 4, "test_acc": 0.9305})
     assert line == "cache 95a9…, trained 4 epochs, test 93.05%"
+
+
+# --- round 3, item 11: teacher.quantize, and never a cache entry that cannot be loaded back ------------
+def test_teacher_quantize_is_refused_before_any_work(tmp_path: Path, tiny_cfg) -> None:
+    from omegaconf import open_dict
+
+    from kdexp.errors import SetupError
+    from kdexp.run.build import prepare
+
+    with open_dict(tiny_cfg):
+        tiny_cfg.teacher.quantize = {"weight_bits": 4}
+    with pytest.raises(SetupError, match=r"teacher\.quantize=\{'weight_bits': 4\} is not supported.*must be absent"
+                                         r".*student\.quantize\.weight_bits in \[2, 4, 8\]"):
+        prepare(tiny_cfg)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.pt"))  # no teacher trained
+    with pytest.raises(ValueError, match=r"teacher\.quantize"):  # the Python API's way in, too
+        _provide(tmp_path, {"max_epochs": 1}, {**TEACHER, "quantize": {"weight_bits": 4, "activation_bits": 8}})
+    assert not list((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_an_entry_that_does_not_load_back_is_never_cached(tmp_path: Path, monkeypatch) -> None:
+    """A trained teacher whose weights do not fit a fresh architecture (as a quantisation-aware one's
+    did not) fails the run, every run, and leaves no entry that later runs set aside and retrain."""
+    trained = []
+
+    def train_an_extra_buffer(teacher, datamodule, recipe, trainer_cfg, log_dir, **kwargs):
+        trained.append(1)
+        teacher.module.register_buffer("extra", torch.zeros(1))  # not in the architecture a later run builds
+        return {"test_acc": 0.5}
+
+    monkeypatch.setattr(teachers, "train_teacher", train_an_extra_buffer)
+    for attempt in (1, 2):
+        with pytest.raises(RuntimeError, match=r"does not load back, so it was not cached.*unexpected keys \['extra'\]"):
+            _provide(tmp_path, {"max_epochs": 1})
+        assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []  # nothing, not even set aside
+    assert len(trained) == 2
+
+    monkeypatch.undo()
+    fresh, info = _provide(tmp_path, {"max_epochs": 1})
+    assert info["source"] == "trained"
+    again, info = _provide(tmp_path, {"max_epochs": 1})
+    assert info["source"] == "cache"  # a good entry is named and served
+    assert all(torch.equal(a, b) for a, b in zip(fresh.module.state_dict().values(), again.module.state_dict().values()))
