@@ -325,7 +325,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{role}_latency_ms"] is not None and row[f"{role}_latency_iqr_ms"] is not None
             and noisy(row[f"{role}_latency_ms"], row[f"{role}_latency_iqr_ms"]) for role in ("student", "teacher")
         )
-        sources = [m["run"].get("teacher_source", {}).get("source") for m in done]
+        sources = [(m["run"].get("teacher_source") or {}).get("source") for m in done]
         sources = [s for s in sources if s in ("cache", "trained")]
         row["teacher_cache_hits"] = f"{sources.count('cache')}/{len(sources)}" if sources else None
         once = [teacher_times[t] for t in {teacher_identity(m) for m in done} if t in teacher_times]
@@ -407,7 +407,9 @@ def teacher_notes(runs: list[dict[str, Any]]) -> list[str]:
     for identity, members in sources.items():
         infos = [m.get("teacher_source") or {} for m in members]
         info = next((i for i in infos if i.get("source") == "cache"), infos[0])  # "cache …, trained N epochs"
-        note = f"Teacher {members[0].get('teacher')}: {info.get('summary') or info.get('source') or 'unknown'}"
+        if not (info.get("summary") or info.get("source")):
+            continue  # a run that did not record its teacher's provenance
+        note = f"Teacher {members[0].get('teacher')}: {info.get('summary') or info.get('source')}"
         if identity in times:
             note += f"; trained once, in {times[identity]:.3g} s (not in any row's train s)"
         notes.append(note + ".")
