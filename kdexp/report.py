@@ -814,24 +814,34 @@ def write_curves_tensorboard(
 HPARAMS_SUFFIX = ".kdexp-hparams"  # the experiment summary's event file: replaced on every report
 
 
-def hparams_experiment(runs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any]]], list[str]]:
-    """The HParams columns for ``runs``: (hyperparameter, its values) with the keys that vary
-    first, then the rest in the runs' own order; and the metric tags, headline first."""
-    from kdexp.results import LOGGED_METRICS, clean_hparams
+def hparams_experiment(runs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any], bool]], list[str]]:
+    """The HParams columns for ``runs``: (hyperparameter, its values, whether it differs) with the
+    swept keys first, then the other keys that vary, then the rest in the runs' own order; and the
+    metric tags, headline first.
 
+    TensorBoard's parallel-coordinates view shows the first 5 differing hyperparameters and the
+    first 5 metrics by default, and drops every run without a value in a shown column. So only
+    keys every run has are marked as differing, and the metrics every run has come first: a vanilla
+    baseline (no teacher, so no teacher accuracy, agreement or speed-up) is always drawn."""
+    from kdexp.results import LOGGED_METRICS, clean_hparams, hparams_metrics
+
+    params = [clean_hparams(results.get("run", {}).get("hparams", {})) for results in runs]
     values: dict[str, list[Any]] = {}
-    for results in runs:
-        for key, value in clean_hparams(results.get("run", {}).get("hparams", {})).items():
+    for row in params:
+        for key, value in row.items():
             if value not in values.setdefault(key, []):
                 values[key].append(value)
-    varying = [k for k, v in values.items() if len(v) > 1]
+    everywhere = {k for k in values if all(k in row for row in params)}
+    varying = [k for k, v in values.items() if len(v) > 1 and k in everywhere]
     lines = [results.get("_command_line", {}) for results in runs]
     swept = []  # what the command lines varied, in their order
     for key in (k for line in lines for k in line):
-        if key in values and key not in swept and len({line.get(key) for line in lines}) > 1:
+        if key in varying and key not in swept and len({line.get(key) for line in lines}) > 1:
             swept.append(key)
     ordered = swept + [k for k in varying if k not in swept] + [k for k in values if k not in varying]
-    return [(k, values[k]) for k in ordered], list(LOGGED_METRICS)
+    logged = [set(hparams_metrics(results)) for results in runs]
+    common = [m for m in LOGGED_METRICS if all(m in have for have in logged)]
+    return [(k, values[k], k in varying) for k in ordered], common + [m for m in LOGGED_METRICS if m not in common]
 
 
 def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path | None:
@@ -847,7 +857,7 @@ def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path |
     if not columns:
         return None
     infos = []
-    for name, vals in columns:
+    for name, vals, differs in columns:
         kinds = {type(v) for v in vals}
         if kinds == {bool}:
             kind, domain = api_pb2.DATA_TYPE_BOOL, [True, False]
@@ -858,7 +868,7 @@ def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path |
         else:  # mixed: no type or domain, TensorBoard shows the values as they are
             kind, domain = api_pb2.DATA_TYPE_UNSET, None
         # differs: TensorBoard lists (and shows by default) the hyperparameters that differ first.
-        info = api_pb2.HParamInfo(name=name, type=kind, differs=len(vals) > 1)
+        info = api_pb2.HParamInfo(name=name, type=kind, differs=differs)
         if domain is not None:
             info.domain_discrete.extend(domain)
         infos.append(info)

@@ -80,8 +80,10 @@ def test_a_2x2_multirun_reports_the_mean_and_std_of_its_results(tmp_path: Path) 
     columns, metrics = _hparams_experiment(sweep_dir)
     assert columns[:2] == ["method", "seed"]  # the swept keys first
     assert {"method.temperature", "teacher", "student", "trainer.max_epochs", "data.train_size"} <= set(columns)
-    assert metrics[:4] == ["final/student_acc_top1", "final/teacher_acc_top1", "final/agreement_top1",
-                           "final/speedup_latency_b1"]
+    # The metrics every run has first: TensorBoard's parallel-coordinates view shows the first 5 and
+    # drops a run without a value in one, and a vanilla run has no teacher accuracy.
+    assert metrics[:2] == ["final/student_acc_top1", "final/student_acc_top1_best_epoch"]
+    assert metrics.index("final/teacher_acc_top1") > 1
     for run in sweep_dir.glob("*/tensorboard"):
         session, experiment = _hparams_tags(run)
         assert session and not experiment  # a session per run, no per-run experiment summary
