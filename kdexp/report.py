@@ -101,17 +101,24 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
 
 # --- one timing per architecture ---------------------------------------------------------------
 TIMING_FIELDS = ("latency_ms_b1", "latency_iqr_ms_b1", "throughput_ips")
+CONDITION_FIELDS = ("threads", "throughput_batch")  # what else a chosen timing brings along
 
 
 def _timing_identity(results: dict[str, Any], role: str) -> tuple[Any, ...]:
-    """What a timing belongs to: its key in the timing store (kdexp.profile.timing_key: the
-    architecture, input shape, device, threads, torch version), or, for runs that did not record
-    one, the architecture as results.json describes it and the timing conditions."""
+    """Under which conditions a timing was taken: its key in the timing store
+    (kdexp.profile.timing_key: architecture, input shape, device, threads, torch version), or, for
+    runs that did not record one, the architecture as results.json describes it and the timing
+    conditions."""
     stats = results[role]
     if stats.get("timing_key"):
         return ("key", stats["timing_key"])
-    fields = ("params", "macs", "device", "threads", "throughput_batch")
-    return ("model", results["run"].get(role), *(stats.get(f) for f in fields))
+    return ("run", *_architecture(results, role), *(stats.get(f) for f in CONDITION_FIELDS))
+
+
+def _architecture(results: dict[str, Any], role: str) -> tuple[Any, ...]:
+    """One model on one device: its name, parameters, MACs and the device it was timed on."""
+    stats = results[role]
+    return results["run"].get(role), stats.get("params"), stats.get("macs"), stats.get("device")
 
 
 def _read_store(path: str) -> dict[str, Any]:
@@ -130,32 +137,38 @@ def _steadiness(stats: dict[str, Any]) -> float:
 
 
 def unify_timings(runs: list[dict[str, Any]]) -> None:
-    """Give every run of one architecture on one device the same timing: the timing store's entry
-    as it is now (a later job may have replaced a noisy one) where the store has it, else the
-    steadiest copy among the runs (what the store keeps); then recompute each run's speed-ups.
-    Marks each profile's ``timing_source``: ``store`` or ``runs``."""
+    """Give every run of one architecture on one device the same timing, then recompute each
+    run's speed-ups. Per timing condition: the timing store's entry as it is now (a later job
+    may have replaced a noisy one), else the steadiest copy among the runs (what the store keeps);
+    per architecture and device, the steadiest of its conditions (runs that got different thread
+    counts on a busy machine). Each profile says ``timing_source``: ``store`` or ``runs``."""
     stores: dict[str, dict[str, Any]] = {}
     copies: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    architectures: dict[tuple[Any, ...], set[tuple[Any, ...]]] = defaultdict(set)
     for results in runs:
         for role in ("student", "teacher"):
             stats = results.get(role)
             if isinstance(stats, dict) and _get(results, (role, "latency_ms_b1")):
-                copies[_timing_identity(results, role)].append(stats)
+                identity = _timing_identity(results, role)
+                copies[identity].append(stats)
+                architectures[_architecture(results, role)].add(identity)
+    current: dict[tuple[Any, ...], dict[str, Any]] = {}
     for identity, members in copies.items():
-        chosen, source = None, "runs"
+        steadiest = min(members, key=_steadiness)
+        conditions = {f: steadiest[f] for f in CONDITION_FIELDS if f in steadiest}
+        current[identity] = {**conditions, **{f: steadiest[f] for f in TIMING_FIELDS if f in steadiest}, "timing_source": "runs"}
         paths = sorted({m["timing_store"] for m in members if m.get("timing_store")}) if identity[0] == "key" else []
         for path in paths:
             if path not in stores:
                 stores[path] = _read_store(path)
             entry = stores[path].get(identity[1])
             if isinstance(entry, dict) and all(isinstance(entry.get(f), (int, float)) for f in TIMING_FIELDS):
-                chosen, source = entry, "store"
+                current[identity] = {**conditions, **{f: float(entry[f]) for f in TIMING_FIELDS}, "timing_source": "store"}
                 break
-        if chosen is None:
-            chosen = min(members, key=_steadiness)
-        timing = {f: float(chosen[f]) for f in TIMING_FIELDS if isinstance(chosen.get(f), (int, float))}
-        for stats in members:
-            stats.update(timing, timing_source=source)
+    for identities in architectures.values():
+        chosen = min((current[i] for i in sorted(identities, key=str)), key=_steadiness)
+        for stats in (s for i in identities for s in copies[i]):
+            stats.update(chosen)
             if "latency_iqr_ms_b1" in stats:
                 stats["latency_noisy"] = noisy(stats["latency_ms_b1"], stats["latency_iqr_ms_b1"])
     for results in runs:

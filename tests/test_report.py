@@ -199,6 +199,20 @@ def test_runs_without_a_timing_key_share_the_steadiest_copy_of_their_architectur
     assert sorted(r["student"]["latency_ms_b1"] for r in runs) == [0.24, 0.24, 0.5]
 
 
+def test_runs_timed_with_different_thread_counts_share_the_steadier_timing(tmp_path: Path) -> None:
+    """runtime.threads=auto on a busy machine gave one run 1 thread and the next 2: two store
+    entries for one model on one device. The report shows one of them, the steadier."""
+    store = tmp_path / "timings.json"
+    store.write_text(json.dumps({"k1": {"latency_ms_b1": 0.34, "latency_iqr_ms_b1": 0.09, "throughput_ips": 6000.0},
+                                 "k2": {"latency_ms_b1": 0.60, "latency_iqr_ms_b1": 4.9, "throughput_ips": 4500.0}}))
+    for seed, (key, threads) in enumerate((("k1", 1), ("k2", 2))):
+        fake_run(tmp_path / f"kd{seed}", "kd", seed, 0.9)
+        _edit(tmp_path / f"kd{seed}", student={"timing_key": key, "timing_store": str(store), "threads": threads,
+                                                "device": "cpu", "latency_ms_b1": 0.5, "latency_iqr_ms_b1": 0.1})
+    students = [r["student"] for r in find_runs([tmp_path])]
+    assert {(s["latency_ms_b1"], s["threads"], s["timing_source"]) for s in students} == {(0.34, 1, "store")}
+
+
 def _shortened_sweep(root: Path) -> None:
     """vanilla and kd, 2 seeds, all cut to 2 epochs of 40 batches with a 1-epoch teacher."""
     constant = ("trainer.limit_train_batches=40", "trainer.max_epochs=2", "teacher.train.max_epochs=1")
@@ -292,3 +306,29 @@ def test_learning_curves_over_seeds_for_a_2_method_2_seed_sweep(tmp_path: Path) 
     assert images.Tags()["images"] == ["learning_curves"]
     assert main([str(tmp_path)]) == 0  # a second report replaces the curves' event files
     assert len(list((tmp_path / "learning_curves" / "kd").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_real_2_method_2_seed_sweep_has_learning_curves_and_one_latency_per_model(tmp_path: Path) -> None:
+    """The one real sweep here (in-process, 2 epochs of 4 batches): curves read back from the runs'
+    TensorBoard files, the timings from the store the runs share, the shortened settings said."""
+    import kdexp
+    from kdexp.report import learning_curves, write_report
+
+    tiny = ("data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32", "data.batch_size=16",
+            "teacher=cnn_tiny", "student=cnn_tiny", "trainer.max_epochs=2", "teacher.train.max_epochs=1",
+            "profile.min_run_time=0.02", "profile.throughput_batch=4", f"paths.cache_dir={tmp_path / 'cache'}")
+    for method in ("vanilla", "kd"):
+        for seed in (0, 1):
+            kdexp.run([*tiny, f"method={method}", f"seed={seed}"], output_dir=tmp_path / "sweep" / f"{method}{seed}")
+    runs = find_runs([tmp_path / "sweep"])
+    curves = {key[3]: points for key, points in learning_curves(runs).items()}
+    for method in ("vanilla", "kd"):
+        last_val = [r["student"]["val_acc_top1"] for r in runs if r["run"]["method"] == method]
+        assert [(epoch, n) for epoch, _, _, n in curves[method]] == [(1, 2), (2, 2)]
+        assert curves[method][-1][1] == pytest.approx(sum(last_val) / 2)
+    students = [r["student"] for r in runs]
+    assert {s["timing_source"] for s in students} == {"store"} and len({s["latency_ms_b1"] for s in students}) == 1
+    write_report([tmp_path / "sweep"])
+    assert (tmp_path / "sweep" / "learning_curves.png").is_file()
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert "All rows: trainer.max_epochs=2 " in text and "teacher.train.max_epochs=1" in text
