@@ -454,7 +454,7 @@ def write_settings(runs: list[dict[str, Any]], notes: list[str], path: Path) -> 
 
     record = {"notes": notes, "shared_settings": shared_settings(runs),
               "shared_overrides": shared_overrides(runs), "data": sorted({str(r["run"].get("data")) for r in runs})}
-    path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120))
+    path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
 
 
 # --- formatting --------------------------------------------------------------------------------
