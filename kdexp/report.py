@@ -473,6 +473,8 @@ def _num(value: float | None, kind: str) -> str:
         return f"{100 * value:+.2f}"
     if kind == "x":
         return f"{value:.1f}×"
+    if kind == "s":  # seconds: 3 significant digits below 100 s (a short run), whole seconds above
+        return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
     return format_value(value, kind)
 
 
@@ -541,7 +543,7 @@ def row_cells(row: dict[str, Any], shared: list[str] = ()) -> list[str]:
         _num(row["student_macs"], "macs"),
         _num(row["student_latency_ms"], "ms") + (" ⚠" if row["latency_noisy"] else ""),
         _num(row["speedup"], "x") + (" ⚠" if row["latency_noisy"] and row["speedup"] is not None else ""),
-        _num(row["train_time_s"], "g"),
+        _num(row["train_time_s"], "s"),
         row["teacher_cache_hits"] or "—",
     ]
 
@@ -734,7 +736,8 @@ def curve_panels(rows: list[dict[str, Any]], curves: dict[tuple[str, ...], Curve
 def curve_label(row: dict[str, Any], panel: list[dict[str, Any]]) -> str:
     """A line's name in its panel: the method, the options its panel's rows do not share, and the
     teacher where the panel has several."""
-    common = set.intersection(*(set(r["options"].split()) for r in panel))
+    taught = [r for r in panel if r["method"] != "vanilla"] or panel  # vanilla: labelled as such
+    common = set.intersection(*(set(r["options"].split()) for r in taught))
     options = [o for o in row["options"].split() if o not in common]
     teachers = {r["teacher"] for r in panel if r["teacher"] != "—"}
     teacher = f" ({row['teacher']})" if len(teachers) > 1 and row["teacher"] != "—" else ""
