@@ -98,12 +98,17 @@ class ModelProfile:
     threads: int  # torch intra-op CPU threads used while timing
     timing: str = "measured"  # "measured" now, or "reused" from the timing store
     latency_noisy: bool = False  # IQR > NOISY_IQR_RATIO × median: do not trust small differences
+    # With a timing store: its file and this timing's key there, so a report reads the store's
+    # current entry (a later run may have replaced a noisy one) instead of this run's copy.
+    timing_store: str | None = None
+    timing_key: str | None = None
 
     def as_dict(self) -> dict[str, int | float | str]:
-        """Flat, JSON-serialisable dict of plain Python ints, floats and strings."""
+        """Flat, JSON-serialisable dict of plain Python ints, floats and strings (None left out)."""
         out: dict[str, int | float | str] = {}
         for key, value in asdict(self).items():
-            out[key] = value if isinstance(value, (str, int)) else float(value)
+            if value is not None:
+                out[key] = value if isinstance(value, (str, int)) else float(value)
         return out
 
 
@@ -193,7 +198,9 @@ class TimingStore:
     (``<paths.cache_dir>/timings.json``): an architecture is timed once under given conditions and
     every later run reports that same measurement, so runs of one sweep cannot disagree about the
     same model. A noisy entry (IQR > ``NOISY_IQR_RATIO`` × median) is timed again and replaced by
-    a steadier one. Updates hold a file lock and replace the file atomically."""
+    a steadier one. Updates hold a file lock and replace the file atomically. A profile names the
+    store and its key (``timing_store``, ``timing_key`` in results.json), so ``kdexp-report`` shows
+    the store's current entry for every run of that architecture."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -287,6 +294,8 @@ def profile_model(
         threads=n_threads,
         timing="reused" if reuse else "measured",
         latency_noisy=noisy(float(timing["latency_ms_b1"]), float(timing["latency_iqr_ms_b1"])),
+        timing_store=str(store.path.resolve()) if store is not None else None,
+        timing_key=key or None,
     )
 
 

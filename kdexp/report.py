@@ -4,10 +4,13 @@ Runs are grouped by their whole composed configuration but the seed and output p
 teacher, student, method, the method's options and every other setting), so
 ``kdexp -m method=vanilla,kd seed=0,1,2`` reads as one row per method, and two sweeps at batch
 sizes 64 and 128 as two rows each, with ``data.batch_size`` among their options. Failed and
-interrupted runs are counted and listed.
-Writes ``report.md``, ``report.csv``, ``acc_vs_latency.png``, ``acc_vs_size.png`` and
-``acc_vs_train_time.png`` (and the TensorBoard HParams experiment summary) next to the
-runs (the first folder given, or ``--out``).
+interrupted runs are counted and listed. One architecture has one latency on one device (the
+timing store's at report time); what every row shares (epochs, limits, overrides, the teacher's
+provenance) is said in the caption, the plot titles and ``report_settings.yaml``.
+Writes ``report.md``, ``report.csv``, ``report_settings.yaml``, ``acc_vs_latency.png``,
+``acc_vs_size.png``, ``acc_vs_train_time.png``, ``learning_curves.png`` (validation accuracy per
+epoch, mean ± std over seeds, also as TensorBoard scalars under ``learning_curves/``) and the
+TensorBoard HParams experiment summary next to the runs (the first folder given, or ``--out``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kdexp.console import ascii_safe_streams
-from kdexp.results import RESULTS_FILE, format_value
+from kdexp.metric_names import metric_name
+from kdexp.results import RESULTS_FILE, comparison, format_value
 
 
 def noisy(latency_ms: float, iqr_ms: float) -> bool:
@@ -52,7 +56,8 @@ MEAN = {  # averaged over seeds (timings: the median)
     "speedup": ("comparison", "speedup_latency_b1"),
     "student_latency_iqr_ms": ("student", "latency_iqr_ms_b1"),
     "teacher_latency_iqr_ms": ("teacher", "latency_iqr_ms_b1"),
-    "train_time_s": ("run", "duration_s"),
+    "train_time_s": ("run", "phases_s", "training"),  # the student's training (kdexp.phases)
+    "run_time_s": ("run", "duration_s"),  # the whole run: teacher training, tests, profiling too
     # profile.runtimes=[torch,onnxruntime] (kdexp.runtimes): the exported student in ONNX Runtime
     "student_latency_ms_onnxruntime": ("student", "latency_ms_b1_onnxruntime"),
     "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
@@ -90,7 +95,88 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
             results["_command_line"] = command_line(file.parent)
             runs.append(results)
     mark_varying(runs)
+    unify_timings(runs)
     return runs
+
+
+# --- one timing per architecture ---------------------------------------------------------------
+TIMING_FIELDS = ("latency_ms_b1", "latency_iqr_ms_b1", "throughput_ips")
+CONDITION_FIELDS = ("threads", "throughput_batch")  # what else a chosen timing brings along
+
+
+def _timing_identity(results: dict[str, Any], role: str) -> tuple[Any, ...]:
+    """Under which conditions a timing was taken: its key in the timing store
+    (kdexp.profile.timing_key: architecture, input shape, device, threads, torch version), or, for
+    runs that did not record one, the architecture as results.json describes it and the timing
+    conditions."""
+    stats = results[role]
+    if stats.get("timing_key"):
+        return ("key", stats["timing_key"])
+    return ("run", *_architecture(results, role), *(stats.get(f) for f in CONDITION_FIELDS))
+
+
+def _architecture(results: dict[str, Any], role: str) -> tuple[Any, ...]:
+    """One model on one device: its name, parameters, MACs and the device it was timed on."""
+    stats = results[role]
+    return results["run"].get(role), stats.get("params"), stats.get("macs"), stats.get("device")
+
+
+def _read_store(path: str) -> dict[str, Any]:
+    """A timing store's entries (kdexp.profile.TimingStore's JSON file; read here without torch)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _steadiness(stats: dict[str, Any]) -> float:
+    """IQR / median of a timing (lower is steadier; 1 when the IQR is unknown)."""
+    iqr = stats.get("latency_iqr_ms_b1")
+    return float(iqr) / float(stats["latency_ms_b1"]) if iqr is not None else 1.0
+
+
+def unify_timings(runs: list[dict[str, Any]]) -> None:
+    """Give every run of one architecture on one device the same timing, then recompute each
+    run's speed-ups. Per timing condition: the timing store's entry as it is now (a later job
+    may have replaced a noisy one), else the steadiest copy among the runs (what the store keeps);
+    per architecture and device, the steadiest of its conditions (runs that got different thread
+    counts on a busy machine). Each profile says ``timing_source``: ``store`` or ``runs``."""
+    stores: dict[str, dict[str, Any]] = {}
+    copies: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    architectures: dict[tuple[Any, ...], set[tuple[Any, ...]]] = defaultdict(set)
+    for results in runs:
+        for role in ("student", "teacher"):
+            stats = results.get(role)
+            if isinstance(stats, dict) and _get(results, (role, "latency_ms_b1")):
+                identity = _timing_identity(results, role)
+                copies[identity].append(stats)
+                architectures[_architecture(results, role)].add(identity)
+    current: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for identity, members in copies.items():
+        steadiest = min(members, key=_steadiness)
+        conditions = {f: steadiest[f] for f in CONDITION_FIELDS if f in steadiest}
+        current[identity] = {**conditions, **{f: steadiest[f] for f in TIMING_FIELDS if f in steadiest}, "timing_source": "runs"}
+        paths = sorted({m["timing_store"] for m in members if m.get("timing_store")}) if identity[0] == "key" else []
+        for path in paths:
+            if path not in stores:
+                stores[path] = _read_store(path)
+            entry = stores[path].get(identity[1])
+            if isinstance(entry, dict) and all(isinstance(entry.get(f), (int, float)) for f in TIMING_FIELDS):
+                current[identity] = {**conditions, **{f: float(entry[f]) for f in TIMING_FIELDS}, "timing_source": "store"}
+                break
+    for identities in architectures.values():
+        chosen = min((current[i] for i in sorted(identities, key=str)), key=_steadiness)
+        for stats in (s for i in identities for s in copies[i]):
+            stats.update(chosen)
+            if "latency_iqr_ms_b1" in stats:
+                stats["latency_noisy"] = noisy(stats["latency_ms_b1"], stats["latency_iqr_ms_b1"])
+    for results in runs:
+        teacher, student, cmp = results.get("teacher"), results.get("student"), results.get("comparison")
+        if not (isinstance(teacher, dict) and isinstance(student, dict) and isinstance(cmp, dict)):
+            continue
+        speedups = comparison(teacher, student)  # the run's own formula, on the unified timings
+        cmp.update({k: speedups[k] for k in ("speedup_latency_b1", "speedup_throughput") if speedups[k] is not None})
 
 
 # Config keys that never separate rows: the seed (averaged over), where files go, how runs are
@@ -192,8 +278,30 @@ def group_key(results: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def _get(results: dict[str, Any], path: tuple[str, str]) -> float | None:
-    value = results.get(path[0], {}).get(path[1])
+def teacher_identity(results: dict[str, Any]) -> str | None:
+    """Which teacher a run had: its cache key (or checkpoint path, or name); None without one."""
+    run = results.get("run", {})
+    if not run.get("teacher") or run.get("method") == "vanilla":
+        return None
+    source = run.get("teacher_source") or {}
+    return str(source.get("key") or source.get("path") or run["teacher"])
+
+
+def teacher_training_times(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each teacher's one-off training time (s): the ``teacher`` phase of the run that trained it
+    (later runs take it from the cache). Teachers trained before these runs are not listed."""
+    times: dict[str, float] = {}
+    for results in runs:
+        seconds = _get(results, ("run", "phases_s", "teacher"))
+        if (results["run"].get("teacher_source") or {}).get("source") == "trained" and seconds is not None:
+            times.setdefault(teacher_identity(results), seconds)
+    return times
+
+
+def _get(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = results
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -206,6 +314,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for results in runs:
         groups[group_key(results)].append(results)
+    teacher_times = teacher_training_times(runs)
     rows = []
     for key, members in sorted(groups.items()):
         done = [m for m in members if not failed(m)]
@@ -217,7 +326,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, path in MEAN_STD.items():
             values = [v for m in done if (v := _get(m, path)) is not None]
             row[f"{name}_mean"] = statistics.fmean(values) if values else None
-            row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
+            row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else None  # one seed: no spread
         for name, path in MEAN.items():
             values = [v for m in done if (v := _get(m, path)) is not None]
             # Timings: the median, which one run on a busy machine cannot drag away.
@@ -229,9 +338,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{role}_latency_ms"] is not None and row[f"{role}_latency_iqr_ms"] is not None
             and noisy(row[f"{role}_latency_ms"], row[f"{role}_latency_iqr_ms"]) for role in ("student", "teacher")
         )
-        sources = [m["run"].get("teacher_source", {}).get("source") for m in done]
+        sources = [(m["run"].get("teacher_source") or {}).get("source") for m in done]
         sources = [s for s in sources if s in ("cache", "trained")]
         row["teacher_cache_hits"] = f"{sources.count('cache')}/{len(sources)}" if sources else None
+        once = [teacher_times[t] for t in {teacher_identity(m) for m in done} if t in teacher_times]
+        row["teacher_train_time_s"] = statistics.median(once) if once else None  # once, not in train_time_s
         rows.append(row)
     for row in rows:
         base = _baseline(row, rows)
@@ -258,11 +369,100 @@ def _baseline(row: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
     return None
 
 
+# --- what every row shares ----------------------------------------------------------------------
+# How long the models trained: shown whenever the rows share it and it is not the default
+# (key under trainer. or teacher.train. → the values that mean "no limit").
+_BUDGET = {
+    "max_epochs": (), "max_steps": ("-1",), "max_time": ("None",), "limit_train_batches": ("None", "1.0"),
+    "limit_val_batches": ("None", "1.0"), "limit_test_batches": ("None", "1.0"), "overfit_batches": ("0", "0.0"),
+    "fast_dev_run": ("False", "0"),
+}
+# Command-line keys that are not settings of the numbers (or are columns of the rows).
+_NOT_SHARED_SETTINGS = ("hydra.", "paths.", "logger", "callbacks.", "hparams_search", "ckpt_path", "auto_resume", "method.")
+
+
+def shared_settings(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Every setting (``run_settings``) that has one value in all the finished runs; a teacher's
+    among the runs with a teacher (a vanilla run has none)."""
+    done = [r for r in runs if not failed(r)] or runs
+    taught = [r for r in done if teacher_identity(r) is not None]
+    shared = {}
+    for key in sorted({k for r in done for k in r["_settings"]}):
+        among = taught if key.startswith("teacher.") else done
+        values = {r["_settings"].get(key) for r in among}
+        if among and len(values) == 1 and None not in values:
+            shared[key] = values.pop()
+    return shared
+
+
+def shared_overrides(runs: list[dict[str, Any]]) -> list[str]:
+    """The command-line overrides every finished run was given alike (``trainer.max_epochs=2``),
+    in command-line order; not the rows' own columns, output paths or loggers."""
+    lines = [r.get("_command_line", {}) for r in runs if not failed(r)]
+    if not lines:
+        return []
+    return [
+        f"{key}={value}" for key, value in lines[0].items()
+        if key not in _GROUP_CHOICES and key not in ("teacher", "student") and not key.startswith(_NOT_SHARED_SETTINGS)
+        and all(line.get(key) == value for line in lines)
+    ]
+
+
+def teacher_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """Where each teacher came from (its provenance, as a run's table says it) and its one-off
+    training time, which no row's training time includes."""
+    sources: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for results in runs:
+        if not failed(results) and teacher_identity(results) is not None:
+            sources[teacher_identity(results)].append(results["run"])
+    times = teacher_training_times(runs)
+    notes = []
+    for identity, members in sources.items():
+        infos = [m.get("teacher_source") or {} for m in members]
+        info = next((i for i in infos if i.get("source") == "cache"), infos[0])  # "cache …, trained N epochs"
+        if not (info.get("summary") or info.get("source")):
+            continue  # a run that did not record its teacher's provenance
+        note = f"Teacher {members[0].get('teacher')}: {info.get('summary') or info.get('source')}"
+        if identity in times:
+            note += f"; trained once, in {times[identity]:.3g} s (not in any row's train s)"
+        notes.append(note + ".")
+    return notes
+
+
+def common_notes(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """What every row shares, for the caption, the CSV's sidecar and the plot titles: how long
+    students and teachers trained (epochs, limits), the shared command-line overrides and
+    options, and each teacher's provenance."""
+    shared = shared_settings(runs)
+    taught = any(r["teacher"] != "—" for r in rows)
+    budget = [
+        f"{prefix}{key}={shared[prefix + key]}" for prefix in ("trainer.", "teacher.train.") if prefix == "trainer." or taught
+        for key, defaults in _BUDGET.items() if prefix + key in shared and shared[prefix + key] not in defaults
+    ]
+    said = {item.split("=", 1)[0] for item in budget}
+    overrides = [o for o in shared_overrides(runs) if o.split("=", 1)[0].lstrip("+~") not in said]
+    settings = budget + overrides + [o for o in shared_options(rows) if o not in overrides]
+    return (["All rows: " + " ".join(settings) + "."] if settings else []) + teacher_notes(runs)
+
+
+SETTINGS_FILE = "report_settings.yaml"  # report.csv's sidecar: what every row shares
+
+
+def write_settings(runs: list[dict[str, Any]], notes: list[str], path: Path) -> None:
+    """``report_settings.yaml``: the notes of the caption and every setting the rows share."""
+    import yaml
+
+    record = {"notes": notes, "shared_settings": shared_settings(runs),
+              "shared_overrides": shared_overrides(runs), "data": sorted({str(r["run"].get("data")) for r in runs})}
+    path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+
+
 # --- formatting --------------------------------------------------------------------------------
-def _pct(mean: float | None, std: float | None = None) -> str:
+def _pct(mean: float | None, std: float | None = None, spread: bool = False) -> str:
+    """A percentage; with ``spread``, ``± std`` (``± —`` where one seed gives no std)."""
     if mean is None:
         return "—"
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else " ± —" if spread else "")
 
 
 def _num(value: float | None, kind: str) -> str:
@@ -273,13 +473,15 @@ def _num(value: float | None, kind: str) -> str:
         return f"{100 * value:+.2f}"
     if kind == "x":
         return f"{value:.1f}×"
+    if kind == "s":  # seconds: 3 significant digits below 100 s (a short run), whole seconds above
+        return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
     return format_value(value, kind)
 
 
 HEADERS = [
     "teacher → student", "method", "options", "seeds", "student acc best epoch (%)",
     "student acc last epoch (%)", "Δ vs vanilla (pts)", "teacher acc (%)", "student params",
-    "student MACs", "student latency b=1 (ms)", "speed-up", "train time (s)", "teacher cache hits",
+    "student MACs", "student latency b=1 (ms)", "speed-up", "student train time (s)", "teacher cache hits",
 ]
 SHORT_HEADERS = [  # the console table: narrow enough for a terminal
     "teacher → student", "method", "options", "n", "best ep. %", "last ep. %", "Δ pts",
@@ -333,15 +535,15 @@ def row_cells(row: dict[str, Any], shared: list[str] = ()) -> list[str]:
         row["method"],
         options or "—",
         seeds,
-        _pct(row["student_acc_best_mean"], row["student_acc_best_std"]),
-        _pct(row["student_acc_last_mean"], row["student_acc_last_std"]),
+        _pct(row["student_acc_best_mean"], row["student_acc_best_std"], spread=True),
+        _pct(row["student_acc_last_mean"], row["student_acc_last_std"], spread=True),
         _num(row["delta_vs_vanilla"], "pts"),
         _pct(row["teacher_acc"]) if row["teacher"] != "—" else "—",
         _num(row["student_params"], "int"),
         _num(row["student_macs"], "macs"),
         _num(row["student_latency_ms"], "ms") + (" ⚠" if row["latency_noisy"] else ""),
         _num(row["speedup"], "x") + (" ⚠" if row["latency_noisy"] and row["speedup"] is not None else ""),
-        _num(row["train_time_s"], "g"),
+        _num(row["train_time_s"], "s"),
         row["teacher_cache_hits"] or "—",
     ]
 
@@ -351,18 +553,28 @@ def _title(rows: list[dict[str, Any]]) -> str:
     return "kdexp runs on " + ", ".join(datasets) + " (accuracy: mean ± std over seeds)"
 
 
-def _caption(shared: list[str]) -> str:
-    return ("All rows: " + " ".join(shared) + ". " if shared else "") + (
-        "best ep.: test accuracy at the epoch of best validation accuracy; Δ: last epoch vs the "
-        "vanilla student; speed-up: teacher latency / student latency at batch 1 (⚠: a timing whose "
-        "IQR exceeds 25% of its median, too noisy to trust); train s: mean wall time of a run; cache: "
-        "runs whose teacher came from the cache / runs with a teacher."
+def _caption(notes: list[str]) -> str:
+    return "".join(f"{n} " for n in notes) + (
+        "best ep.: test accuracy at the epoch of best validation accuracy; ± —: one seed, no spread; "
+        "Δ: last epoch vs the vanilla student; latency: one per architecture and device, the timing "
+        "store's at report time; speed-up: teacher latency / student latency at batch 1 (⚠: a timing "
+        "whose IQR exceeds 25% of its median, too noisy to trust); train s: mean wall time of the "
+        "student's training (fit) per run, without teacher training, tests and profiling; cache: runs "
+        "whose teacher came from the cache / runs with a teacher."
     )
 
 
-def rows_table(rows: list[dict[str, Any]]) -> Table:
+def _notes(rows: list[dict[str, Any]], notes: list[str] | None) -> list[str]:
+    """The caption's notes: ``notes`` (common_notes of the runs), else the options all rows share."""
+    if notes is not None:
+        return notes
     shared = shared_options(rows)
-    table = Table(title=_title(rows), caption=_caption(shared))
+    return ["All rows: " + " ".join(shared) + "."] if shared else []
+
+
+def rows_table(rows: list[dict[str, Any]], notes: list[str] | None = None) -> Table:
+    shared = shared_options(rows)
+    table = Table(title=_title(rows), caption=_caption(_notes(rows, notes)))
     for header in SHORT_HEADERS + [short for _, _, short, _ in optional_columns(rows)]:
         numeric = header not in SHORT_HEADERS[:3]
         table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric, min_width=None if numeric else 8)
@@ -371,13 +583,13 @@ def rows_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def rows_markdown(rows: list[dict[str, Any]]) -> str:
+def rows_markdown(rows: list[dict[str, Any]], notes: list[str] | None = None) -> str:
     shared = shared_options(rows)
     headers = HEADERS + [header for _, header, _, _ in optional_columns(rows)]
     lines = [f"**{_title(rows)}**", "", "| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared) + optional_cells(rows, row)) + " |" for row in rows]
-    lines += ["", _caption(shared)]
+    lines += ["", _caption(_notes(rows, notes))]
     errors = [e for row in rows for e in row["errors"]]
     if errors:
         lines += ["", "Failed runs:", ""] + [f"- {e}" for e in errors]
@@ -385,15 +597,25 @@ def rows_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """One line per row; what every row shares is in the sidecar ``report_settings.yaml``."""
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
 
 
-def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Student accuracy vs latency, vs parameters and vs training time; teachers as stars, vanilla
-    rows as squares; every point says its number of seeds."""
+def figure_title(rows: list[dict[str, Any]], notes: list[str] | None, last: str = "") -> str:
+    """A plot's title: the report's title, what every row shares (wrapped) and ``last``."""
+    import textwrap
+
+    lines = [_title(rows)] + [line for note in notes or [] for line in textwrap.wrap(note, 120)]
+    return "\n".join(lines + ([last] if last else []))
+
+
+def write_plots(rows: list[dict[str, Any]], folder: Path, notes: list[str] | None = None) -> list[Path]:
+    """Student accuracy vs latency, vs parameters and vs the student's training time; teachers as
+    stars, vanilla rows as squares; every point says its number of seeds; the title says what
+    every row shares."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,12 +625,12 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     for x_key, t_key, x_label, name in (
         ("student_latency_ms", "teacher_latency_ms", "latency at batch 1 (ms, log scale)", "acc_vs_latency.png"),
         ("student_params", "teacher_params", "parameters (log scale)", "acc_vs_size.png"),
-        ("train_time_s", None, "training wall time per run (s, log scale)", "acc_vs_train_time.png"),
+        ("train_time_s", None, "student training wall time per run (s, log scale)", "acc_vs_train_time.png"),
     ):
         points = [r for r in rows if r[x_key] is not None and r["student_acc_last_mean"] is not None]
         if not points:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(7, 4.5 + 0.15 * len(notes or [])))
         for row in points:
             vanilla = row["method"] == "vanilla"
             ax.errorbar(
@@ -431,7 +653,7 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
         ax.set_xlabel(x_label)
         ax.set_ylabel("student top-1 accuracy, last epoch (%)")
         seeds = sorted({r["n"] for r in points})
-        ax.set_title(_title(rows) + f"\nn = {'/'.join(map(str, seeds))} seed(s) per point; error bars: std", fontsize=9)
+        ax.set_title(figure_title(rows, notes, f"n = {'/'.join(map(str, seeds))} seed(s) per point; error bars: std"), fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(folder / name, dpi=120)
@@ -440,27 +662,202 @@ def write_plots(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
     return written
 
 
+# --- learning curves ---------------------------------------------------------------------------
+CURVES_PNG = "learning_curves.png"
+CURVES_DIR = "learning_curves"  # TensorBoard runs of the aggregated curves, one per row
+CURVES_SUFFIX = ".kdexp-curves"  # their event files: replaced on every report
+
+
+def run_curve(run_dir: Path) -> dict[int, float]:
+    """A run's validation accuracy per epoch (1-based) from its logs: the CSV logger's
+    ``csv/metrics.csv``, else the TensorBoard event files in ``tensorboard/`` (``val/acc`` at the
+    steps where Lightning logged the ``epoch``). Empty when the run kept neither (logger=none)."""
+    name = metric_name("val")
+    table = run_dir / "csv" / "metrics.csv"
+    curve: dict[int, float] = {}
+    if table.is_file():
+        with table.open(newline="") as f:
+            for line in csv.DictReader(f):
+                if line.get(name) and line.get("epoch"):
+                    curve[int(float(line["epoch"])) + 1] = float(line[name])  # a resumed epoch: the last
+    events = run_dir / "tensorboard"
+    if not curve and any(events.glob("events.out.tfevents.*")):
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        log = EventAccumulator(str(events), size_guidance={"scalars": 0})  # every point
+        log.Reload()
+        if {name, "epoch"} <= set(log.Tags().get("scalars", [])):
+            epochs = {e.step: int(e.value) for e in log.Scalars("epoch")}
+            curve = {epochs[e.step] + 1: e.value for e in log.Scalars(name) if e.step in epochs}
+    return curve
+
+
+Curve = list[tuple[int, float, float | None, int]]  # (epoch, mean, std or None, seeds)
+
+
+def learning_curves(runs: list[dict[str, Any]]) -> dict[tuple[str, ...], Curve]:
+    """Per row (its ``group_key``): validation accuracy per epoch, mean and std over the row's
+    finished runs that logged the epoch (std None for one run)."""
+    per_row: dict[tuple[str, ...], list[dict[int, float]]] = defaultdict(list)
+    for results in runs:
+        curve = {} if failed(results) else run_curve(Path(results["_dir"]))
+        if curve:
+            per_row[group_key(results)].append(curve)
+    out = {}
+    for key, curves in per_row.items():
+        points = []
+        for epoch in sorted({e for c in curves for e in c}):
+            values = [c[epoch] for c in curves if epoch in c]
+            points.append((epoch, statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)))
+        out[key] = points
+    return out
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(row[f] for f in KEY_FIELDS)
+
+
+def curve_panels(rows: list[dict[str, Any]], curves: dict[tuple[str, ...], Curve]) -> dict[str, list[dict[str, Any]]]:
+    """The rows with curves, one panel per setting (data, student and the settings that vary):
+    panel title → rows; a vanilla row joins every panel of its data, student and student-side
+    settings (its baseline's rule)."""
+    keyed: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    drawn = [r for r in rows if _row_key(r) in curves]
+    for row in (r for r in drawn if r["method"] != "vanilla"):
+        keyed.setdefault((row["data"], row["student"], row["setting"]), []).append(row)
+    for row in (r for r in drawn if r["method"] == "vanilla"):
+        same = [k for k in keyed if k[:2] == (row["data"], row["student"]) and _student_side(k[2]) == _student_side(row["setting"])]
+        for key in same or [(row["data"], row["student"], row["setting"])]:
+            keyed.setdefault(key, []).insert(0, row)
+    return {f"{data}: {student}" + (f", {setting}" if setting else ""): members
+            for (data, student, setting), members in keyed.items()}
+
+
+def curve_label(row: dict[str, Any], panel: list[dict[str, Any]]) -> str:
+    """A line's name in its panel: the method, the options its panel's rows do not share, and the
+    teacher where the panel has several."""
+    taught = [r for r in panel if r["method"] != "vanilla"] or panel  # vanilla: labelled as such
+    common = set.intersection(*(set(r["options"].split()) for r in taught))
+    options = [o for o in row["options"].split() if o not in common]
+    teachers = {r["teacher"] for r in panel if r["teacher"] != "—"}
+    teacher = f" ({row['teacher']})" if len(teachers) > 1 and row["teacher"] != "—" else ""
+    return " ".join([row["method"], *options]) + teacher
+
+
+def write_learning_curves(
+    rows: list[dict[str, Any]], curves: dict[tuple[str, ...], Curve], folder: Path, notes: list[str] | None = None
+) -> Path | None:
+    """``learning_curves.png``: validation accuracy per epoch, a line per row (mean over seeds, a
+    band of ± std), one panel per setting; the same curves as TensorBoard scalars (one run per
+    row under ``learning_curves/``, step = epoch) with the figure as an image."""
+    panels = curve_panels(rows, curves)
+    if not panels:
+        return None
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(panels))
+    lines = len(figure_title(rows, notes).splitlines())
+    fig, axes = plt.subplots(math.ceil(len(panels) / columns), columns, squeeze=False, layout="constrained",
+                             figsize=(5.5 * columns, 3.8 * math.ceil(len(panels) / columns) + 0.2 * lines))
+    for ax, (title, members) in zip(axes.flat, panels.items()):
+        for row in members:
+            epochs, means, stds, seeds = zip(*curves[_row_key(row)])
+            vanilla = row["method"] == "vanilla"
+            mean = [100 * m for m in means]
+            line, = ax.plot(epochs, mean, "--" if vanilla else "-", marker="o", markersize=3,
+                            color="tab:gray" if vanilla else None,
+                            label=f"{'alone (vanilla)' if vanilla else curve_label(row, members)} (n={max(seeds)})")
+            ax.fill_between(epochs, [m - 100 * (s or 0) for m, s in zip(mean, stds)],
+                            [m + 100 * (s or 0) for m, s in zip(mean, stds)], color=line.get_color(), alpha=0.2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation top-1 accuracy (%)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(figure_title(rows, notes, "validation accuracy per epoch: mean over seeds, band ± std"), fontsize=8)
+    path = folder / CURVES_PNG
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    write_curves_tensorboard(panels, curves, folder, path)
+    return path
+
+
+def write_curves_tensorboard(
+    panels: dict[str, list[dict[str, Any]]], curves: dict[tuple[str, ...], Curve], folder: Path, png: Path
+) -> None:
+    """The aggregated curves for TensorBoard: ``learning_curves/<row>/`` holds the scalars
+    ``learning_curve/<panel>/val_acc_mean`` (and ``_plus_std``, ``_minus_std``) per epoch, and
+    ``learning_curves/`` the figure as an image. Earlier reports' files are replaced."""
+    import re
+
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    root = folder / CURVES_DIR
+    for old in root.rglob(f"events.out.tfevents.*{CURVES_SUFFIX}"):
+        old.unlink()
+    events: dict[str, list[Event]] = defaultdict(list)
+    now = time.time()
+    for title, members in panels.items():
+        for row in members:
+            label = "vanilla" if row["method"] == "vanilla" else curve_label(row, members)
+            for epoch, mean, std, _ in curves[_row_key(row)]:
+                values = {"val_acc_mean": mean}
+                if std is not None:
+                    values.update(val_acc_mean_plus_std=mean + std, val_acc_mean_minus_std=mean - std)
+                summary = Summary(value=[Summary.Value(tag=f"learning_curve/{title}/{k}", simple_value=v) for k, v in values.items()])
+                events[re.sub(r"[^\w.=,+-]+", "_", label)[:100]].append(Event(step=epoch, wall_time=now, summary=summary))
+    data = png.read_bytes()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the PNG's IHDR
+    image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=data)
+    events[""].append(Event(step=0, wall_time=now, summary=Summary(value=[Summary.Value(tag="learning_curves", image=image)])))
+    for name, items in events.items():
+        writer = EventFileWriter(str(root / name), filename_suffix=CURVES_SUFFIX)
+        for event in items:
+            writer.add_event(event)
+        writer.close()
+
+
 HPARAMS_SUFFIX = ".kdexp-hparams"  # the experiment summary's event file: replaced on every report
 
 
-def hparams_experiment(runs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any]]], list[str]]:
-    """The HParams columns for ``runs``: (hyperparameter, its values) with the keys that vary
-    first, then the rest in the runs' own order; and the metric tags, headline first."""
-    from kdexp.results import LOGGED_METRICS, clean_hparams
+def hparams_experiment(runs: list[dict[str, Any]]) -> tuple[list[tuple[str, list[Any], bool]], list[str]]:
+    """The HParams columns for ``runs``: (hyperparameter, its values, whether it differs) with the
+    swept keys first, then the other keys that vary, then the rest in the runs' own order; and the
+    metric tags, headline first.
 
+    TensorBoard's parallel-coordinates view shows the first 5 differing hyperparameters and the
+    first 5 metrics by default, and drops every run without a value in a shown column. So only
+    keys every run has are marked as differing, and the metrics every run has come first: a vanilla
+    baseline (no teacher, so no teacher accuracy, agreement or speed-up) is always drawn."""
+    from kdexp.results import LOGGED_METRICS, clean_hparams, hparams_metrics
+
+    params = [clean_hparams(results.get("run", {}).get("hparams", {})) for results in runs]
     values: dict[str, list[Any]] = {}
-    for results in runs:
-        for key, value in clean_hparams(results.get("run", {}).get("hparams", {})).items():
+    for row in params:
+        for key, value in row.items():
             if value not in values.setdefault(key, []):
                 values[key].append(value)
-    varying = [k for k, v in values.items() if len(v) > 1]
+    everywhere = {k for k in values if all(k in row for row in params)}
+    varying = [k for k, v in values.items() if len(v) > 1 and k in everywhere]
     lines = [results.get("_command_line", {}) for results in runs]
     swept = []  # what the command lines varied, in their order
     for key in (k for line in lines for k in line):
-        if key in values and key not in swept and len({line.get(key) for line in lines}) > 1:
+        if key in varying and key not in swept and len({line.get(key) for line in lines}) > 1:
             swept.append(key)
     ordered = swept + [k for k in varying if k not in swept] + [k for k in values if k not in varying]
-    return [(k, values[k]) for k in ordered], list(LOGGED_METRICS)
+    logged = [set(hparams_metrics(results)) for results in runs]
+    common = [m for m in LOGGED_METRICS if all(m in have for have in logged)]
+    return [(k, values[k], k in varying) for k in ordered], common + [m for m in LOGGED_METRICS if m not in common]
 
 
 def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path | None:
@@ -476,7 +873,7 @@ def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path |
     if not columns:
         return None
     infos = []
-    for name, vals in columns:
+    for name, vals, differs in columns:
         kinds = {type(v) for v in vals}
         if kinds == {bool}:
             kind, domain = api_pb2.DATA_TYPE_BOOL, [True, False]
@@ -487,7 +884,7 @@ def write_hparams_experiment(runs: list[dict[str, Any]], folder: Path) -> Path |
         else:  # mixed: no type or domain, TensorBoard shows the values as they are
             kind, domain = api_pb2.DATA_TYPE_UNSET, None
         # differs: TensorBoard lists (and shows by default) the hyperparameters that differ first.
-        info = api_pb2.HParamInfo(name=name, type=kind, differs=len(vals) > 1)
+        info = api_pb2.HParamInfo(name=name, type=kind, differs=differs)
         if domain is not None:
             info.domain_discrete.extend(domain)
         infos.append(info)
@@ -513,21 +910,27 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     if not runs:
         return []
     rows = summarise(runs)
+    notes = common_notes(runs, rows)
     out = out or (paths[0] if paths[0].is_dir() else paths[0].parent)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(rows_markdown(rows))
+    curves = write_learning_curves(rows, learning_curves(runs), out, notes)
+    markdown = rows_markdown(rows, notes)
+    if curves is not None:
+        markdown += f"\n![validation accuracy per epoch, mean ± std over seeds]({curves.name})\n"
+    (out / "report.md").write_text(markdown)
     write_csv(rows, out / "report.csv")
-    plots = write_plots(rows, out)
+    write_settings(runs, notes, out / SETTINGS_FILE)
+    plots = write_plots(rows, out, notes) + ([curves] if curves is not None else [])
     experiment = write_hparams_experiment(runs, out)
     if console is None:  # logs and pipes get the full width; a terminal wraps the text columns
         console = Console() if Console().is_terminal else Console(width=200)
-    console.print(rows_table(rows))
+    console.print(rows_table(rows, notes))
     from kdexp.incremental.report import write_incremental_report  # class-incremental runs, if any
 
     plots += write_incremental_report(runs, out, group_key, console)
     for error in (e for row in rows for e in row["errors"]):
         console.print(f"[red]failed:[/] {error}")
-    console.print(f"Report: {out / 'report.md'}, {out / 'report.csv'}" + "".join(f", {p}" for p in plots))
+    console.print(f"Report: {out / 'report.md'}, {out / 'report.csv'}, {out / SETTINGS_FILE}" + "".join(f", {p}" for p in plots))
     if experiment is not None:
         console.print(f"Compare them in TensorBoard's HParams tab: tensorboard --logdir {out}")
     return rows

@@ -50,14 +50,27 @@ def swept_keys(argv: list[str] | None = None) -> set[str]:
     return {o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()}
 
 
-def job_name(task_overrides: Any, argv: list[str] | None = None) -> str:
+def searched_keys(params: Any = None) -> set[str]:
+    """The keys the sweeper's own ``hydra.sweeper.params`` sweep or search (an Optuna search's
+    ``method.temperature: interval(1.0, 10.0)``); ``params`` None: the running job's Hydra config."""
+    if params is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        params = HydraConfig.get().sweeper.get("params") if HydraConfig.initialized() else None
+    return swept_keys([f"{key}={value}" for key, value in (params or {}).items()])
+
+
+def job_name(task_overrides: Any, argv: list[str] | None = None, params: Any = None) -> str:
     """A sweep job's folder (and TensorBoard run) name from the keys the sweep varies only:
-    ``method=kd,seed=0``; the constant overrides stay in the job's ``.hydra/overrides.yaml`` and
-    the report's caption. All overrides when the command line sweeps none. Registered as the
-    ``kdexp_jobname`` resolver (its argument: ``${hydra.overrides.task}``)."""
+    ``method=kd,seed=0``, or the values an Optuna trial searched (``hydra.sweeper.params``); the
+    constant overrides stay in the job's ``.hydra/overrides.yaml`` and the report's caption. All
+    overrides when nothing is swept. Registered as the ``kdexp_jobname`` resolver (its argument:
+    ``${hydra.overrides.task}``); ``argv``, ``params``: the command line and the sweeper's params
+    (default: this process's, and the job's Hydra config)."""
     items = [str(item) for item in task_overrides]
     noted = os.environ.get(SWEPT_ENV) if argv is None else None  # jobs on a cluster: see SweepReport
     swept = set(filter(None, noted.split(","))) if noted is not None else swept_keys(argv)
+    swept |= searched_keys(params) if params is not None or argv is None else set()
     chosen = [i for i in items if i.split("=", 1)[0].lstrip("+~") in swept] if swept else items
     return job_dirname(",".join(sorted(chosen or items)))
 

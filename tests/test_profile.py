@@ -317,3 +317,17 @@ def test_a_timing_whose_spread_is_as_large_as_its_median_is_flagged(tmp_path) ->
     prof = profile_model(model, (8,), threads=1, throughput_batch=4, min_run_time=0.01, store=store)
     assert prof.timing == "measured"  # a noisy entry is never reused ...
     assert store.get(key)["latency_iqr_ms_b1"] / store.get(key)["latency_ms_b1"] < 5.0  # ... and is replaced
+
+
+def test_a_profile_names_its_timing_store_and_key(tmp_path) -> None:
+    """A report reads the store's current entry for a run (issue: one latency per model), so the
+    run's results name the store and the key of its timing; without a store, neither."""
+    from kdexp.profile import TimingStore, profile_model
+
+    store = TimingStore(tmp_path / "timings.json")
+    stats = profile_model(nn.Sequential(nn.Linear(8, 4)), (8,), threads=1, throughput_batch=4, min_run_time=0.01,
+                          store=store).as_dict()
+    assert stats["timing_store"] == str((tmp_path / "timings.json").resolve())
+    assert list(store.read()) == [stats["timing_key"]]
+    plain = profile_model(nn.Sequential(nn.Linear(8, 4)), (8,), threads=1, throughput_batch=4, min_run_time=0.01).as_dict()
+    assert "timing_store" not in plain and "timing_key" not in plain

@@ -309,12 +309,25 @@ class DistillationModule(pl.LightningModule):
         loss = functools.reduce(operator.add, weighted)
         # For error messages (kdexp.callbacks.FiniteLossGuard): the terms of the latest step.
         self.last_loss_terms = {name: (float(w), v.detach()) for name, (w, v) in terms.items()}
+        # The epoch's mean loss, summed on the device (no sync per step); logged in on_train_epoch_end.
+        total, steps = self._epoch_loss or (0.0, 0)
+        self._epoch_loss = (total + loss.detach(), steps + 1)
         if self.logs_this_step():
             self.log("train/loss", loss, prog_bar=True)
             for name, (_, value) in terms.items():
                 self.log(f"train/{name}_loss", value)
             self.log("train/acc", (logits.argmax(1) == y).float().mean())
         return loss
+
+    _epoch_loss: tuple[Tensor | float, int] | None = None  # (sum of this epoch's train/loss, steps)
+
+    def on_train_epoch_end(self) -> None:
+        """``train/loss_epoch``: the mean ``train/loss`` over the epoch's steps, one point per epoch in
+        every logger, so a run shorter than ``trainer.log_every_n_steps`` still has a loss curve."""
+        if self._epoch_loss:
+            total, steps = self._epoch_loss
+            self.log(metric_name("train", metric="loss_epoch"), total / steps, sync_dist=True)
+        self._epoch_loss = None
 
     def logs_this_step(self) -> bool:
         """Whether this training step's scalars are handed to Lightning: only on the steps its

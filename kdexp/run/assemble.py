@@ -7,6 +7,7 @@ method-specific fields from ``module.summarize``: nothing here knows a method by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from kdexp import phases
-from kdexp.methods import DistillationModule
+from kdexp.methods import DistillationModule, method_class
 from kdexp.metric_names import accuracies, metric_name
 from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
 from kdexp.run.build import Prepared, plain
@@ -48,7 +49,11 @@ def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
         "scheduler": cfg.scheduler.name,
         "tags": ",".join(run_tags(cfg)),
     }
-    for key, value in plain(cfg.method).items():
+    method = plain(cfg.method)
+    # Every option's effective value, defaults included (a vanilla run: ce_weight 1, kd_weight 0), so
+    # no run lacks a method column and TensorBoard's parallel-coordinates view draws every run.
+    options = dataclasses.asdict(method_class(method["name"]).options_from(method))
+    for key, value in {**method, **{k: v for k, v in options.items() if k not in method}}.items():
         name = "method" if key == "name" else f"method.{key}"
         row[name] = str(value) if isinstance(value, (list, dict)) else value
     if HydraConfig.initialized():  # every command-line override is a column too
