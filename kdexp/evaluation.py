@@ -8,8 +8,8 @@
 config is the run's own (its ``.hydra/overrides.yaml``) with the given overrides on top, so
 ``data=<other>`` evaluates on another dataset with the same classes. A step of a
 class-incremental run (``run=<run>/step<k>``) is evaluated on its own data: the test images of the
-classes seen up to step k, labelled by their position in the run's class order, as the step was. Prints the run's
-teacher-vs-student table (accuracy, agreement, cost) and records it under
+classes seen up to step k, labelled by their position in the run's class order, as the step was.
+Prints the run's teacher-vs-student table (accuracy, agreement, cost) and records it under
 ``<run>/evaluations/`` (never replacing a file).
 """
 
@@ -44,10 +44,10 @@ def incremental_step(run_dir: Path | None) -> int | None:
     if run_dir is None or not (run_dir.parent / ".hydra").is_dir():
         return None
     found = re.fullmatch(r"step(\d+)", run_dir.name)
-    if found is None:
+    config = run_dir.parent / ".hydra" / "config.yaml"
+    if found is None or not config.is_file() or OmegaConf.load(config).get("incremental") is None:
         return None
-    recorded = OmegaConf.load(run_dir.parent / ".hydra" / "overrides.yaml") if (run_dir.parent / ".hydra" / "overrides.yaml").is_file() else []
-    return int(found.group(1)) if any(str(o).lstrip("+").startswith("incremental=") for o in recorded) else None
+    return int(found.group(1))
 
 
 def config_folder(run_dir: Path | None) -> Path | None:
