@@ -80,10 +80,17 @@ def model_card(
         "num_classes": int(num_classes),
         "input_shape": [int(v) for v in input_shape],
         "dtype": str(param.dtype).removeprefix("torch.") if param is not None else "float32",
-        "quantization": None,  # a dynamic/static int8 model would name its scheme here
+        "quantization": quantization_of(info.module),
         "weights": weights,
         **extra,
     }
+
+
+def quantization_of(module: nn.Module) -> dict[str, Any] | None:
+    """What a low-precision model's card says of its quantisation (None: a float model): the
+    scheme and bit-widths a quantised student declares (``quantization_card``, kdexp.quantize)."""
+    describe = getattr(module, "quantization_card", None)
+    return describe() if callable(describe) else None
 
 
 def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data_name: str, teacher_info: dict[str, Any]) -> None:
@@ -94,7 +101,8 @@ def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data
     normalization = {"mean": list(mean), "std": list(std)} if mean is not None else None
     common = {"data": data_name, "normalization": normalization, "module_class": type(module).__name__}
     for role, info in model_infos(module).items():
-        weights = f"{role}.pt" if role != "teacher" else _absolute(teacher_info.get("path"))
+        saved = role != "teacher" or type(module).teacher_trainable  # a jointly trained teacher: teacher.pt
+        weights = f"{role}.pt" if saved else _absolute(teacher_info.get("path"))
         card = model_card(role, info, datamodule.num_classes, datamodule.input_shape, weights, **common)
         write_json(output_dir / f"{role}.json", card)
 
@@ -105,10 +113,19 @@ def _absolute(path: str | None) -> str | None:
 
 
 def record_teacher_weights(module: Any, teacher_info: dict[str, Any]) -> None:
-    """Put the teacher's weights file in the module's hyperparameters, so a checkpoint can rebuild it."""
+    """Put the teacher's weights file in the module's hyperparameters, so a checkpoint can rebuild
+    it: its path, its anchors' files (a route, RCO) and its class count where it differs from the
+    student's (the previous step of a class-incremental run)."""
     teacher = module.hparams.get("models", {}).get("teacher")
-    if teacher is not None and teacher_info.get("path"):
+    if teacher is None:
+        return
+    if teacher_info.get("path"):
         teacher["checkpoint"] = _absolute(teacher_info["path"])
+    route = teacher_info.get("route")
+    if route:
+        teacher["route"] = [_absolute(p) for p in (route.values() if isinstance(route, dict) else route)]
+    if teacher_info.get("num_classes") is not None:
+        teacher["num_classes"] = int(teacher_info["num_classes"])
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -128,21 +145,69 @@ def roles_in(run_dir: Path) -> list[str]:
     return sorted(p.stem for p in run_dir.glob("*.json") if re.fullmatch(r"student\d*|teacher", p.stem))
 
 
+def sub_runs(run_dir: Path) -> list[Path]:
+    """The sub-run folders of a chain of runs (class-incremental steps, TAKD links) that saved a
+    student, in their order (``step2`` before ``step10``)."""
+    found = [p.parent for p in run_dir.glob("*/student.json")]
+    return sorted(found, key=lambda p: (re.sub(r"\d+$", "", p.name), int(re.search(r"(\d*)$", p.name).group(1) or 0)))
+
+
 def build_from_card(card: dict[str, Any]) -> BuiltModel:
     """The architecture a card describes, without pretrained weights (the saved weights follow)."""
     cfg = {**card["config"], "weights": None, "pretrained": False}
     return build_model(cfg, int(card["num_classes"]), int(card["input_shape"][0]), tuple(card["input_shape"]))
 
 
-def load_state(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from a ``.pt`` (kdexp's own, a teacher cache entry or a checkpoint), on the CPU."""
+def load_state(path: Path, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """A state_dict from a ``.pt`` (kdexp's own, a teacher cache entry or a checkpoint), on the CPU.
+
+    A file that already holds ``module``'s own keys is taken as it is: a quantised student's keys
+    all start with ``model.``, a prefix that other checkpoints' wrappers add and that is stripped
+    from them."""
     from kdexp.teachers import extract_state_dict, unreadable_reason
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, foreign, unsafe pickle
         raise ValueError(f"{path} cannot be read as weights: {unreadable_reason(path, err)}") from None
+    if module is not None and isinstance(blob, dict) and set(blob) == set(module.state_dict()):
+        return blob
     return extract_state_dict(blob)
+
+
+def load_fitting(built: BuiltModel, state: dict[str, torch.Tensor], card: dict[str, Any], card_path: Path, weights_path: Path) -> None:
+    """Load ``state`` into the model ``card`` describes, or a ValueError naming the card's field
+    (``num_classes``, ``config``/``input_shape``) and the weights' shapes that disagree with it."""
+    try:
+        built.module.load_state_dict(state)
+        return
+    except RuntimeError:
+        pass  # described below, in the card's terms
+    expected = built.module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [  # an uncalibrated observer's buffers take any shape on loading
+        (k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
+        if k in state and state[k].shape != v.shape and "fake_quant" not in k and "activation_post_process" not in k
+    ]
+    what = f"{weights_path} do not fit the model {card_path} describes ({card.get('name')!r}"
+    head = f"{built.classifier}.weight"
+    for key, saved, built_shape in shapes:
+        if key.removeprefix("model.") == head and saved[1:] == built_shape[1:]:
+            raise ValueError(
+                f"{what}): the card's num_classes={card['num_classes']} but the weights' classifier "
+                f"{key} has shape {list(saved)} ({saved[0]} classes); the card was edited or belongs to other weights"
+            )
+    if shapes:
+        key, saved, built_shape = shapes[0]
+        detail = f"{key} has shape {list(saved)} in the weights but {list(built_shape)} in the model the card builds"
+    else:
+        detail = f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}"
+    options = {k: v for k, v in card["config"].items() if k not in ("name", "source")}
+    raise ValueError(
+        f"{what}): {detail}; the card's config (name {card['config'].get('name')!r}, options {options}) "
+        f"or input_shape={list(card['input_shape'])} was edited or belongs to other weights"
+    )
 
 
 def load_artifact(run: str | Path, role: str = "student") -> Artifact:
@@ -165,6 +230,12 @@ def load_artifact(run: str | Path, role: str = "student") -> Artifact:
             why = "it holds no results.json: the run did not finish (resume it with ckpt_path=last, or give its checkpoints/last.ckpt)"
         elif (path / "gen1").is_dir():
             why = "it is a Born-Again chain: each generation's student is in its gen<k>/ folder"
+        elif sub_runs(path):
+            subs = sub_runs(path)
+            why = (
+                f"it is a chain of runs whose models are in its sub-runs' folders ({', '.join(p.name for p in subs)}); "
+                f"give one, e.g. run={subs[-1]} (the last)"
+            )
         elif not found:
             why = "it holds no model cards (a run from before kdexp saved them: give its checkpoints/last.ckpt)"
         else:
@@ -181,7 +252,7 @@ def load_artifact(run: str | Path, role: str = "student") -> Artifact:
     if not weights_path.is_file():
         raise FileNotFoundError(f"the {role}'s weights {weights_path} (named in {card_path}) do not exist")
     built = build_from_card(card)
-    built.module.load_state_dict(load_state(weights_path))
+    load_fitting(built, load_state(weights_path, built.module), card, card_path, weights_path)
     built.module.eval()
     return Artifact(built.module, card, built)
 
@@ -225,30 +296,42 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return checkpoint
 
 
-def module_from_checkpoint(
-    path: str | Path, map_location: Any = None, strict: bool = True, expected: type | None = None, teacher: BuiltModel | None = None, **overrides: Any
-) -> Any:
-    """Rebuild a method module from a kdexp checkpoint alone and load its weights.
-
-    The student (and a DML cohort) come from the recorded model configs; the teacher from its
-    recorded weights file (``teacher.checkpoint``: a checkpoint or a cache entry) unless
-    ``teacher`` (a BuiltModel) is given. ``overrides`` replace recorded method options.
-    """
+def checkpoint_method(path: str | Path, hp: dict[str, Any], expected: type | None = None) -> type:
+    """The method class that wrote a checkpoint (its recorded ``module_class``)."""
     from kdexp.methods import METHODS, DistillationModule
 
-    checkpoint = read_checkpoint(path, map_location)
-    hp = checkpoint["hyper_parameters"]
     classes = {cls.__name__: cls for cls in map(METHODS.get, METHODS.names())}
     cls = classes.get(hp.get("module_class", ""), expected)
     if cls is None or cls is DistillationModule:
         raise ValueError(f"{path}: cannot tell which method wrote it; call <MethodModule>.load_from_checkpoint")
     if expected is not None and expected is not DistillationModule and not issubclass(cls, expected):
         raise ValueError(f"{path} was written by {cls.__name__}, not {expected.__name__}")
+    return cls
+
+
+def module_from_checkpoint(
+    path: str | Path, map_location: Any = None, strict: bool = True, expected: type | None = None, teacher: BuiltModel | None = None, **overrides: Any
+) -> Any:
+    """Rebuild a method module from a kdexp checkpoint alone and load its weights.
+
+    The student (and a DML cohort) come from the recorded model configs; the teacher from its
+    recorded weights file (``teacher.checkpoint``: a checkpoint or a cache entry; an RCO route: its
+    anchors' files) unless ``teacher`` (a BuiltModel) is given; a teacher trained with the student
+    (``teacher_trainable``) from the checkpoint itself. ``overrides`` replace recorded method
+    options. As Lightning does, ``on_load_checkpoint`` runs before the weights are loaded (CRD
+    sizes its memory bank from the file there).
+    """
+    checkpoint = read_checkpoint(path, map_location)
+    hp = checkpoint["hyper_parameters"]
+    cls = checkpoint_method(path, hp, expected)
     num_classes, input_shape = int(hp["num_classes"]), tuple(hp["input_shape"])
     student = build_model({**hp["models"]["student"], "weights": None, "pretrained": False}, num_classes, input_shape[0], input_shape)
     teacher_cfg = hp["models"].get("teacher")
     if teacher is None and teacher_cfg is not None:
-        teacher = _rebuild_teacher(path, teacher_cfg, num_classes, input_shape[0])
+        if cls.teacher_trainable:  # its weights are in the checkpoint's state_dict
+            teacher = _placeholder_teacher(hp)
+        else:
+            teacher = _rebuild_teacher(path, teacher_cfg, num_classes, input_shape)
     module = cls(
         student,
         teacher,
@@ -258,23 +341,45 @@ def module_from_checkpoint(
         scheduler=hp["scheduler"],
         **{**hp["method"], **overrides},
     )
+    module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"], strict=strict)
     module.hparams["models"]["teacher"] = teacher_cfg  # keep the recorded source for the next save
-    module.on_load_checkpoint(checkpoint)
     return module.eval()
 
 
-def _rebuild_teacher(path: str | Path, cfg: dict[str, Any], num_classes: int, channels: int) -> BuiltModel:
-    from kdexp.teachers import architecture_cfg, load_weights
+def _teacher_architecture(cfg: dict[str, Any], num_classes: int, input_shape: tuple[int, ...]) -> BuiltModel:
+    """The recorded teacher's architecture, fresh: its own class count where one is recorded (the
+    previous step of a class-incremental run), one model per anchor for a route (RCO)."""
+    from kdexp.teachers import architecture_cfg
 
-    source = cfg.get("checkpoint")
-    if not source or not Path(source).is_file():
+    arch = {k: v for k, v in architecture_cfg(cfg).items() if k not in ("route", "num_classes")}
+    classes = int(cfg.get("num_classes") or num_classes)
+    built = build_model(arch, classes, int(input_shape[0]), tuple(input_shape))
+    if not cfg.get("route"):
+        return built
+    from kdexp.teacher_route import AnchorRoute
+
+    paths = list(cfg["route"])
+    anchors = [build_model(arch, classes, int(input_shape[0]), tuple(input_shape)).module for _ in paths]
+    route = AnchorRoute(anchors, [str(p) for p in paths], [None] * len(paths))
+    return BuiltModel(route, built.name, built.stages, built.classifier, built.cfg)
+
+
+def _rebuild_teacher(path: str | Path, cfg: dict[str, Any], num_classes: int, input_shape: tuple[int, ...]) -> BuiltModel:
+    from kdexp.teachers import load_weights
+
+    sources = list(cfg["route"]) if cfg.get("route") else [cfg.get("checkpoint")]
+    missing = [s for s in sources if not s or not Path(s).is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"{path}: the teacher's recorded weights {source!r} are not available; pass the teacher "
+            f"{path}: the teacher's recorded weights {missing[0]!r} are not available; pass the teacher "
             "yourself: load_from_checkpoint(path, teacher=kdexp.artifacts.load_artifact(run, 'teacher').built)"
         )
-    teacher = build_model(architecture_cfg(cfg), num_classes, channels)
-    load_weights(teacher, source, num_classes)
+    teacher = _teacher_architecture(cfg, num_classes, input_shape)
+    models = list(teacher.module.anchors) if cfg.get("route") else [teacher.module]
+    classes = int(cfg.get("num_classes") or num_classes)
+    for model, source in zip(models, sources):
+        load_weights(BuiltModel(model, teacher.name, teacher.stages, teacher.classifier, teacher.cfg), source, classes)
     teacher.module.eval().requires_grad_(False)
     return teacher
 
@@ -287,28 +392,33 @@ def _artifact_from_checkpoint(path: Path, role: str) -> Artifact:
         "role": role,
         "num_classes": hp["num_classes"],
         "input_shape": hp["input_shape"],
-        "quantization": None,
         "checkpoint": str(path),
     }
-    if role == "teacher":
+    trained_with_student = checkpoint_method(path, hp).teacher_trainable
+    if role == "teacher" and not trained_with_student:
         cfg = hp["models"].get("teacher")
         if cfg is None:
             raise ValueError(f"{path} was written by a method without a teacher")
-        built = _rebuild_teacher(path, cfg, int(hp["num_classes"]), int(hp["input_shape"][0]))
-        return Artifact(built.module, {**card, "name": built.name, "config": cfg}, built)
-    module = module_from_checkpoint(path, teacher=_placeholder_teacher(hp))
+        built = _rebuild_teacher(path, cfg, int(hp["num_classes"]), tuple(hp["input_shape"]))
+        if cfg.get("route"):  # RCO: the converged teacher, the route's last anchor
+            built = BuiltModel(built.module.anchors[-1], built.name, built.stages, built.classifier, built.cfg)
+        card["num_classes"] = int(cfg.get("num_classes") or hp["num_classes"])
+        return Artifact(built.module, {**card, "name": built.name, "config": cfg, "quantization": None}, built)
+    module = module_from_checkpoint(path, teacher=None if trained_with_student else _placeholder_teacher(hp))
     infos = model_infos(module)
+    if role == "student" and role not in infos:  # a DML cohort: the member its finished run chose
+        role = _best_member(path.parent.parent) or role
     if role not in infos:
-        raise ValueError(f"{path} holds no {role!r}; it holds: {', '.join(r for r in infos if r != 'teacher')}")
+        raise ValueError(f"{path} holds no {role!r}; it holds: {', '.join(infos)} (give role=<one of them>)")
     built = infos[role]
-    return Artifact(built.module.eval(), {**card, "name": built.name, "config": built.cfg}, built)
+    extra = {"name": built.name, "config": built.cfg, "quantization": quantization_of(built.module)}
+    return Artifact(built.module.eval(), {**card, **extra}, built)
 
 
 def _placeholder_teacher(hp: dict[str, Any]) -> BuiltModel | None:
-    """The teacher's architecture with fresh weights: enough to rebuild a module whose student is wanted."""
+    """The teacher's architecture with fresh weights: enough to rebuild a module whose student is
+    wanted, or whose jointly trained teacher's weights are in the checkpoint itself."""
     cfg = hp["models"].get("teacher")
     if cfg is None:
         return None
-    from kdexp.teachers import architecture_cfg
-
-    return build_model(architecture_cfg(cfg), int(hp["num_classes"]), int(hp["input_shape"][0]), tuple(hp["input_shape"]))
+    return _teacher_architecture(cfg, int(hp["num_classes"]), tuple(hp["input_shape"]))

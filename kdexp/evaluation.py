@@ -6,13 +6,16 @@
 
 ``run=`` is a finished run folder (``<role>.json`` + weights) or a kdexp ``.ckpt``. The data
 config is the run's own (its ``.hydra/overrides.yaml``) with the given overrides on top, so
-``data=<other>`` evaluates on another dataset with the same classes. Prints the run's
-teacher-vs-student table (accuracy, agreement, cost) and records it under
+``data=<other>`` evaluates on another dataset with the same classes. A step of a
+class-incremental run (``run=<run>/step<k>``) is evaluated on its own data: the test images of the
+classes seen up to step k, labelled by their position in the run's class order, as the step was.
+Prints the run's teacher-vs-student table (accuracy, agreement, cost) and records it under
 ``<run>/evaluations/`` (never replacing a file).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +35,24 @@ def run_folder(run: str | Path) -> Path | None:
     if path.is_dir():
         return path
     parent = path.parent.parent
-    return parent if (parent / ".hydra").is_dir() else None
+    return parent if (parent / ".hydra").is_dir() or incremental_step(parent) else None
+
+
+def incremental_step(run_dir: Path | None) -> int | None:
+    """k, where ``run_dir`` is step k's sub-run ``<run>/step<k>`` of a class-incremental run
+    (its parent holds the run's config; step folders hold none)."""
+    if run_dir is None or not (run_dir.parent / ".hydra").is_dir():
+        return None
+    found = re.fullmatch(r"step(\d+)", run_dir.name)
+    config = run_dir.parent / ".hydra" / "config.yaml"
+    if found is None or not config.is_file() or OmegaConf.load(config).get("incremental") is None:
+        return None
+    return int(found.group(1))
+
+
+def config_folder(run_dir: Path | None) -> Path | None:
+    """Where the run's ``.hydra/`` is: the run folder itself, or a step's parent run."""
+    return run_dir.parent if incremental_step(run_dir) else run_dir
 
 
 def _key(override: str) -> str:
@@ -58,34 +78,71 @@ def load_config(run: str | Path, overrides: Sequence[str] = ()) -> Any:
     from kdexp.api import hydra_context
 
     run_dir = run_folder(run)
-    with hydra_context(merged_overrides(run_dir, overrides), output_dir=run_dir or Path(run).parent) as job:
-        return OmegaConf.create({key: OmegaConf.to_container(job[key], resolve=True) for key in ("data", "profile")})
+    source = config_folder(run_dir)
+    with hydra_context(merged_overrides(source, overrides), output_dir=source or Path(run).parent) as job:
+        cfg = OmegaConf.create({
+            key: OmegaConf.to_container(job[key], resolve=True) if job.get(key) is not None else None
+            for key in ("data", "profile", "incremental")
+        })
+    cfg.step = incremental_step(run_dir)  # None, or the class-incremental step evaluated
+    return cfg
 
 
 def test_datamodule(cfg: Any) -> Any:
-    """The data module of ``cfg.data``, set up for testing (normalised tensors, no augmentation)."""
+    """The data module of ``cfg.data``, set up for testing (normalised tensors, no augmentation);
+    for a class-incremental step (``cfg.step``), the step's own test data (:func:`step_test_data`)."""
     from kdexp.data import build_datamodule
     from kdexp.run.build import plain
 
     datamodule = build_datamodule(plain(cfg.data))
     datamodule.prepare_data()
     datamodule.setup("test")
+    if cfg.get("step"):
+        return step_test_data(datamodule, plain(cfg.incremental), int(cfg.step))
     return datamodule
 
 
-def check_compatible(card: dict[str, Any], datamodule: Any, data_name: str, role: str) -> None:
-    """The data must have the model's number of classes and input channels."""
+def step_test_data(base: Any, incremental: dict[str, Any], step: int) -> Any:
+    """Step ``step``'s (1-based) test data: the test images of the classes seen up to it, each
+    label renamed to its position in the run's class order (``incremental.class_order``, or the
+    seeded shuffle), as the step's head predicts them (kdexp.incremental.protocol)."""
+    from kdexp.incremental.protocol import ClassSubset, StepDataModule, class_split, dataset_labels
+
+    split = class_split(incremental, base.num_classes)
+    if not 1 <= step <= split.tasks:
+        raise ValueError(f"step{step}: the run has incremental.tasks={split.tasks} steps (step1 .. step{split.tasks})")
+    seen, label_map = split.seen(step - 1), split.label_map()
+    indices = torch.nonzero(label_map[dataset_labels(base.test_set)] < seen).flatten()
+    test = ClassSubset(base.test_set, indices, label_map)
+    return StepDataModule(base, seen, test, test, test)
+
+
+def check_compatible(card: dict[str, Any], datamodule: Any, data_name: str, role: str, model: nn.Module | None = None) -> None:
+    """The data must have the model's number of classes and input channels, and images of a size
+    the model takes (a model with a fixed input size, e.g. ``mlp``, takes only its own)."""
     classes, shape = int(card["num_classes"]), tuple(card["input_shape"])
     if datamodule.num_classes != classes:
         raise ValueError(
             f"data={data_name} has {datamodule.num_classes} classes but the {role} ({card.get('name')}) "
             f"predicts {classes}; evaluate on a dataset with the same {classes} classes (data=...)"
         )
-    if tuple(datamodule.input_shape)[0] != shape[0]:
+    data_shape = tuple(datamodule.input_shape)
+    if data_shape[0] != shape[0]:
         raise ValueError(
             f"data={data_name} has {datamodule.input_shape[0]}-channel images but the {role} expects "
             f"{shape[0]} channels (input shape {list(shape)})"
         )
+    if model is None or data_shape == shape:
+        return
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, *data_shape))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"data={data_name} has images of shape {list(data_shape)} but the {role} ({card.get('name')}) "
+            f"was built for {list(shape)} and cannot take others ({str(err).splitlines()[0]}); evaluate on "
+            f"images of shape {list(shape)} (e.g. data.image_shape={list(shape)} for data=fake)"
+        ) from None
 
 
 @torch.inference_mode()
@@ -152,11 +209,17 @@ def evaluate_run(
     elif teacher == "required":
         raise FileNotFoundError(f"run={str(run)!r} has no teacher to evaluate")
     datamodule = test_datamodule(cfg)
-    check_compatible(student.card, datamodule, cfg.data.name, role)
+    check_compatible(student.card, datamodule, cfg.data.name, role, student.module)
     models = {"student": student.module}
     if teacher_art is not None:
-        check_compatible(teacher_art.card, datamodule, cfg.data.name, "teacher")
-        models["teacher"] = teacher_art.module
+        try:
+            check_compatible(teacher_art.card, datamodule, cfg.data.name, "teacher", teacher_art.module)
+            models["teacher"] = teacher_art.module
+        except ValueError as err:  # e.g. a class-incremental step's teacher: the previous step, fewer classes
+            if teacher == "required":
+                raise
+            print(f"kdexp-eval: evaluating without the teacher ({err})", file=sys.stderr)
+            teacher_art = None
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     scores = test_metrics(models, datamodule.test_dataloader(), datamodule.num_classes, dev)
     agreement = scores["student"].pop("agreement_top1", None)

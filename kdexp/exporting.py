@@ -1,8 +1,13 @@
 """``kdexp-export``: write a finished run's student in a deployable format, checked against PyTorch.
 
     kdexp-export outputs/2026-01-01/12-00-00 format=onnx            # opset=<n>, images=<n>, role=...
-    kdexp-export outputs/... format=torchscript
+    kdexp-export run=outputs/multirun/.../seed=1 format=torchscript    # run= as in kdexp-eval
     kdexp-export outputs/... format=safetensors
+
+The run folder is ``run=<dir>`` or the one argument that is not ``key=value`` of a known key
+(``format``, ``role``, ``opset``, ``images``, ``threads``) and names an existing path, so a sweep
+job's folder (``.../method.kd_weight=0.5,seed=1``) is a run folder, not an option; other
+``key=value`` arguments are data overrides for the check images (``data.root=...``).
 
 Formats: ``onnx`` (``torch.onnx.export``, the maintained dynamo-based exporter, with a dynamic
 batch dimension; run in ONNX Runtime for the check), ``torchscript`` (``torch.jit.trace``, run
@@ -104,7 +109,11 @@ def exported_runner(fmt: str, path: Path, card: dict[str, Any], threads: int) ->
     from kdexp.artifacts import build_from_card
 
     fresh = build_from_card(card).module.eval()
-    load_model(fresh, str(path))
+    # Not strict: a tensor shared under several names (a quantised student's observers) is stored
+    # once, and its other names are "unexpected"; a missing one is an error, and the exact check follows.
+    missing, _ = load_model(fresh, str(path), strict=False)
+    if missing:
+        raise ValueError(f"the file lacks {missing[:3]}")
     return lambda x: fresh(x).numpy()
 
 
@@ -132,6 +141,18 @@ def check_outputs(
         "top1_agreement": agree / max(len(images), 1),
         "passed": worst_excess <= 0.0,
     }
+
+
+def check_format(fmt: str, card: dict[str, Any]) -> None:
+    """Refuse, before anything is written, a format that cannot hold the model the card describes."""
+    quantization = card.get("quantization")
+    if fmt == "onnx" and quantization:
+        raise ValueError(
+            f"format=onnx cannot hold the quantised {card['role']} {card.get('name')!r} "
+            f"({quantization.get('weight_bits')}-bit weights, {quantization.get('activation_bits')}-bit activations): "
+            "torch.onnx cannot export torch.ao's fake quantisation; export format=torchscript (the same "
+            "fake-quantised graph) or format=safetensors (its weights and quantisation scales)"
+        )
 
 
 def finished_run(run_dir: Path) -> dict[str, Any]:
@@ -193,6 +214,7 @@ def export_run(
     finished_run(run_dir)
     artifact = load_artifact(run_dir, role)
     model, card, shape = artifact.module.cpu().eval(), artifact.card, artifact.input_shape
+    check_format(format, card)
     check_images = test_images(run_dir, int(images), overrides)
     folder = run_dir / "export"
     folder.mkdir(exist_ok=True)
@@ -247,27 +269,37 @@ def export_run(
     return record
 
 
+OPTIONS = {"format": str, "role": str, "opset": int, "images": int, "threads": int}  # kdexp-export's own keys
+USAGE = (
+    "usage: kdexp-export <run dir> | run=<run dir> format=onnx|torchscript|safetensors [opset=N] "
+    "[images=256] [role=student] [data overrides]"
+)
+
+
 def parse_args(argv: Sequence[str]) -> tuple[str, dict[str, Any], list[str]]:
-    usage = "usage: kdexp-export <run dir> format=onnx|torchscript|safetensors [opset=N] [images=256] [role=student]"
-    positional = [a for a in argv if "=" not in a]
-    if len(positional) != 1:
-        raise ValueError(f"give exactly one run folder; {usage}")
+    """(run folder, options, data overrides). Only the known keys (``run`` and ``OPTIONS``) are
+    options; an argument naming an existing path, or without ``=``, is the run folder (a sweep
+    job's folder name has ``=`` in it); any other ``key=value`` is a data override."""
+    runs: list[str] = []
     options: dict[str, Any] = {}
     overrides = []
     for arg in argv:
-        if "=" not in arg:
-            continue
-        key, value = arg.split("=", 1)
-        if key in ("opset", "images", "threads"):
+        key, has_value, value = arg.partition("=")
+        if key == "run" and has_value:
+            runs.append(value)
+        elif key in OPTIONS and has_value:
             try:
-                options[key] = int(value)
+                options[key] = OPTIONS[key](value)
             except ValueError:
-                raise ValueError(f"{key}={value!r} must be an integer; {usage}") from None
-        elif key in ("format", "role"):
-            options[key] = value
+                raise ValueError(f"{key}={value!r} must be an integer; {USAGE}") from None
+        elif not has_value or Path(arg).exists():
+            runs.append(arg)
         else:  # data overrides for the check images, e.g. data.root=...
             overrides.append(arg)
-    return positional[0], options, overrides
+    if len(runs) != 1:
+        given = f" (got {', '.join(map(repr, runs))})" if runs else ""
+        raise ValueError(f"give exactly one run folder{given}; {USAGE}")
+    return runs[0], options, overrides
 
 
 def _main(argv: list[str]) -> None:

@@ -114,6 +114,21 @@ class QuantizedStudent(nn.Module):
             warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
             self.model = prepare_qat_fx(model.train(), mapping, example_inputs=(torch.zeros(2, *input_shape),))
 
+    def train(self, mode: bool = True) -> QuantizedStudent:
+        """The observers track value ranges in training mode only: torch.ao's FakeQuantize would
+        otherwise keep moving its scales on validation and test images (the evaluated model would
+        change as it is evaluated, and a saved student would differ from its checkpoint). A
+        quantiser that never observed anything (a model not trained yet) observes its first batch."""
+        from torch.ao.quantization import FakeQuantizeBase
+
+        super().train(mode)
+        for m in self.model.modules():
+            if isinstance(m, FakeQuantizeBase):
+                low = m.activation_post_process.min_val
+                calibrated = low.numel() > 0 and bool(torch.isfinite(low).all())
+                m.enable_observer() if mode or not calibrated else m.disable_observer()
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         if not torch.is_inference_mode_enabled():
             return self.model(x)
@@ -157,6 +172,19 @@ class QuantizedStudent(nn.Module):
             "quantized_weight_elements": quantized,
             "deployed_size_mb": bits / 8 / 1e6,  # as stored at its bit-width (the run table and kdexp-report show it)
             "size_mb_float32": 32 * total / 8 / 1e6,
+        }
+
+    def quantization_card(self) -> dict[str, Any]:
+        """What the model card says of it (``quantization``): the scheme, the bit-widths and how
+        the saved weights hold them (float32 tensors, fake-quantised at run time)."""
+        return {
+            "scheme": "quantisation-aware training, torch.ao fake quantisation (FX graph mode)",
+            "weight_bits": self.weight_bits,
+            "activation_bits": self.activation_bits,
+            "weights": "symmetric, one scale per output channel" + (" (ternary)" if self.weight_bits == 2 else ""),
+            "activations": "float32" if self.activation_bits == 32 else "unsigned affine, one scale per tensor",
+            "stored_as": "float32 weights with their observers' scales; rounded to the levels at run time",
+            "deployed_size_mb": self.memory_report()["deployed_size_mb"],
         }
 
     def to_int8(self) -> nn.Module:

@@ -56,6 +56,7 @@ def test_step_data_holds_only_its_classes_and_evaluates_on_all_seen() -> None:
     ("inc", "uses_memory", "words"),
     [
         ({"tasks": 11}, False, ["incremental.tasks=11", "10 classes", "1..10"]),
+        ({"tasks": 10}, False, ["incremental.tasks=10", "single class", "from 1 to 9"]),
         ({"tasks": 2, "class_order": [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]}, False, ["class_order", "permutation", "missing [9]", "repeated [8]"]),
         ({"tasks": 2, "class_order": [0, 1, 2]}, False, ["class_order", "permutation of 0..9"]),
         ({"tasks": 2, "memory": 9}, True, ["incremental.memory=9", "one exemplar per class", "10"]),
@@ -371,6 +372,32 @@ def test_bad_input_stops_before_training(tmp_path: Path, overrides, words) -> No
     for word in words:
         assert word in proc.stderr
     assert not (tmp_path / "bad" / "step1").exists()
+
+
+def test_kdexp_eval_of_a_step_uses_its_own_classes_and_order(tmp_path: Path, capsys) -> None:
+    """A step is evaluated on the test images of the classes it had seen, labelled by their
+    position in the run's class order (not raw labels, not the default data set): the numbers
+    the step recorded. The run folder itself is refused, naming its steps' folders."""
+    import kdexp
+    from kdexp.evaluation import main
+
+    overrides = [o for o in FAKE if not o.startswith("callbacks.")]
+    run_dir = tmp_path / "inc"
+    kdexp.run([*overrides, "method=finetune", "logger=none", "profile.enabled=false", "incremental.class_order_seed=3",
+               f"paths.cache_dir={tmp_path / 'cache'}"], output_dir=run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    for step in (1, 2):
+        recorded = json.loads((run_dir / f"step{step}" / "results.json").read_text())
+        for run in (run_dir / f"step{step}", run_dir / f"step{step}" / "checkpoints" / "last.ckpt"):
+            out = kdexp.evaluate(run, ["profile.enabled=false"], record=False)
+            assert (out["run"]["test_images"] == 48) == (step == 2)  # step 1: only its 5 classes' images
+            assert out["student"]["acc_top1"] == pytest.approx(recorded["incremental"]["head"]["accuracy_seen"])
+            assert out["student"]["acc_top1"] == pytest.approx(results["incremental"]["accuracy_seen"][step - 1])
+    assert out["run"]["test_images"] == 48  # step 2 has seen all 10 classes
+    with pytest.raises(SystemExit) as stopped:
+        main([f"run={run_dir}"])
+    message = " ".join(capsys.readouterr().err.split())
+    assert stopped.value.code == 2 and "sub-runs' folders (step1, step2)" in message and f"run={run_dir / 'step2'}" in message
 
 
 def test_incremental_method_without_a_protocol_is_refused(tmp_path: Path) -> None:

@@ -68,7 +68,8 @@ def test_projection_student_learns_under_kd_and_jointly() -> None:
     kd = build_method({"name": "kd"}, projection(), teacher, 10, (1, 28, 28), SGD, NO_SCHED)
     losses = train_steps(kd, x, y, 25)
     assert losses[-1] < 0.85 * losses[0]
-    joint = build_method({"name": "projection_joint", "trainer_model": "cnn_tiny"}, projection(), None, 10, (1, 28, 28), SGD, NO_SCHED)
+    trainer = build_model({"name": "cnn_tiny"}, 10, 1)  # teacher=cnn_tiny: the trainer network
+    joint = build_method({"name": "projection_joint"}, projection(), trainer, 10, (1, 28, 28), SGD, NO_SCHED)
     assert (joint.trainer_weight, joint.ce_weight, joint.kd_weight, joint.temperature) == (1.0, 1.0, 1.0, 1.0)
     before = [p.detach().clone() for p in joint.trainer_net.parameters()]
     losses = train_steps(joint, x, y, 25)

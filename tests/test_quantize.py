@@ -119,7 +119,9 @@ def test_unsupported_bit_widths_are_named() -> None:
 def test_scheme_a_trains_teacher_and_student_jointly() -> None:
     torch.manual_seed(0)
     student = quantized("cnn_tiny", 4, 8)
-    module = build_method({"name": "apprentice_joint", "trainer_model": "cnn_tiny"}, student, None, 10, (1, 28, 28), SGD, NO_SCHED)
+    teacher = build_model({"name": "cnn_tiny"}, 10, 1)  # teacher=cnn_tiny: the trainer network, trained jointly
+    module = build_method({"name": "apprentice_joint"}, student, teacher, 10, (1, 28, 28), SGD, NO_SCHED)
+    assert module.trainer_net is teacher.module and teacher.module.training
     assert (module.trainer_weight, module.ce_weight, module.kd_weight, module.temperature) == (1.0, 0.5, 0.5, 1.0)
     x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     module.train()

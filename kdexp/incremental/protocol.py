@@ -112,6 +112,12 @@ def check_incremental_cfg(inc: dict[str, Any], num_classes: int | None, uses_mem
             f"incremental.tasks={tasks} is more than the {num_classes} classes of the data set: "
             f"each step needs at least one new class; choose 1..{num_classes}"
         )
+    if tasks == num_classes > 1:
+        raise ValueError(
+            f"incremental.tasks={tasks} gives each step a single class of the {num_classes}, so step 1's "
+            "head has one output: cross-entropy over one class is 0 and nothing can be learned or "
+            f"measured; choose incremental.tasks from 1 to {num_classes - 1} (step 1 then has at least 2 classes)"
+        )
     if uses_memory and memory < num_classes:
         raise ValueError(
             f"incremental.memory={memory} is smaller than one exemplar per class ({num_classes} "

@@ -103,7 +103,10 @@ class IncrementalSteps:
             student = grown(teacher, seen)
         exemplars = self.memory.indices() if self.memory is not None else None
         datamodule = self.data.step(k - 1, exemplars, joint=self.method.trains_on_seen)
-        info = {"source": f"step {k - 1}"} if teacher is not None else {}
+        info = {}
+        if teacher is not None:  # the previous step's model: its weights file and class count (load_from_checkpoint)
+            previous = Path(self.cfg.paths.output_dir) / f"step{k - 1}" / "student.pt"
+            info = {"source": f"step {k - 1}", "path": str(previous), "num_classes": self.split.seen(k - 2)}
         return Prepared(datamodule, student, teacher, info)
 
     def finished(self, step_dir: Path) -> dict[str, Any] | None:

@@ -39,6 +39,21 @@ class ApprenticeFinetuneModule(KDModule):
                 f"method.fp_epochs full-precision epochs: give the student bit-widths, e.g. "
                 f"+student.quantize.weight_bits=4 +student.quantize.activation_bits=8 (student {student.name!r} has none)"
             )
+
+    @classmethod
+    def route_epochs(cls, hparams: dict[str, Any], teacher_cfg: dict[str, Any], student_epochs: int) -> None:
+        """No route (the converged teacher only); called with the student's epochs before any teacher
+        work, so a schedule that never quantises is refused here: the run would report a
+        full-precision student as the quantised one."""
+        fp_epochs = cls.options_from(hparams).fp_epochs
+        if student_epochs and fp_epochs >= student_epochs:
+            raise ValueError(
+                f"method.fp_epochs={fp_epochs} >= trainer.max_epochs={student_epochs}: method=apprentice_finetune "
+                "(Apprentice scheme C) would never train the student quantised, yet test and report it quantised; "
+                f"choose method.fp_epochs below {student_epochs} (or more trainer.max_epochs)"
+            )
+        return None
+
     def on_train_epoch_start(self) -> None:
         self.student.set_quantization(self.current_epoch >= self.fp_epochs)
 

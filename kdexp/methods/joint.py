@@ -12,8 +12,10 @@ only; the student learns from both). Two published recipes use it:
   trained together: λ1·trainer CE + λ2·projection-net CE + λ3·distillation. The paper leaves the λs
   as hyper-parameters without published values; the defaults are 1, 1, 1 at T=1.
 
-The trainer network is ``trainer_model`` (a registered model name), freshly initialised; it is
-reported as the run's ``teacher`` (its test accuracy and agreement are measured).
+The trainer network is the run's teacher, ``teacher=<model>``: trainable (``teacher_trainable``,
+as rocket's booster), freshly initialised (or from ``teacher.checkpoint``), never cached or frozen;
+it is reported as the run's ``teacher`` (its test accuracy and agreement are measured) and saved
+as ``teacher.pt`` with its model card.
 """
 
 from __future__ import annotations
@@ -24,51 +26,40 @@ from typing import Any
 import pytorch_lightning as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from kdexp.losses import kd_loss
 from kdexp.methods.base import DistillationModule, accuracy_metrics
-from kdexp.methods.options import option, positive, weight
+from kdexp.methods.options import positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.metric_names import metric_prefix
-from kdexp.models import BuiltModel, available_models, build_model
+from kdexp.models import BuiltModel
 
 
 class JointModule(DistillationModule):
-    """Teacher (``trainer_model``) and student trained together; see the module docstring."""
+    """Teacher (``teacher=``, trainable) and student trained together; see the module docstring."""
 
     @dataclass
     class Options(DistillationModule.Options):
-        trainer_model: str = option("cnn_large", "a registered model name: the trainable teacher, from scratch")
         trainer_weight: float = weight(1.0, search=(0.0, 2.0))
         ce_weight: float = weight(0.5, search=(0.0, 1.0))
         kd_weight: float = weight(0.5, search=(0.0, 1.0))
         temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
 
-        def __post_init__(self) -> None:
-            if self.trainer_model not in available_models():
-                raise ValueError(
-                    f"method.trainer_model={self.trainer_model!r} is not a registered model; registered models are: "
-                    f"{', '.join(available_models())}"
-                )
-
-    needs_teacher = False
-    trains_own_teacher = True  # kd_weight > 0 distils from the jointly trained network, not a given teacher
+    needs_teacher = True
+    teacher_trainable = True  # the run layer builds teacher= fresh and trainable, saves it as teacher.pt
+    trains_own_teacher = True  # kd_weight > 0 distils from the jointly trained network
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel | None, **kwargs: Any) -> None:
-        num_classes, input_shape = kwargs["num_classes"], tuple(kwargs["input_shape"])
-        options = self.options_from(kwargs)
-        trainer = build_model({"name": options.trainer_model}, num_classes, input_shape[0], input_shape)
-        super().__init__(student, None, **kwargs)
-        self.trainer_net = trainer.module  # a registered child: trained, checkpointed, on the device
-        self.teacher_info = trainer
-        self.test_teacher = accuracy_metrics(num_classes).clone(prefix=metric_prefix("test", "teacher"))
-        self.test_agreement = MeanMetric()
-        self.val_teacher = accuracy_metrics(num_classes).clone(prefix=metric_prefix("val", "teacher"))
-
-    @classmethod
-    def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
-        return False  # it trains its own
+        if teacher is None:
+            raise ValueError(
+                f"method={self.method_name} trains its teacher (the trainer network) together with the "
+                "student: set teacher=<model name> (e.g. teacher=cnn_large)"
+            )
+        super().__init__(student, teacher, **kwargs)
+        # A registered child: trained, checkpointed, on the device; not the base's frozen box.
+        self._teacher_box = []
+        self.trainer_net = teacher.module.train().requires_grad_(True)
+        self.val_teacher = accuracy_metrics(kwargs["num_classes"]).clone(prefix=metric_prefix("val", "teacher"))
 
     @property
     def teacher(self) -> nn.Module | None:  # the base's test_step measures it as the teacher
