@@ -303,7 +303,7 @@ def test_two_step_run_matrix_equals_a_hand_evaluation(tmp_path: Path) -> None:
     rows = write_report([run_dir], out=tmp_path / "report")
     assert len(rows) == 1 and rows[0]["method"] == "finetune"
     table = (tmp_path / "report" / "incremental.md").read_text()
-    assert f"{100 * inc['average_incremental_accuracy']:.2f} ± 0.00" in table
+    assert f"{100 * inc['average_incremental_accuracy']:.2f} ± —" in table  # one seed: no spread, not ± 0.00
     assert (tmp_path / "report" / "incremental_accuracy.png").is_file()
 
 

@@ -22,7 +22,7 @@ METRICS = (  # (column, key in results.json's "incremental")
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None  # one seed: no spread
 
 
 def incremental_rows(runs: list[dict[str, Any]], group_key) -> list[dict[str, Any]]:
@@ -50,7 +50,9 @@ def incremental_rows(runs: list[dict[str, Any]], group_key) -> list[dict[str, An
 
 def _pct(pair: tuple[float | None, float | None]) -> str:
     mean, std = pair
-    return "—" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f} ± " + ("—" if std is None else f"{100 * std:.2f}")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
