@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def held(tmp_path_factory) -> dict:
             first.kill()
             first.wait()
     return {"run_dir": run_dir, "second": second, "before": before, "after": after, "rc": rc,
-            "log": (tmp / "first.log").read_text()}
+            "log": (tmp / "first.log").read_text(), "overrides": [*TINY, "trainer.max_epochs=3", *pause]}
 
 
 def test_a_folder_held_by_a_live_run_is_refused_and_left_alone(held) -> None:
@@ -105,6 +106,9 @@ def test_sigint_is_handled_like_sigterm(held) -> None:
     assert held["rc"] == 130, held["log"][-3000:]
     assert "Traceback" not in held["log"]
     assert "kdexp: interrupted: received SIGINT" in held["log"] and "ckpt_path=last" in held["log"]
+    lines = held["log"].splitlines()
+    resume = lines[lines.index(next(line for line in lines if line.endswith("Resume with:"))) + 1]
+    assert shlex.split(resume) == ["kdexp", *held["overrides"], "ckpt_path=last", f"hydra.run.dir={held['run_dir']}"]
     run = record(held["run_dir"])["run"]
     assert run["status"] == "interrupted" and run["failure"]["signal"] == "SIGINT"
     assert run["failure"]["epoch"] == 1 and run["failure"]["last_checkpoint"].endswith("last.ckpt")
