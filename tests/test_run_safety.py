@@ -238,3 +238,25 @@ def test_a_non_utf8_terminal_never_crashes_a_run_or_the_report(tmp_path: Path, e
     )
     assert report.returncode == 0, report.stderr.decode(encoding)[-3000:]
     assert b"Traceback" not in report.stderr
+
+
+def test_resuming_a_finished_run_keeps_it_as_it_is(tmp_path: Path, caplog) -> None:
+    """Round 3, item 7: ckpt_path=last on a finished run trained nothing, then lost
+    student.val_acc_top1 from results.json and exited 2 (optimized_metric). Now: it says that the
+    run is complete and keeps every number; a finished checkpoint without its results is refused."""
+    import kdexp
+    from kdexp.errors import SetupError
+    from kdexp.run.entry import DEFAULT_METRIC, optimized_value
+
+    run_dir = tmp_path / "run"
+    overrides = [*VANILLA_RUN, "trainer.max_epochs=1", f"paths.root_dir={tmp_path}"]
+    first = kdexp.run(overrides, output_dir=run_dir)
+    before = files(run_dir)
+    with caplog.at_level("INFO", logger="kdexp"):
+        again = kdexp.run([*overrides, "ckpt_path=last"], output_dir=run_dir)
+    assert again == first and files(run_dir) == before  # nothing trained, nothing rewritten or archived
+    assert optimized_value(again, DEFAULT_METRIC) == first["student"]["val_acc_top1"]  # the sweeper's value: exit 0
+    assert "already complete" in caplog.text and "larger trainer.max_epochs" in caplog.text
+    with pytest.raises(SetupError, match="has already trained all 1 epochs of trainer.max_epochs=1") as err:
+        kdexp.run([*overrides, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], output_dir=tmp_path / "other")
+    assert err.value.exit_code == 2

@@ -276,5 +276,11 @@ def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    kwargs = {k: v for k, v in plain(cfg.trainer).items() if k != "_target_"}
-    return build_trainer(kwargs, callbacks, loggers or False)
+    return build_trainer(trainer_kwargs(cfg.trainer), callbacks, loggers or False)
+
+
+def trainer_kwargs(trainer: DictConfig | dict) -> dict[str, Any]:
+    """Trainer arguments from a ``trainer`` node; nodes with a ``_target_`` (``trainer.profiler``
+    of debug=profiler) become their objects."""
+    kwargs = {k: v for k, v in plain(trainer).items() if k != "_target_"}
+    return {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in kwargs.items()}
