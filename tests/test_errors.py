@@ -209,3 +209,43 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
             os.environ["HYDRA_FULL_ERROR"] = env_before
     assert proc.returncode == 2 and "Traceback" in proc.stderr
     assert "method.temperature must be > 0" in proc.stderr
+
+
+# --- in process (kdexp.run: the CLI's checks without a process start each) ---------------------------
+def setup_error(tmp_path: Path, *overrides: str, data: tuple[str, ...] = FAKE_DATA) -> str:
+    """The SetupError (exit 2) that ``kdexp.run`` stops with, before any teacher or student trains."""
+    import kdexp
+    from kdexp.errors import SetupError
+
+    with pytest.raises(SetupError) as caught:
+        kdexp.run([*data, *QUICK, f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides],
+                  output_dir=tmp_path / "run")
+    assert caught.value.exit_code == 2
+    assert not list(tmp_path.glob("cache/*.pt")) and not (tmp_path / "run" / "checkpoints").exists()  # no work
+    return " ".join(str(caught.value).split())
+
+
+def test_optimized_metric_is_checked_before_any_training(tmp_path: Path) -> None:
+    """Round 3, item 15: optimized_metric=student.nope failed only after the whole run had trained."""
+    message = setup_error(tmp_path, "optimized_metric=student.nope")
+    assert "optimized_metric='student.nope'" in message and "student.val_acc_top1" in message
+    assert "comparison.speedup_latency_b1" in message and "teacher.acc_top1" in message
+    message = setup_error(tmp_path, "method=vanilla", "optimized_metric=comparison.speedup_latency_b1")
+    assert "method=vanilla has no teacher" in message
+
+
+def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
+    from kdexp.models import build_model
+    from kdexp.run.build import check_optimized_metric, method_of, result_fields
+
+    student = build_model({"name": "cnn_tiny"}, 10, 1).module
+    known = result_fields(tiny_cfg, method_of(tiny_cfg), student)
+    assert {"acc_top1", "val_acc_top1", "latency_ms_b1", "size_mb", "macs"} <= known["student"]
+    assert {"speedup_latency_b1", "agreement_top1", "compression_params"} <= known["comparison"]
+    for section in ("student", "teacher", "comparison"):
+        for field in known[section]:
+            tiny_cfg.optimized_metric = f"{section}.{field}"
+            check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)
+    tiny_cfg.optimized_metric = "rocket.anything"  # a section of a method's own is known only afterwards
+    with pytest.raises(ValueError, match="will have no number rocket.anything"):
+        check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)

@@ -118,6 +118,7 @@ def prepare(cfg: DictConfig) -> Prepared:
             datamodule = build_data(cfg, method_cls)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
         student = build_role("student", plain(cfg.student), num_classes, channels, datamodule.input_shape)
+        check_optimized_metric(cfg, method_cls, student.module)  # before a teacher trains, not after the run
         teacher, teacher_info = None, {}
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
@@ -135,6 +136,60 @@ def prepare(cfg: DictConfig) -> Prepared:
     except NonFiniteLossError as err:  # the teacher's own training diverged (the same guard)
         raise TrainingFailed(f"the teacher's training: {err}; lower teacher.train.optimizer.lr") from None
     return Prepared(datamodule, student, teacher, teacher_info)
+
+
+def result_fields(cfg: DictConfig, method_cls: type[DistillationModule], student: Any) -> dict[str, set[str] | None]:
+    """The numbers a single run's results.json will have, by section, as far as they are known
+    before the run (None: a section whose fields are only known afterwards). Sections of their
+    own that a method adds (``summarize``, cohorts, chains) are not listed."""
+    from dataclasses import fields
+
+    from kdexp.metric_names import ACCURACY_FIELDS
+    from kdexp.profile import ModelProfile
+    from kdexp.results import comparison
+
+    profiled = bool(cfg.profile.get("enabled", True))
+    other_runtimes = profiled and any(str(r) != "torch" for r in cfg.profile.get("runtimes") or [])
+    role = set(ACCURACY_FIELDS)
+    if profiled:
+        role |= {f.name for f in fields(ModelProfile) if f.type in ("int", "float", int, float)}
+    student_fields: set[str] | None = None if other_runtimes else role | {"val_acc_top1", "acc_top1_best_epoch"}
+    if student_fields is not None and hasattr(student, "memory_report"):
+        student_fields |= set(student.memory_report())
+    if student_fields is not None and hasattr(student, "integer_report") and profiled:
+        student_fields = None  # its int8 model's numbers are measured
+    hparams = plain(cfg.method)
+    has_teacher = method_cls.requires_teacher(hparams) or method_cls.teacher_trainable or method_cls.trains_own_teacher
+    known: dict[str, set[str] | None] = {"run": None, "test_metrics": None, "student": student_fields}
+    known["teacher"] = (None if other_runtimes else role) if has_teacher else set()
+    known["comparison"] = (None if other_runtimes else {*comparison({}, {}), "agreement_top1"}) if has_teacher else set()
+    return known
+
+
+def check_optimized_metric(cfg: DictConfig, method_cls: type[DistillationModule], student: Any) -> None:
+    """``optimized_metric`` must name a number this run's results.json will have: checked before
+    any teacher trains (ValueError naming the key and the numbers there will be)."""
+    key = str(cfg.get("optimized_metric") or "student.val_acc_top1")
+    section, _, field = key.partition(".")
+    known = result_fields(cfg, method_cls, student)
+    own_sections = (
+        method_cls.summarize is not DistillationModule.summarize or method_cls.members_field
+        or method_cls.chain_runner or method_cls.step_runner
+    )
+    if (section in known and known[section] is None) or (section not in known and own_sections):
+        return  # known only once the run has finished (entry.optimized_value checks it then)
+    if field in (known.get(section) or ()):
+        return
+    choices = [f"{name}.{f}" for name, names in known.items() if names for f in sorted(names)]
+    why = (
+        f"method={cfg.method.name} has no teacher, so results.json has no {section} numbers"
+        if section in ("teacher", "comparison") and not known[section]
+        else f"this run's results.json will have no number {key}"
+    )
+    raise ValueError(
+        f"optimized_metric={key!r}: {why}; choose one of: {', '.join(choices)} "
+        "(the default is student.val_acc_top1, the student's final validation accuracy)"
+    )
 
 
 def provide_run_teacher(
