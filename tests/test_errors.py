@@ -249,3 +249,17 @@ def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
     tiny_cfg.optimized_metric = "rocket.anything"  # a section of a method's own is known only afterwards
     with pytest.raises(ValueError, match="will have no number rocket.anything"):
         check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)
+
+
+def test_logit_standardization_without_a_logit_term_is_refused(tmp_path: Path) -> None:
+    """Round 3, item 6: method=crd (no KD term at its default weights) ran unchanged and said nothing."""
+    from kdexp.methods import method_class
+    from kdexp.run.build import check_logit_standardization
+
+    message = setup_error(tmp_path, "method=crd", "method.logit_standardization=true")
+    assert "method.logit_standardization=true changes nothing for method=crd" in message
+    assert "(method.kd_weight=0)" in message and "method.kd_weight > 0" in message
+    for name, options in (("kd", {}), ("dml", {}), ("dist", {}), ("dkd", {}), ("crd", {"kd_weight": 0.5})):
+        check_logit_standardization(method_class(name), {"name": name, "logit_standardization": True, **options})
+    with pytest.raises(ValueError, match="method=hints has none at these weights"):
+        check_logit_standardization(method_class("hints"), {"name": "hints", "logit_standardization": True})

@@ -71,6 +71,7 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     teacher work."""
     check_run_options(cfg)
     method_cls, _ = check_method_cfg(plain(cfg.method))
+    check_logit_standardization(method_cls, plain(cfg.method))
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
@@ -85,6 +86,32 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
             )
         load_student_weights(cfg.init_weights)
     return method_cls
+
+
+def _names_kd_logits(cls: type) -> bool:
+    """Whether ``cls`` or a base below DistillationModule has code of its own that calls
+    ``kd_logits`` (a logit term besides the base KD term: DML's, DKD's, DIST's, LwF's)."""
+    def names(code: Any) -> bool:
+        return "kd_logits" in code.co_names or any(names(c) for c in code.co_consts if hasattr(c, "co_names"))
+
+    own = [k for k in cls.__mro__ if issubclass(k, DistillationModule) and k is not DistillationModule]
+    return any(names(f.__code__) for k in own for f in vars(k).values() if hasattr(f, "__code__"))
+
+
+def check_logit_standardization(method_cls: type[DistillationModule], method: dict[str, Any]) -> None:
+    """``method.logit_standardization=true`` z-scores the logits of a temperature-softmax term; a
+    method with no such term at its weights would run unchanged, so say so (ValueError)."""
+    if not method.get("logit_standardization") or _names_kd_logits(method_cls):
+        return
+    kd_weight = method.get("kd_weight", method_cls.Options().kd_weight)
+    if kd_weight > 0:
+        return
+    name = method.get("name")
+    raise ValueError(
+        f"method.logit_standardization=true changes nothing for method={name}: it z-scores the logits of the "
+        f"temperature-softmax KD term, and method={name} has none at these weights (method.kd_weight={kd_weight}). "
+        "Give method.kd_weight > 0 to add a KD term to standardise, or leave logit_standardization=false"
+    )
 
 
 def build_role(
