@@ -263,3 +263,21 @@ def test_logit_standardization_without_a_logit_term_is_refused(tmp_path: Path) -
         check_logit_standardization(method_class(name), {"name": name, "logit_standardization": True, **options})
     with pytest.raises(ValueError, match="method=hints has none at these weights"):
         check_logit_standardization(method_class("hints"), {"name": "hints", "logit_standardization": True})
+
+
+@pytest.mark.parametrize(
+    "overrides, why",
+    [
+        (("student=soft_tree", "method=at"), "it has no intermediate feature maps"),
+        (("method=hints", "+student.quantize.weight_bits=4", "+student.quantize.activation_bits=8"), "traced graph"),
+        (("method=hints", "+student.quantize.weight_bits=4", "+student.quantize.activation_bits=8",
+          "method.student_layers=[blocks]"), "traced graph"),
+    ],
+)
+def test_feature_methods_say_plainly_that_the_student_has_no_feature_stages(tmp_path: Path, overrides, why) -> None:
+    """Round 3, item 16: the advice was to set method.student_layers, which only led to another error."""
+    message = setup_error(tmp_path, "teacher=cnn_small", *overrides)
+    assert "distils intermediate features, so it needs a student with feature stages" in message and why in message
+    assert "student=<name>" in message and "cnn_tiny" in message and "resnet8x4" in message
+    assert "soft_tree" not in message.split("student=<name>")[1]  # only students that have stages are offered
+    assert "set method.student_layers" not in message
