@@ -281,3 +281,25 @@ def test_feature_methods_say_plainly_that_the_student_has_no_feature_stages(tmp_
     assert "student=<name>" in message and "cnn_tiny" in message and "resnet8x4" in message
     assert "soft_tree" not in message.split("student=<name>")[1]  # only students that have stages are offered
     assert "set method.student_layers" not in message
+
+
+def test_python_api_reads_a_string_as_a_command_line_and_names_misspelt_keys(tmp_path: Path) -> None:
+    """Round 3, item 17: kdexp.run("method=kd") went through the string a character at a time, and
+    a misspelt key raised Hydra's ConfigCompositionException instead of SetupError."""
+    import kdexp
+    from kdexp.api import as_overrides, hydra_context
+    from kdexp.errors import SetupError
+
+    assert as_overrides("method=kd") == ["method=kd"]
+    assert as_overrides("method=kd 'paths.root_dir=/a b'") == ["method=kd", "paths.root_dir=/a b"]
+    with hydra_context("method=vanilla seed=3", tmp_path / "run") as cfg:
+        assert (cfg.method.name, cfg.seed) == ("vanilla", 3)
+    with pytest.raises(SetupError, match="got 3"):
+        as_overrides(["seed=1", 3])
+    with pytest.raises(SetupError) as err:
+        kdexp.run("method.temperatur=3", output_dir=tmp_path / "run")
+    assert err.value.exit_code == 2
+    assert "method.temperatur: method 'kd' has no option 'temperatur'; it accepts: temperature" in str(err.value)
+    with pytest.raises(SetupError, match="Could not find 'method/nope'"):
+        kdexp.run(["method=nope"], output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
