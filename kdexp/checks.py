@@ -114,6 +114,25 @@ def check_cache_writable(cache_dir: Any) -> None:
         )
 
 
+# Loggers whose package is an extra of kdexp's: the class, its package and the extra that installs it.
+LOGGER_EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}
+
+
+def check_loggers(loggers: Any) -> None:
+    """Each configured logger's package is installed (a ValueError naming the extra otherwise):
+    checked before any training, not when the student's trainer starts after the teacher's."""
+    import importlib.util
+
+    for key, node in (loggers or {}).items():
+        target = str((node or {}).get("_target_", ""))
+        package, extra = LOGGER_EXTRAS.get(target.rpartition(".")[2], (None, None))
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(
+                f"logger={key} needs the {package!r} package, which is not installed: pip install 'kdexp[{extra}]' "
+                "(or choose another logger: logger=tensorboard | csv | none)"
+            )
+
+
 def check_run_options(cfg: DictConfig) -> None:
     """Every check above, on a run's config (before any data, model or teacher work)."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True) if node is not None else {}  # noqa: E731

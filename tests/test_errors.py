@@ -303,3 +303,14 @@ def test_python_api_reads_a_string_as_a_command_line_and_names_misspelt_keys(tmp
     with pytest.raises(SetupError, match="Could not find 'method/nope'"):
         kdexp.run(["method=nope"], output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("logger, package", [("wandb", "wandb"), ("mlflow", "mlflow")])
+def test_a_logger_without_its_package_is_refused_before_any_training(tmp_path: Path, logger: str, package: str) -> None:
+    """Round 3, item 18: logger=wandb without the package failed (exit 1) after the teacher had trained."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed")
+    message = setup_error(tmp_path, f"logger={logger}")
+    assert f"logger={logger} needs the {package!r} package" in message and f"pip install 'kdexp[{package}]'" in message

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from kdexp.checks import check_loggers
 from kdexp.console import ascii_safe_streams
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
 from kdexp.sweep import check_sweep, in_sweep_worker, job_dirname, job_name, sweep_job, sweep_resume_command
@@ -49,13 +50,18 @@ def quiet_library_noise() -> None:
 
 
 def check_job(cfg: DictConfig) -> None:
-    """Checks of the job itself, before the run's own: the sweep's launcher, optimized_metric."""
+    """Checks of the job itself, before the run's own: the sweep's launcher, the loggers' packages,
+    optimized_metric's form."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         try:
             check_sweep(cfg, str(hydra_cfg.launcher.get("_target_", "")))
         except ValueError as err:
             raise SetupError(str(err)) from err
+    try:
+        check_loggers(cfg.get("logger"))  # an extra's package: before any teacher trains
+    except ValueError as err:
+        raise SetupError(str(err)) from None
     if "." not in str(cfg.get("optimized_metric", DEFAULT_METRIC)):
         raise SetupError(
             f"optimized_metric={cfg.optimized_metric!r} must name a results.json number as "
