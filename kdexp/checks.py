@@ -229,7 +229,8 @@ def unknown_key_hint(config_dir: str, overrides: list[str]) -> str | None:
 
 def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
     """Wrap the Hydra entry point: a path override Hydra cannot parse ends with a hint (exit 2),
-    and so does an override of a key the config does not have (Hydra's own exit would be 1)."""
+    and so does an override of a key the config does not have (Hydra's own exit would be 1); a
+    reader that closes the pipe early (``kdexp --help | head -1``) ends it quietly."""
     import functools
     import sys
 
@@ -242,6 +243,10 @@ def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
             exit_with(SetupError(hint))
         try:
             return main(*args, **kwargs)
+        except BrokenPipeError:  # `kdexp --help | head -1`: the reader has all it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
         except SystemExit as stop:
             hint = unknown_key_hint(config_dir, sys.argv[1:]) if stop.code == 1 and config_dir else None
             if hint:
