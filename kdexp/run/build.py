@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,10 +343,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def build_trainer(trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
     """Every Trainer kdexp makes: the given settings and callbacks, plus the NaN guard (stop at the
-    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer."""
+    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer. No model
+    summary unless asked for; with stdout not a terminal, no progress bar (one line per epoch
+    instead, kdexp.callbacks.EpochLogLines)."""
     if not any(isinstance(c, FiniteLossGuard) for c in callbacks):
         callbacks = [*callbacks, FiniteLossGuard()]
     callbacks = [*callbacks, ShareCores()]  # runtime.threads=auto: a fair share as runs come and go
+    trainer_kwargs = {"enable_model_summary": False, **trainer_kwargs}  # callbacks=model_summary prints one
+    if not sys.stdout.isatty():  # piped: EpochLogLines' plain lines, not a progress bar's last frames
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+        trainer_kwargs["enable_progress_bar"] = False
     return pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
 

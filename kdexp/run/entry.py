@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdexp.checks import check_loggers
-from kdexp.console import ascii_safe_streams
+from kdexp.console import ascii_safe_streams, show_config
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
 from kdexp.sweep import check_sweep, in_sweep_worker, job_dirname, job_name, sweep_job, sweep_resume_command
 
@@ -161,6 +161,10 @@ def run_job(cfg: DictConfig) -> float | None:
     quiet_library_noise()
     ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    from kdexp.distributed import env_is_global_zero  # torch: the run imports it anyway
+
+    if env_is_global_zero():  # what this run is, on the console and at the top of train.log (once)
+        show_config(cfg)
     with sweep_job():  # a worker of a parallel sweep: it stops with the sweep
         try:
             results = run_checked(cfg)

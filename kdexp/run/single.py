@@ -95,7 +95,7 @@ def run_single(cfg: DictConfig) -> dict[str, Any]:
     if finished is not None:
         return finished
     prep = prepare(cfg)
-    pl.seed_everything(cfg.seed, workers=True)  # data order: the same whether the teacher was cached
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # data order: the same whether the teacher was cached
     module = make_module(cfg, prep)
     init_student(cfg, module)
     return fit_and_report(cfg, prep, module)
