@@ -156,7 +156,7 @@ def test_a_signal_stops_the_whole_sweep_and_says_how_to_resume_it(tmp_path: Path
     record = json.loads((sweep_dir / "0_seed=0" / "results.json").read_text())
     assert record["run"]["status"] == "interrupted"
     assert "no further job starts" in err and f"hydra.sweep.dir={sweep_dir} auto_resume=always" in err
-    assert "Resume with ckpt_path=last" not in err  # not a single run's advice
+    assert "ckpt_path=last" not in err  # not a single run's advice
 
 
 def _session_processes(session: int) -> set[int]:
