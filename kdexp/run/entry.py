@@ -179,4 +179,4 @@ def run_job(cfg: DictConfig) -> float | None:
             if not multirun:
                 sys.exit(err.exit_code)
             return float("nan")
-    return None
+    return None  # a signal after the run had finished: its record stands (sweep_job)
