@@ -30,7 +30,9 @@ def hydra_context(overrides: Sequence[str] = (), output_dir: str | Path | None =
 
     Yields the job config (without the ``hydra`` node); ``${hydra:runtime.output_dir}`` is
     ``output_dir`` (default: the composed ``hydra.run.dir``, e.g. ``outputs/<date>/<time>``).
-    Global Hydra state is restored on exit.
+    Global Hydra state is restored on exit. ``overrides`` as one string is read as a command line
+    (``"method=kd seed=1"``). Overrides Hydra cannot compose raise SetupError, with the keys a
+    misspelt key's node accepts, as the CLI says them.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -38,6 +40,7 @@ def hydra_context(overrides: Sequence[str] = (), output_dir: str | Path | None =
 
     from kdexp.run.entry import register_resolvers
 
+    overrides = as_overrides(overrides)
     register_resolvers()  # the resolvers configs/hydra names run folders with
     previous_hydra = HydraConfig.instance().cfg
     was_initialized = GlobalHydra.instance().is_initialized()
@@ -46,7 +49,7 @@ def hydra_context(overrides: Sequence[str] = (), output_dir: str | Path | None =
         GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR, job_name="kdexp"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+            cfg = _compose(compose, overrides)
             HydraConfig.instance().set_config(cfg)  # hydra.run.dir may use ${hydra:...} itself
             target = Path(output_dir) if output_dir is not None else Path(cfg.hydra.run.dir)
             with read_write(cfg.hydra), open_dict(cfg.hydra):
@@ -56,10 +59,52 @@ def hydra_context(overrides: Sequence[str] = (), output_dir: str | Path | None =
             with read_write(job), open_dict(job):
                 del job["hydra"]
             yield job
+    except _NotComposed as failed:
+        raise composition_error(failed.__cause__, overrides) from None
     finally:
         HydraConfig.instance().cfg = previous_hydra
         if was_initialized and saved is not None:
             GlobalHydra.instance().initialize(saved)
+
+
+class _NotComposed(Exception):
+    """Hydra could not compose the overrides (the cause); raised only by :func:`_compose`."""
+
+
+def _compose(compose: Any, overrides: list[str]) -> DictConfig:
+    from hydra.errors import HydraException
+
+    try:
+        return compose("train", overrides=overrides, return_hydra_config=True)
+    except HydraException as err:  # a misspelt key or group option, an override Hydra cannot parse
+        raise _NotComposed() from err
+
+
+def as_overrides(overrides: str | Sequence[str]) -> list[str]:
+    """A list of overrides; one string is read as a command line, so ``"method=kd"`` is one
+    override, never one a character (a SetupError for anything but strings)."""
+    import shlex
+
+    from kdexp.errors import SetupError
+
+    if isinstance(overrides, str):
+        return shlex.split(overrides)
+    overrides = list(overrides)
+    wrong = [o for o in overrides if not isinstance(o, str)]
+    if wrong:
+        raise SetupError(f"overrides must be strings such as 'method=kd' (a list of them, or one string); got {wrong[0]!r}")
+    return overrides
+
+
+def composition_error(err: BaseException, overrides: list[str]) -> Exception:
+    """What the CLI says when Hydra cannot compose ``overrides``: a misspelt key names the keys
+    its node accepts (kdexp.checks.unknown_key_hint), anything else Hydra's own message."""
+    from kdexp.checks import override_hint, unknown_key_hint
+    from kdexp.errors import SetupError
+
+    hint = override_hint(overrides) or unknown_key_hint(CONFIG_DIR, overrides)
+    cause = f" ({err.__cause__})" if err.__cause__ is not None and str(err.__cause__) not in str(err) else ""
+    return SetupError(hint or f"{err}{cause}")
 
 
 def _record_config(job: DictConfig, overrides: Sequence[str]) -> None:
@@ -72,8 +117,9 @@ def _record_config(job: DictConfig, overrides: Sequence[str]) -> None:
     OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
 
 
-def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+def run(overrides: str | Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     """Run one experiment, as ``kdexp <overrides>`` does, and return its results dict.
+    ``overrides``: a list (``["method=kd", "seed=1"]``) or one string read as a command line.
 
     ``output_dir``: the run folder (default ``outputs/<date>/<time>``); ``results.json``,
     ``student.pt``/``student.json`` and checkpoints go there. Bad input raises
@@ -85,6 +131,7 @@ def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
     from kdexp.run.entry import quiet_library_noise, run_checked
 
     quiet_library_noise()
+    overrides = as_overrides(overrides)
     with hydra_context(overrides, output_dir) as job:
         _record_config(job, overrides)
         try:

@@ -130,6 +130,25 @@ def check_teacher_quantize(teacher: dict[str, Any]) -> None:
     )
 
 
+# Loggers whose package is an extra of kdexp's: the class, its package and the extra that installs it.
+LOGGER_EXTRAS = {"WandbLogger": ("wandb", "wandb"), "MLFlowLogger": ("mlflow", "mlflow")}
+
+
+def check_loggers(loggers: Any) -> None:
+    """Each configured logger's package is installed (a ValueError naming the extra otherwise):
+    checked before any training, not when the student's trainer starts after the teacher's."""
+    import importlib.util
+
+    for key, node in (loggers or {}).items():
+        target = str((node or {}).get("_target_", ""))
+        package, extra = LOGGER_EXTRAS.get(target.rpartition(".")[2], (None, None))
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(
+                f"logger={key} needs the {package!r} package, which is not installed: pip install 'kdexp[{extra}]' "
+                "(or choose another logger: logger=tensorboard | csv | none)"
+            )
+
+
 def check_run_options(cfg: DictConfig) -> None:
     """Every check above, on a run's config (before any data, model or teacher work)."""
     plain = lambda node: OmegaConf.to_container(node, resolve=True) if node is not None else {}  # noqa: E731
@@ -227,7 +246,8 @@ def unknown_key_hint(config_dir: str, overrides: list[str]) -> str | None:
 
 def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
     """Wrap the Hydra entry point: a path override Hydra cannot parse ends with a hint (exit 2),
-    and so does an override of a key the config does not have (Hydra's own exit would be 1)."""
+    and so does an override of a key the config does not have (Hydra's own exit would be 1); a
+    reader that closes the pipe early (``kdexp --help | head -1``) ends it quietly."""
     import functools
     import sys
 
@@ -240,6 +260,10 @@ def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
             exit_with(SetupError(hint))
         try:
             return main(*args, **kwargs)
+        except BrokenPipeError:  # `kdexp --help | head -1`: the reader has all it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
         except SystemExit as stop:
             hint = unknown_key_hint(config_dir, sys.argv[1:]) if stop.code == 1 and config_dir else None
             if hint:

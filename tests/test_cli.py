@@ -87,7 +87,7 @@ def test_bad_checkpoint_fails_before_training(tmp_path: Path) -> None:
     proc = run_cli(*QUICK, f"teacher.checkpoint={tmp_path}/missing.pt", cache_dir=tmp_path, run_dir=tmp_path / "r")
     assert proc.returncode == 2
     assert "teacher.checkpoint=" in proc.stderr and "does not exist" in proc.stderr
-    assert "Epoch" not in proc.stdout + proc.stderr
+    assert "train/loss" not in proc.stdout + proc.stderr  # nothing trained (no epoch line)
 
 
 def test_print_config(tmp_path: Path) -> None:
@@ -162,3 +162,20 @@ def test_piped_output_has_a_line_per_epoch_the_full_table_and_where_to_look(two_
     table = (first / "results.md").read_text()
     assert "| top-1 accuracy |" in table and "teacher / student" in table
     assert f"Run folder: {first}" in stdout and f"tensorboard --logdir {first}" in stdout
+
+
+def test_piped_output_has_no_progress_frames_one_seed_line_and_the_config_first(two_runs) -> None:
+    """Round 3, 25.9: piped output ended each loop with the progress bar's last frame (0-based
+    epochs), the teacher's training printed a model summary labelled "student", "Seed set to 0"
+    came twice; the run's config was shown nowhere."""
+    first, second, _ = two_runs
+    for run in (first, second):
+        stdout = (run.parent / f"{run.name}.stdout").read_text()
+        lines = stdout.splitlines()
+        assert not [line for line in lines if line.startswith(("Epoch ", "Testing", "Validation")) or "it/s" in line]
+        assert "Trainable params" not in stdout and "┃ Name" not in stdout  # no model summary
+        for text in (stdout, (run / "train.log").read_text()):  # the config, as a tree, comes first
+            top = text.splitlines()[:200]
+            assert top[0] == "config" and "├── method" in top and "│   └── name: kd" in top, "\n".join(top[:40])
+    second_out = (second.parent / "second.stdout").read_text()
+    assert second_out.count("Seed set to 0") == 1  # a cached teacher: the run's seed, once

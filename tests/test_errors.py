@@ -189,7 +189,7 @@ def test_bad_input_fails_early_and_clearly(outcomes, case: str) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
     for text in expected:
         assert text in message, message[-2000:]
-    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
+    assert "train/loss" not in proc.stdout + proc.stderr  # nothing trained (no epoch line)
     assert after == before  # the earlier run's results, weights and checkpoint are untouched
 
 
@@ -209,3 +209,108 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
             os.environ["HYDRA_FULL_ERROR"] = env_before
     assert proc.returncode == 2 and "Traceback" in proc.stderr
     assert "method.temperature must be > 0" in proc.stderr
+
+
+# --- in process (kdexp.run: the CLI's checks without a process start each) ---------------------------
+def setup_error(tmp_path: Path, *overrides: str, data: tuple[str, ...] = FAKE_DATA) -> str:
+    """The SetupError (exit 2) that ``kdexp.run`` stops with, before any teacher or student trains."""
+    import kdexp
+    from kdexp.errors import SetupError
+
+    with pytest.raises(SetupError) as caught:
+        kdexp.run([*data, *QUICK, f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}", *overrides],
+                  output_dir=tmp_path / "run")
+    assert caught.value.exit_code == 2
+    assert not list(tmp_path.glob("cache/*.pt")) and not (tmp_path / "run" / "checkpoints").exists()  # no work
+    return " ".join(str(caught.value).split())
+
+
+def test_optimized_metric_is_checked_before_any_training(tmp_path: Path) -> None:
+    """Round 3, item 15: optimized_metric=student.nope failed only after the whole run had trained."""
+    message = setup_error(tmp_path, "optimized_metric=student.nope")
+    assert "optimized_metric='student.nope'" in message and "student.val_acc_top1" in message
+    assert "comparison.speedup_latency_b1" in message and "teacher.acc_top1" in message
+    message = setup_error(tmp_path, "method=vanilla", "optimized_metric=comparison.speedup_latency_b1")
+    assert "method=vanilla has no teacher" in message
+
+
+def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
+    from kdexp.models import build_model
+    from kdexp.run.build import check_optimized_metric, method_of, result_fields
+
+    student = build_model({"name": "cnn_tiny"}, 10, 1).module
+    known = result_fields(tiny_cfg, method_of(tiny_cfg), student)
+    assert {"acc_top1", "val_acc_top1", "latency_ms_b1", "size_mb", "macs"} <= known["student"]
+    assert {"speedup_latency_b1", "agreement_top1", "compression_params"} <= known["comparison"]
+    for section in ("student", "teacher", "comparison"):
+        for field in known[section]:
+            tiny_cfg.optimized_metric = f"{section}.{field}"
+            check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)
+    tiny_cfg.optimized_metric = "rocket.anything"  # a section of a method's own is known only afterwards
+    with pytest.raises(ValueError, match="will have no number rocket.anything"):
+        check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)
+
+
+def test_logit_standardization_without_a_logit_term_is_refused(tmp_path: Path) -> None:
+    """Round 3, item 6: method=crd (no KD term at its default weights) ran unchanged and said nothing."""
+    from kdexp.methods import method_class
+    from kdexp.run.build import check_logit_standardization
+
+    message = setup_error(tmp_path, "method=crd", "method.logit_standardization=true")
+    assert "method.logit_standardization=true changes nothing for method=crd" in message
+    assert "(method.kd_weight=0)" in message and "method.kd_weight > 0" in message
+    for name, options in (("kd", {}), ("dml", {}), ("dist", {}), ("dkd", {}), ("crd", {"kd_weight": 0.5})):
+        check_logit_standardization(method_class(name), {"name": name, "logit_standardization": True, **options})
+    with pytest.raises(ValueError, match="method=hints has none at these weights"):
+        check_logit_standardization(method_class("hints"), {"name": "hints", "logit_standardization": True})
+
+
+@pytest.mark.parametrize(
+    "overrides, why",
+    [
+        (("student=soft_tree", "method=at"), "it has no intermediate feature maps"),
+        (("method=hints", "+student.quantize.weight_bits=4", "+student.quantize.activation_bits=8"), "traced graph"),
+        (("method=hints", "+student.quantize.weight_bits=4", "+student.quantize.activation_bits=8",
+          "method.student_layers=[blocks]"), "traced graph"),
+    ],
+)
+def test_feature_methods_say_plainly_that_the_student_has_no_feature_stages(tmp_path: Path, overrides, why) -> None:
+    """Round 3, item 16: the advice was to set method.student_layers, which only led to another error."""
+    message = setup_error(tmp_path, "teacher=cnn_small", *overrides)
+    assert "distils intermediate features, so it needs a student with feature stages" in message and why in message
+    assert "student=<name>" in message and "cnn_tiny" in message and "resnet8x4" in message
+    assert "soft_tree" not in message.split("student=<name>")[1]  # only students that have stages are offered
+    assert "set method.student_layers" not in message
+
+
+def test_python_api_reads_a_string_as_a_command_line_and_names_misspelt_keys(tmp_path: Path) -> None:
+    """Round 3, item 17: kdexp.run("method=kd") went through the string a character at a time, and
+    a misspelt key raised Hydra's ConfigCompositionException instead of SetupError."""
+    import kdexp
+    from kdexp.api import as_overrides, hydra_context
+    from kdexp.errors import SetupError
+
+    assert as_overrides("method=kd") == ["method=kd"]
+    assert as_overrides("method=kd 'paths.root_dir=/a b'") == ["method=kd", "paths.root_dir=/a b"]
+    with hydra_context("method=vanilla seed=3", tmp_path / "run") as cfg:
+        assert (cfg.method.name, cfg.seed) == ("vanilla", 3)
+    with pytest.raises(SetupError, match="got 3"):
+        as_overrides(["seed=1", 3])
+    with pytest.raises(SetupError) as err:
+        kdexp.run("method.temperatur=3", output_dir=tmp_path / "run")
+    assert err.value.exit_code == 2
+    assert "method.temperatur: method 'kd' has no option 'temperatur'; it accepts: temperature" in str(err.value)
+    with pytest.raises(SetupError, match="Could not find 'method/nope'"):
+        kdexp.run(["method=nope"], output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("logger, package", [("wandb", "wandb"), ("mlflow", "mlflow")])
+def test_a_logger_without_its_package_is_refused_before_any_training(tmp_path: Path, logger: str, package: str) -> None:
+    """Round 3, item 18: logger=wandb without the package failed (exit 1) after the teacher had trained."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed")
+    message = setup_error(tmp_path, f"logger={logger}")
+    assert f"logger={logger} needs the {package!r} package" in message and f"pip install 'kdexp[{package}]'" in message

@@ -83,3 +83,15 @@ def test_fdr_run_records_tags_and_leaves_the_shared_cache_alone(tmp_path: Path, 
     assert not list(shared.glob("*.pt"))  # no teacher entry (the profile's timings.json may be there)
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["run"]["tags"] == ["smoke", "fdr"]
+
+
+def test_debug_profiler_runs_and_writes_the_profile(tmp_path: Path) -> None:
+    """Round 3, item 12: the profiler's config reached Lightning as a dict and the run crashed."""
+    results = kdexp.run(
+        ["data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32", "student=cnn_tiny",
+         "method=vanilla", "debug=profiler", "logger=none", "profile.enabled=false", f"paths.root_dir={tmp_path}"],
+        output_dir=tmp_path / "run",
+    )
+    assert results["run"]["complete"]
+    report = (tmp_path / "run" / "fit-profiler.txt").read_text()
+    assert report.startswith("FIT Profiler Report") and "run_training_epoch" in report

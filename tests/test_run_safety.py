@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def held(tmp_path_factory) -> dict:
             first.kill()
             first.wait()
     return {"run_dir": run_dir, "second": second, "before": before, "after": after, "rc": rc,
-            "log": (tmp / "first.log").read_text()}
+            "log": (tmp / "first.log").read_text(), "overrides": [*TINY, "trainer.max_epochs=3", *pause]}
 
 
 def test_a_folder_held_by_a_live_run_is_refused_and_left_alone(held) -> None:
@@ -105,6 +106,9 @@ def test_sigint_is_handled_like_sigterm(held) -> None:
     assert held["rc"] == 130, held["log"][-3000:]
     assert "Traceback" not in held["log"]
     assert "kdexp: interrupted: received SIGINT" in held["log"] and "ckpt_path=last" in held["log"]
+    lines = held["log"].splitlines()
+    resume = lines[lines.index(next(line for line in lines if line.endswith("Resume with:"))) + 1]
+    assert shlex.split(resume) == ["kdexp", *held["overrides"], "ckpt_path=last", f"hydra.run.dir={held['run_dir']}"]
     run = record(held["run_dir"])["run"]
     assert run["status"] == "interrupted" and run["failure"]["signal"] == "SIGINT"
     assert run["failure"]["epoch"] == 1 and run["failure"]["last_checkpoint"].endswith("last.ckpt")
@@ -159,7 +163,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(finished, change, listed) ->
     assert proc.returncode == 2, proc.stderr[-3000:]
     message = " ".join(proc.stderr.split())
     assert "belongs to a different run" in message and listed in message and "init_weights=" in message
-    assert "Traceback" not in proc.stderr and "Epoch" not in proc.stdout
+    assert "Traceback" not in proc.stderr and "train/loss" not in proc.stdout  # nothing trained (no epoch line)
     assert files(finished["run_dir"]) == before
 
 
@@ -234,3 +238,25 @@ def test_a_non_utf8_terminal_never_crashes_a_run_or_the_report(tmp_path: Path, e
     )
     assert report.returncode == 0, report.stderr.decode(encoding)[-3000:]
     assert b"Traceback" not in report.stderr
+
+
+def test_resuming_a_finished_run_keeps_it_as_it_is(tmp_path: Path, caplog) -> None:
+    """Round 3, item 7: ckpt_path=last on a finished run trained nothing, then lost
+    student.val_acc_top1 from results.json and exited 2 (optimized_metric). Now: it says that the
+    run is complete and keeps every number; a finished checkpoint without its results is refused."""
+    import kdexp
+    from kdexp.errors import SetupError
+    from kdexp.run.entry import DEFAULT_METRIC, optimized_value
+
+    run_dir = tmp_path / "run"
+    overrides = [*VANILLA_RUN, "trainer.max_epochs=1", f"paths.root_dir={tmp_path}"]
+    first = kdexp.run(overrides, output_dir=run_dir)
+    before = files(run_dir)
+    with caplog.at_level("INFO", logger="kdexp"):
+        again = kdexp.run([*overrides, "ckpt_path=last"], output_dir=run_dir)
+    assert again == first and files(run_dir) == before  # nothing trained, nothing rewritten or archived
+    assert optimized_value(again, DEFAULT_METRIC) == first["student"]["val_acc_top1"]  # the sweeper's value: exit 0
+    assert "already complete" in caplog.text and "larger trainer.max_epochs" in caplog.text
+    with pytest.raises(SetupError, match="has already trained all 1 epochs of trainer.max_epochs=1") as err:
+        kdexp.run([*overrides, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], output_dir=tmp_path / "other")
+    assert err.value.exit_code == 2

@@ -3,6 +3,7 @@ refusal of re-launching DDP strategies, and the Optuna search."""
 
 import csv
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -174,7 +175,74 @@ def test_a_signal_stops_the_whole_sweep_and_says_how_to_resume_it(tmp_path: Path
     record = json.loads((sweep_dir / "0_seed=0" / "results.json").read_text())
     assert record["run"]["status"] == "interrupted"
     assert "no further job starts" in err and f"hydra.sweep.dir={sweep_dir} auto_resume=always" in err
-    assert "Resume with ckpt_path=last" not in err  # not a single run's advice
+    assert "ckpt_path=last" not in err  # not a single run's advice
+
+
+def _session_processes(session: int) -> set[int]:
+    """The live processes of a session (a test's command started with start_new_session=True)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # fields: state, ppid, pgrp, session
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.parametrize(("sig", "code", "to_group"), [("SIGTERM", 143, False), ("SIGINT", 130, True)])
+def test_a_signal_stops_a_parallel_sweep_and_every_running_job(tmp_path: Path, sig: str, code: int, to_group: bool) -> None:
+    """Round 3, item 2: SIGTERM to a joblib sweep killed the launching process at once and left its
+    two workers training to 'complete'; Ctrl-C (a terminal signals the whole process group) printed
+    a KeyboardInterrupt traceback and lost one job's record. Now every running job is recorded as
+    interrupted, the resume command is printed once, the exit code is 143 / 130, no process is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "kdexp.train", "-m", *SWEEP, "method=vanilla", "logger=none", "seed=0,1",
+           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}",
+           "+callbacks.pause._target_=crash_helpers.PauseMidEpoch", "+callbacks.pause.marker=${paths.output_dir}/paused",
+           "+callbacks.pause.epoch=0", "+callbacks.pause.batch=0"]
+    jobs = [sweep_dir / "0_seed=0", sweep_dir / "1_seed=1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not all((j / "paused").exists() for j in jobs) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert all((j / "paused").exists() for j in jobs), proc.communicate()[1][-3000:]
+        started = _session_processes(proc.pid)
+        assert len(started) >= 3  # the launching process and its two workers
+        if to_group:  # what Ctrl-C in a terminal does
+            os.killpg(proc.pid, getattr(signal, sig))
+        else:  # what a scheduler, `timeout` or `kill` does
+            proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=180)
+        deadline = time.monotonic() + 10  # the launcher's helper processes end with it
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _session_processes(proc.pid)
+    finally:
+        for pid in _session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-3000:]
+    for job in jobs:
+        assert json.loads((job / "results.json").read_text())["run"]["status"] == "interrupted", job
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    (resume,) = [line.strip() for line in err.splitlines() if "auto_resume=always" in line]
+    args = [a for a in cmd[3:] if not a.startswith("hydra.sweep.dir=")]
+    assert shlex.split(resume) == ["kdexp", *args, f"hydra.sweep.dir={sweep_dir}", "auto_resume=always"]  # pasteable
+    assert "'+callbacks.pause.marker=${paths.output_dir}/paused'" in resume  # quoted: a shell would expand it
 
 
 def _hparams_tags(folder: Path) -> tuple[bool, bytes | None]:

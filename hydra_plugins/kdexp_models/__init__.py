@@ -6,6 +6,9 @@ that no yaml file in ``configs/`` provides (files such as ``teacher/timm.yaml`` 
 first in the search path). The name is checked when the model is built, against the registry, so
 a misspelt name fails with the list of registered models; composing a config needs no torch.
 Listing the choices (``--help``, tab completion) reads the registry itself.
+
+:class:`ModelSearchPath` puts this source on every search path Hydra builds, the one ``--help``
+lists config groups from included, after the ``configs/`` folder (whose files win).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 from typing import List, Optional
 
 from hydra.core.object_type import ObjectType
+from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
+from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
 ROLES = ("teacher", "student")
@@ -59,3 +64,11 @@ class ModelConfigSource(ConfigSource):
         from kdexp.models import available_models  # imports torch: only for --help and completion
 
         return available_models()
+
+
+class ModelSearchPath(SearchPathPlugin):
+    """``kdexp-models://kdexp`` on every search path (runs, the Python API, ``--help``)."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        if not any(element.path == "kdexp-models://kdexp" for element in search_path.get_path()):
+            search_path.append(provider="kdexp-models", path="kdexp-models://kdexp")

@@ -148,6 +148,20 @@ class FeatureDistillationModule(DistillationModule):
         cls, model: BuiltModel, layers: Sequence[str] | None, role: str
     ) -> tuple[list[str], bool]:
         key = f"method.{role}_layers"
+        quantised = bool((model.cfg or {}).get("quantize"))
+        if quantised or layers is None and not cls.default_layers(model)[0] and (model.cfg or {}).get("source", "kdexp") == "kdexp":
+            from kdexp.models.registry import MODELS, available_models
+
+            staged = [name for name in available_models() if MODELS.get(name).stages]
+            why = "a quantised model runs as a traced graph that calls none of its modules' hooks" if quantised else (
+                "it has no intermediate feature maps to match"
+            )
+            raise ValueError(
+                f"method {cls.method_name!r} distils intermediate features, so it needs a {role} with feature "
+                f"stages, and {role} {model.name!r} has none ({why}). Choose a {role} with feature stages "
+                f"({role}=<name>{', without ' + role + '.quantize' if quantised else ''}): {', '.join(staged)}; "
+                "or a method that uses only the logits (e.g. method=kd)"
+            )
         if layers is None:
             paths, inputs = cls.default_layers(model)
             if not paths:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     teacher work."""
     check_run_options(cfg)
     method_cls, _ = check_method_cfg(plain(cfg.method))
+    check_logit_standardization(method_cls, plain(cfg.method))
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
@@ -85,6 +87,32 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
             )
         load_student_weights(cfg.init_weights)
     return method_cls
+
+
+def _names_kd_logits(cls: type) -> bool:
+    """Whether ``cls`` or a base below DistillationModule has code of its own that calls
+    ``kd_logits`` (a logit term besides the base KD term: DML's, DKD's, DIST's, LwF's)."""
+    def names(code: Any) -> bool:
+        return "kd_logits" in code.co_names or any(names(c) for c in code.co_consts if hasattr(c, "co_names"))
+
+    own = [k for k in cls.__mro__ if issubclass(k, DistillationModule) and k is not DistillationModule]
+    return any(names(f.__code__) for k in own for f in vars(k).values() if hasattr(f, "__code__"))
+
+
+def check_logit_standardization(method_cls: type[DistillationModule], method: dict[str, Any]) -> None:
+    """``method.logit_standardization=true`` z-scores the logits of a temperature-softmax term; a
+    method with no such term at its weights would run unchanged, so say so (ValueError)."""
+    if not method.get("logit_standardization") or _names_kd_logits(method_cls):
+        return
+    kd_weight = method.get("kd_weight", method_cls.Options().kd_weight)
+    if kd_weight > 0:
+        return
+    name = method.get("name")
+    raise ValueError(
+        f"method.logit_standardization=true changes nothing for method={name}: it z-scores the logits of the "
+        f"temperature-softmax KD term, and method={name} has none at these weights (method.kd_weight={kd_weight}). "
+        "Give method.kd_weight > 0 to add a KD term to standardise, or leave logit_standardization=false"
+    )
 
 
 def build_role(
@@ -118,6 +146,7 @@ def prepare(cfg: DictConfig) -> Prepared:
             datamodule = build_data(cfg, method_cls)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
         student = build_role("student", plain(cfg.student), num_classes, channels, datamodule.input_shape)
+        check_optimized_metric(cfg, method_cls, student.module)  # before a teacher trains, not after the run
         teacher, teacher_info = None, {}
         needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
@@ -135,6 +164,60 @@ def prepare(cfg: DictConfig) -> Prepared:
     except NonFiniteLossError as err:  # the teacher's own training diverged (the same guard)
         raise TrainingFailed(f"the teacher's training: {err}; lower teacher.train.optimizer.lr") from None
     return Prepared(datamodule, student, teacher, teacher_info)
+
+
+def result_fields(cfg: DictConfig, method_cls: type[DistillationModule], student: Any) -> dict[str, set[str] | None]:
+    """The numbers a single run's results.json will have, by section, as far as they are known
+    before the run (None: a section whose fields are only known afterwards). Sections of their
+    own that a method adds (``summarize``, cohorts, chains) are not listed."""
+    from dataclasses import fields
+
+    from kdexp.metric_names import ACCURACY_FIELDS
+    from kdexp.profile import ModelProfile
+    from kdexp.results import comparison
+
+    profiled = bool(cfg.profile.get("enabled", True))
+    other_runtimes = profiled and any(str(r) != "torch" for r in cfg.profile.get("runtimes") or [])
+    role = set(ACCURACY_FIELDS)
+    if profiled:
+        role |= {f.name for f in fields(ModelProfile) if f.type in ("int", "float", int, float)}
+    student_fields: set[str] | None = None if other_runtimes else role | {"val_acc_top1", "acc_top1_best_epoch"}
+    if student_fields is not None and hasattr(student, "memory_report"):
+        student_fields |= set(student.memory_report())
+    if student_fields is not None and hasattr(student, "integer_report") and profiled:
+        student_fields = None  # its int8 model's numbers are measured
+    hparams = plain(cfg.method)
+    has_teacher = method_cls.requires_teacher(hparams) or method_cls.teacher_trainable or method_cls.trains_own_teacher
+    known: dict[str, set[str] | None] = {"run": None, "test_metrics": None, "student": student_fields}
+    known["teacher"] = (None if other_runtimes else role) if has_teacher else set()
+    known["comparison"] = (None if other_runtimes else {*comparison({}, {}), "agreement_top1"}) if has_teacher else set()
+    return known
+
+
+def check_optimized_metric(cfg: DictConfig, method_cls: type[DistillationModule], student: Any) -> None:
+    """``optimized_metric`` must name a number this run's results.json will have: checked before
+    any teacher trains (ValueError naming the key and the numbers there will be)."""
+    key = str(cfg.get("optimized_metric") or "student.val_acc_top1")
+    section, _, field = key.partition(".")
+    known = result_fields(cfg, method_cls, student)
+    own_sections = (
+        method_cls.summarize is not DistillationModule.summarize or method_cls.members_field
+        or method_cls.chain_runner or method_cls.step_runner
+    )
+    if (section in known and known[section] is None) or (section not in known and own_sections):
+        return  # known only once the run has finished (entry.optimized_value checks it then)
+    if field in (known.get(section) or ()):
+        return
+    choices = [f"{name}.{f}" for name, names in known.items() if names for f in sorted(names)]
+    why = (
+        f"method={cfg.method.name} has no teacher, so results.json has no {section} numbers"
+        if section in ("teacher", "comparison") and not known[section]
+        else f"this run's results.json will have no number {key}"
+    )
+    raise ValueError(
+        f"optimized_metric={key!r}: {why}; choose one of: {', '.join(choices)} "
+        "(the default is student.val_acc_top1, the student's final validation accuracy)"
+    )
 
 
 def provide_run_teacher(
@@ -262,10 +345,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def build_trainer(trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
     """Every Trainer kdexp makes: the given settings and callbacks, plus the NaN guard (stop at the
-    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer."""
+    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer. No model
+    summary unless asked for; with stdout not a terminal, no progress bar (one line per epoch
+    instead, kdexp.callbacks.EpochLogLines)."""
     if not any(isinstance(c, FiniteLossGuard) for c in callbacks):
         callbacks = [*callbacks, FiniteLossGuard()]
     callbacks = [*callbacks, ShareCores()]  # runtime.threads=auto: a fair share as runs come and go
+    trainer_kwargs = {"enable_model_summary": False, **trainer_kwargs}  # callbacks=model_summary prints one
+    if not sys.stdout.isatty():  # piped: EpochLogLines' plain lines, not a progress bar's last frames
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+        trainer_kwargs["enable_progress_bar"] = False
     return pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
 
@@ -278,5 +367,11 @@ def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> 
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    kwargs = {k: v for k, v in plain(cfg.trainer).items() if k != "_target_"}
-    return build_trainer(kwargs, callbacks, loggers or False)
+    return build_trainer(trainer_kwargs(cfg.trainer), callbacks, loggers or False)
+
+
+def trainer_kwargs(trainer: DictConfig | dict) -> dict[str, Any]:
+    """Trainer arguments from a ``trainer`` node; nodes with a ``_target_`` (``trainer.profiler``
+    of debug=profiler) become their objects."""
+    kwargs = {k: v for k, v in plain(trainer).items() if k != "_target_"}
+    return {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in kwargs.items()}

@@ -15,9 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from kdexp.console import ascii_safe_streams
+from kdexp.checks import check_loggers
+from kdexp.console import ascii_safe_streams, show_config
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
-from kdexp.sweep import check_sweep, job_dirname, job_name
+from kdexp.sweep import check_sweep, in_sweep_worker, job_dirname, job_name, sweep_job, sweep_resume_command
 
 log = logging.getLogger("kdexp")
 DEFAULT_METRIC = "student.val_acc_top1"
@@ -49,13 +50,18 @@ def quiet_library_noise() -> None:
 
 
 def check_job(cfg: DictConfig) -> None:
-    """Checks of the job itself, before the run's own: the sweep's launcher, optimized_metric."""
+    """Checks of the job itself, before the run's own: the sweep's launcher, the loggers' packages,
+    optimized_metric's form."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         try:
             check_sweep(cfg, str(hydra_cfg.launcher.get("_target_", "")))
         except ValueError as err:
             raise SetupError(str(err)) from err
+    try:
+        check_loggers(cfg.get("logger"))  # an extra's package: before any teacher trains
+    except ValueError as err:
+        raise SetupError(str(err)) from None
     if "." not in str(cfg.get("optimized_metric", DEFAULT_METRIC)):
         raise SetupError(
             f"optimized_metric={cfg.optimized_metric!r} must name a results.json number as "
@@ -81,23 +87,25 @@ def optimized_value(results: dict[str, Any], key: str) -> float:
 
 
 def sweep_resume_hint() -> str:
-    """How to continue an interrupted sweep: the same command in the same sweep folder, each job
-    resuming from its own last checkpoint (finished ones are only tested again)."""
-    sweep_dir = HydraConfig.get().sweep.dir
-    args = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "auto_resume="))]
-    return f"kdexp {' '.join(args)} hydra.sweep.dir={sweep_dir} auto_resume=always"
+    """How to continue an interrupted sweep, ready to paste (kdexp.sweep.sweep_resume_command)."""
+    return sweep_resume_command(HydraConfig.get().sweep.dir)
 
 
 def stop_sweep(cfg: DictConfig, err: RunInterrupted) -> None:
-    """An interrupted sweep job: say so with how to resume the whole sweep, start no further job."""
+    """An interrupted sweep job. In the process that runs the sweep's jobs (Hydra's basic launcher):
+    say so with how to resume the whole sweep, and exit, starting no further job. In a worker of a
+    parallel sweep, the launching process stops the sweep and says how to resume it, once: the job
+    only says that it is recorded as interrupted (its caller returns; kdexp.sweep.sweep_job waits)."""
     job = HydraConfig.get().job.num
+    said = (
+        f"sweep job {job} ({cfg.paths.output_dir}) received {err.signal_name}; it is recorded as "
+        "interrupted with its checkpoints kept"
+    )
+    if in_sweep_worker():
+        print_error(RunInterrupted(said, err.signal_name))
+        return
     print_error(
-        RunInterrupted(
-            f"sweep job {job} ({cfg.paths.output_dir}) received {err.signal_name}; it is recorded as "
-            "interrupted with its checkpoints kept, and no further job starts. Resume the sweep with:\n  "
-            + sweep_resume_hint(),
-            err.signal_name,
-        )
+        RunInterrupted(said + ", and no further job starts. Resume the sweep with:\n  " + sweep_resume_hint(), err.signal_name)
     )
     sys.exit(err.exit_code)
 
@@ -115,6 +123,7 @@ def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
         return float("nan")
     if multirun and isinstance(err, RunInterrupted):  # schedulers, `timeout`, `docker stop`
         stop_sweep(cfg, err)
+        return float("nan")
     print_error(err)
     if not multirun:
         sys.exit(err.exit_code)
@@ -152,16 +161,22 @@ def run_job(cfg: DictConfig) -> float | None:
     quiet_library_noise()
     ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        results = run_checked(cfg)
-    except Exception as err:  # KdexpError: 2 bad input, 3 NaN, 4 unwritable, 130 SIGINT, 143 SIGTERM
-        return failed(cfg, err, multirun)
-    if not results:  # DDP ranks other than 0 do not report
-        return None
-    try:
-        return optimized_value(results, cfg.get("optimized_metric", DEFAULT_METRIC))
-    except SetupError as err:  # the results are written; only the sweeper's value is missing
-        print_error(err)
-        if not multirun:
-            sys.exit(err.exit_code)
-        return float("nan")
+    from kdexp.distributed import env_is_global_zero  # torch: the run imports it anyway
+
+    if env_is_global_zero():  # what this run is, on the console and at the top of train.log (once)
+        show_config(cfg)
+    with sweep_job():  # a worker of a parallel sweep: it stops with the sweep
+        try:
+            results = run_checked(cfg)
+        except Exception as err:  # KdexpError: 2 bad input, 3 NaN, 4 unwritable, 130 SIGINT, 143 SIGTERM
+            return failed(cfg, err, multirun)
+        if not results:  # DDP ranks other than 0 do not report
+            return None
+        try:
+            return optimized_value(results, cfg.get("optimized_metric", DEFAULT_METRIC))
+        except SetupError as err:  # the results are written; only the sweeper's value is missing
+            print_error(err)
+            if not multirun:
+                sys.exit(err.exit_code)
+            return float("nan")
+    return None  # a signal after the run had finished: its record stands (sweep_job)

@@ -42,6 +42,21 @@ def resume_from(cfg: DictConfig, prep: Prepared, chained: bool) -> str | None:
     return ckpt_path
 
 
+def resume_command(cfg: DictConfig) -> str:
+    """The command that resumes this run, ready to paste into a shell: its overrides, then
+    ``ckpt_path=last`` in its own folder (values quoted where a shell would change them)."""
+    import shlex
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # outside a Hydra run
+        overrides = []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir=", "auto_resume="))]
+    return shlex.join(["kdexp", *kept, "ckpt_path=last", f"hydra.run.dir={cfg.paths.output_dir}"])
+
+
 def _stopped(err: KdexpError, trainer: pl.Trainer, cfg: DictConfig) -> KdexpError:
     """``err`` with where the run stopped (for its failure record)."""
     err.epoch, err.step, err.last_checkpoint = trainer.current_epoch, trainer.global_step, last_checkpoint(cfg)
@@ -74,7 +89,7 @@ def train_and_test(
         message = (
             f"received {name}; stopped at epoch {trainer.current_epoch} (0-based), global step "
             f"{trainer.global_step}, with the checkpoints kept; last.ckpt: {describe_last_checkpoint(cfg)}. "
-            f"Resume with ckpt_path=last hydra.run.dir={cfg.paths.output_dir} (and the same overrides)"
+            f"Resume with:\n  {resume_command(cfg)}"
         )
         raise _stopped(RunInterrupted(message, name), trainer, cfg) from None
     except NonFiniteLossError as err:

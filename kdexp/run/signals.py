@@ -12,20 +12,24 @@ import pytorch_lightning as pl
 
 from kdexp.callbacks import is_write_error
 from kdexp.errors import OutputError, RunInterrupted
+from kdexp.sweep import in_sweep_worker
 
 
 class Signals:
     """SIGINT (Ctrl-C) is handled like SIGTERM: during the student's ``fit`` it asks Lightning for
     the same clean stop; elsewhere it ends the run with RunInterrupted. A second Ctrl-C interrupts
-    at once."""
+    at once, except in a worker of a parallel sweep: there the launching process passes a signal
+    on to its workers (and a terminal's Ctrl-C reaches them too), and it owns a second one."""
 
     received: str | None = None
     trainer: pl.Trainer | None = None  # the trainer whose fit a signal should stop cleanly
 
     @classmethod
     def on_signal(cls, signum: int, frame: Any) -> None:
+        if cls.received is not None and in_sweep_worker():
+            return  # the same stop, passed on by the sweep's launching process
         cls.received = signal.Signals(signum).name
-        if signum == signal.SIGINT:
+        if signum == signal.SIGINT and not in_sweep_worker():
             signal.signal(signum, signal.default_int_handler)
         if cls.trainer is not None:
             cls.trainer._signal_connector.received_sigterm = True  # Lightning's own SIGTERM flag

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,18 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from kdexp.errors import SetupError
 from kdexp.methods import DistillationModule
 from kdexp.performance import finish_cache
 from kdexp.phases import phase
-from kdexp.resume import run_fingerprint
+from kdexp.resume import checkpoint_epoch, run_fingerprint
 from kdexp.run.assemble import assemble, complete, publish
-from kdexp.run.build import Prepared, init_student, make_module, make_trainer, prepare
+from kdexp.run.build import Prepared, init_student, make_module, make_trainer, method_of, plain, prepare
 from kdexp.run.fit import resume_from, test_best_checkpoint, train_and_test
-from kdexp.run.folder import archive_finished, save_models, write_pictures
-from kdexp.run_record import earlier_failures
+from kdexp.run.folder import archive_finished, resolve_ckpt_path, save_models, write_pictures
+from kdexp.run_record import earlier_failures, is_finished, read_results
+
+log = logging.getLogger("kdexp")
 
 
 def fit_and_report(
@@ -56,10 +60,42 @@ def fit_and_report(
     return results
 
 
+def finished_run(cfg: DictConfig) -> dict[str, Any] | None:
+    """``ckpt_path`` whose checkpoint has already trained every epoch of ``trainer.max_epochs``:
+    there is nothing to train. In the folder of that finished run: its results, kept as they are
+    (None otherwise: the run trains). A finished checkpoint without its run's results here is a
+    configuration error (an extension needs a larger ``trainer.max_epochs``)."""
+    if not cfg.get("ckpt_path"):
+        return None
+    try:
+        path = resolve_ckpt_path(cfg, method_of(cfg).requires_teacher(plain(cfg.method)))  # this run's checkpoint?
+    except (ValueError, FileNotFoundError) as err:
+        raise SetupError(str(err)) from None
+    epoch, max_epochs = checkpoint_epoch(path), int(cfg.trainer.max_epochs)
+    if path is None or epoch is None or epoch + 1 < max_epochs:
+        return None
+    output_dir = Path(cfg.paths.output_dir)
+    if is_finished(output_dir) and Path(path).resolve().is_relative_to(output_dir.resolve()):
+        log.info(
+            "This run is already complete: its checkpoint %s has trained all %d epochs (trainer.max_epochs=%d), "
+            "so there is nothing to train; its results are kept as they are (%s). To train it further, give a "
+            "larger trainer.max_epochs", path, epoch + 1, max_epochs, output_dir / "results.json",
+        )
+        return read_results(output_dir)
+    raise SetupError(
+        f"ckpt_path={cfg.ckpt_path} ({path}) has already trained all {epoch + 1} epochs of trainer.max_epochs="
+        f"{max_epochs}: there is nothing to resume. Give a larger trainer.max_epochs to extend it, or start a new "
+        "run from its weights with init_weights=<that checkpoint>"
+    )
+
+
 def run_single(cfg: DictConfig) -> dict[str, Any]:
     """One experiment, start to finish. Returns the results dict (also in results.json)."""
+    finished = finished_run(cfg)  # ckpt_path=last in a finished run's folder: nothing to train
+    if finished is not None:
+        return finished
     prep = prepare(cfg)
-    pl.seed_everything(cfg.seed, workers=True)  # data order: the same whether the teacher was cached
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # data order: the same whether the teacher was cached
     module = make_module(cfg, prep)
     init_student(cfg, module)
     return fit_and_report(cfg, prep, module)
