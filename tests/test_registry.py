@@ -133,7 +133,7 @@ def test_options_become_attributes_and_hparams() -> None:
 def test_run_layer_reads_declarations_not_names() -> None:
     declared = {name: METHODS.get(name) for name in METHODS.names()}
     assert [n for n, c in declared.items() if c.chain_runner] == ["born_again", "takd"]
-    assert [n for n, c in declared.items() if c.teacher_trainable] == ["rocket"]
+    assert [n for n, c in declared.items() if c.teacher_trainable] == ["apprentice_joint", "projection_joint", "rocket"]
     assert declared["takd"].chain_links({"assistants": ["cnn_small"]}) == [{"source": "kdexp", "name": "cnn_small"}, None]
     assert declared["rco"].route_epochs({"num_anchors": 2}, {"train": {"max_epochs": 4}}, 4) == [2, 4]
     assert declared["kd"].route_epochs({}, {"train": {"max_epochs": 4}}, 4) is None
