@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import statistics
 import sys
 import time
@@ -604,12 +605,12 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
 
 
-def figure_title(rows: list[dict[str, Any]], notes: list[str] | None, last: str = "") -> str:
-    """A plot's title: the report's title, what every row shares (wrapped) and ``last``."""
+def figure_title(rows: list[dict[str, Any]], notes: list[str] | None, last: str = "", width: int = 105) -> str:
+    """A plot's title: the report's title, what every row shares and ``last``, each wrapped at
+    ``width`` characters (about 15 a figure inch at font size 8, so a line never leaves the figure)."""
     import textwrap
 
-    lines = [_title(rows)] + [line for note in notes or [] for line in textwrap.wrap(note, 120)]
-    return "\n".join(lines + ([last] if last else []))
+    return "\n".join(line for text in [_title(rows), *(notes or []), last] if text for line in textwrap.wrap(text, width))
 
 
 def write_plots(rows: list[dict[str, Any]], folder: Path, notes: list[str] | None = None) -> list[Path]:
@@ -620,6 +621,7 @@ def write_plots(rows: list[dict[str, Any]], folder: Path, notes: list[str] | Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     written = []
     for x_key, t_key, x_label, name in (
@@ -650,6 +652,11 @@ def write_plots(rows: list[dict[str, Any]], folder: Path, notes: list[str] | Non
             ax.plot(x, 100 * acc, "*", color="tab:red", markersize=14)
             ax.annotate(f"teacher {teacher}", (x, 100 * acc), fontsize=8, xytext=(4, -10), textcoords="offset points")
         ax.set_xscale("log")
+        ax.margins(x=0.12)  # room for the labels beside the outermost points
+        # Plain numbers at 1-2-5 steps; unlabelled minor ticks (labelled ones overlap on a short range).
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x_label)
         ax.set_ylabel("student top-1 accuracy, last epoch (%)")
         seeds = sorted({r["n"] for r in points})
@@ -684,6 +691,7 @@ def run_curve(run_dir: Path) -> dict[int, float]:
     if not curve and any(events.glob("events.out.tfevents.*")):
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+        logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its directory watcher logs every file at INFO
         log = EventAccumulator(str(events), size_guidance={"scalars": 0})  # every point
         log.Reload()
         if {name, "epoch"} <= set(log.Tags().get("scalars", [])):
@@ -761,7 +769,8 @@ def write_learning_curves(
     import matplotlib.pyplot as plt
 
     columns = min(3, len(panels))
-    lines = len(figure_title(rows, notes).splitlines())
+    width = int(15 * 5.5 * columns)  # title characters that fit the figure's width
+    lines = len(figure_title(rows, notes, width=width).splitlines())
     fig, axes = plt.subplots(math.ceil(len(panels) / columns), columns, squeeze=False, layout="constrained",
                              figsize=(5.5 * columns, 3.8 * math.ceil(len(panels) / columns) + 0.2 * lines))
     for ax, (title, members) in zip(axes.flat, panels.items()):
@@ -782,7 +791,7 @@ def write_learning_curves(
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(figure_title(rows, notes, "validation accuracy per epoch: mean over seeds, band ± std"), fontsize=8)
+    fig.suptitle(figure_title(rows, notes, "validation accuracy per epoch: mean over seeds, band ± std", width), fontsize=8)
     path = folder / CURVES_PNG
     fig.savefig(path, dpi=110)
     plt.close(fig)
