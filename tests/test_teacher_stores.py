@@ -49,8 +49,9 @@ def test_an_earlier_best_epoch_tests_only_the_student_again(tmp_path):
 def _run(kdexp_run, tmp_path: Path, name: str, *extra: str):
     from conftest import TINY_RUN
 
-    return kdexp_run(*TINY_RUN, "method=kd", "logger=none", *extra, cache_dir=tmp_path / "cache",
-                     run_dir=tmp_path / name)
+    # no profiling: these tests read accuracies and files, never timings
+    return kdexp_run(*TINY_RUN, "method=kd", "logger=none", "profile.enabled=false", *extra,
+                     cache_dir=tmp_path / "cache", run_dir=tmp_path / name)
 
 
 def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(kdexp_run, tmp_path):
