@@ -181,7 +181,7 @@ class Outcome:
     error: BaseException | None
     exit_code: int
     message: str  # the CLI's "kdexp: <kind>: <message>", whitespace joined (Rich and Hydra wrap lines)
-    output: str  # stdout and stderr of the run
+    output: str  # the run's stdout and stderr, then its log lines at INFO and up (what Hydra's job logging shows)
     run_dir: Path
     cache_dir: Path
 
@@ -228,7 +228,9 @@ class KeptGlobalState:
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(self.deterministic)
-        torch.random.set_rng_state(self.rng[0]), np.random.set_state(self.rng[1]), random.setstate(self.rng[2])
+        torch.random.set_rng_state(self.rng[0])
+        np.random.set_state(self.rng[1])
+        random.setstate(self.rng[2])
         if os.environ != self.environ:
             os.environ.clear()
             os.environ.update(self.environ)
