@@ -1,4 +1,4 @@
-"""Run by test_new_methods: 2 gloo processes (ddp_spawn) train CRD; every rank must end with the
+"""Run by test_methods: 2 gloo processes (ddp_spawn) train CRD; every rank must end with the
 same memory bank. Prints one RESULT line from rank 0."""
 import torch
 import pytorch_lightning as pl

@@ -1,4 +1,4 @@
-"""Test-only callback for the CLI subprocesses of test_incremental.py (tests/ on their PYTHONPATH)."""
+"""Test-only callback for the incremental runs of test_incremental.py (tests/ is on sys.path)."""
 
 from __future__ import annotations
 

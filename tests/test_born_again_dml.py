@@ -108,10 +108,10 @@ CHAIN = (
 )
 
 
-def test_born_again_chain_end_to_end_and_resume(tmp_path: Path) -> None:
+def test_born_again_chain_end_to_end_and_resume(kdexp_run, shared_cache, tmp_path: Path) -> None:
     run_dir = tmp_path / "chain"
-    proc = run_cli(*CHAIN, cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*CHAIN, cache_dir=shared_cache, run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((run_dir / "results.json").read_text())
     assert [g["generation"] for g in results["generations"]] == [0, 1, 2]
     assert all("acc_top1" in g and g["params"] > 0 and g["latency_ms_b1"] > 0 for g in results["generations"])
@@ -129,8 +129,8 @@ def test_born_again_chain_end_to_end_and_resume(tmp_path: Path) -> None:
     # Resume: generation 2 lost its results; generation 1 is reused, generation 2 retrained.
     stamp = os.path.getmtime(run_dir / "gen1" / "student.pt")
     (run_dir / "gen2" / "results.json").unlink()
-    proc = run_cli(*CHAIN, cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*CHAIN, cache_dir=shared_cache, run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     assert os.path.getmtime(run_dir / "gen1" / "student.pt") == stamp
     assert (run_dir / "gen2" / "results.json").is_file()
 

@@ -1,4 +1,5 @@
-"""The CLI end to end, in a subprocess, as a user runs it: results.json, TensorBoard, the cache."""
+"""The CLI end to end: results.json, TensorBoard, the cache. Two runs start the real CLI, as a user
+runs it (its piped output, train.log, the exit status); the rest run in this process (kdexp_run)."""
 
 import json
 from pathlib import Path
@@ -83,11 +84,11 @@ def test_wrong_choice_lists_the_options(tmp_path: Path) -> None:
     assert "teacher.name='resnet1000' is not a registered model" in proc.stderr and "resnet32x4" in proc.stderr
 
 
-def test_bad_checkpoint_fails_before_training(tmp_path: Path) -> None:
-    proc = run_cli(*QUICK, f"teacher.checkpoint={tmp_path}/missing.pt", cache_dir=tmp_path, run_dir=tmp_path / "r")
-    assert proc.returncode == 2
-    assert "teacher.checkpoint=" in proc.stderr and "does not exist" in proc.stderr
-    assert "train/loss" not in proc.stdout + proc.stderr  # nothing trained (no epoch line)
+def test_bad_checkpoint_fails_before_training(kdexp_run, tmp_path: Path) -> None:
+    outcome = kdexp_run(*QUICK, f"teacher.checkpoint={tmp_path}/missing.pt", cache_dir=tmp_path, run_dir=tmp_path / "r")
+    assert outcome.exit_code == 2
+    assert "teacher.checkpoint=" in outcome.message and "does not exist" in outcome.message
+    assert "train/loss" not in outcome.output  # nothing trained (no epoch line)
 
 
 def test_print_config(tmp_path: Path) -> None:
@@ -98,18 +99,18 @@ def test_print_config(tmp_path: Path) -> None:
     assert "temperature: 2" in proc.stdout and "name: fashion_mnist" in proc.stdout
 
 
-def test_resume_from_last_checkpoint(two_runs, tmp_path: Path) -> None:
+def test_resume_from_last_checkpoint(two_runs, kdexp_run, tmp_path: Path) -> None:
     """ckpt_path= continues a run where its last checkpoint left it, with the cached teacher."""
     cache = two_runs[2]
     constant_lr = (*QUICK, "scheduler=none")  # a one-cycle schedule cannot be extended
-    proc = run_cli(*constant_lr, "trainer.max_epochs=1", cache_dir=cache, run_dir=tmp_path / "a")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_cli(
+    outcome = kdexp_run(*constant_lr, "trainer.max_epochs=1", cache_dir=cache, run_dir=tmp_path / "a")
+    assert outcome.exit_code == 0, outcome.message
+    outcome = kdexp_run(
         *constant_lr, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/a/checkpoints/last.ckpt",
         cache_dir=cache, run_dir=tmp_path / "resumed",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Restoring states from the checkpoint" in proc.stdout + proc.stderr
+    assert outcome.exit_code == 0, outcome.message
+    assert "Restoring states from the checkpoint" in outcome.output
     results = json.loads((tmp_path / "resumed" / "results.json").read_text())
     assert results["run"]["epochs"] == 3 and results["run"]["teacher_source"]["source"] == "cache"
 
@@ -135,10 +136,10 @@ def test_two_loggers_at_once_both_get_curves_and_final_numbers(two_runs) -> None
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
 
 
-def test_csv_logger_alone(tmp_path: Path) -> None:
-    proc = run_cli(*QUICK, "method=vanilla", "logger=csv", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+def test_csv_logger_alone(kdexp_run, tmp_path: Path) -> None:
+    outcome = kdexp_run(*QUICK, "method=vanilla", "logger=csv", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert outcome.exit_code == 0, outcome.message
+    assert "Traceback" not in outcome.output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert float(_csv_final(tmp_path / "run")["final/student_acc_top1"]) == pytest.approx(results["student"]["acc_top1"])
     assert not (tmp_path / "run" / "tensorboard").exists()

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import kdexp
-from conftest import REPO
+from conftest import REPO, console_script
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -43,12 +43,6 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("deploy")
     results = kdexp.run([*TINY, f"paths.cache_dir={tmp / 'cache'}"], output_dir=tmp / "run")
     return tmp / "run", results
-
-
-def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", module, *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -109,12 +103,14 @@ def test_load_from_checkpoint_needs_no_extra_arguments(run) -> None:
     assert all(torch.equal(student.state_dict()[k], state[f"student.{k}"]) for k in student.state_dict())
 
 
-def test_kdexp_eval_reproduces_the_run_test_accuracy(run) -> None:
+def test_kdexp_eval_reproduces_the_run_test_accuracy(run, capfd) -> None:
+    from kdexp.evaluation import main
+
     run_dir, results = run
     before = set((run_dir / "evaluations").glob("*.json")) if (run_dir / "evaluations").exists() else set()
-    proc = cli("kdexp.evaluation", f"run={run_dir}", "profile.enabled=false")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "top-1 agreement" in proc.stdout
+    proc = console_script(main, f"run={run_dir}", "profile.enabled=false", capfd=capfd)
+    assert proc.exit_code == 0, proc.err[-3000:]
+    assert "top-1 agreement" in proc.out
     (record,) = set((run_dir / "evaluations").glob("*.json")) - before
     evaluated = json.loads(record.read_text())
     # same test split, same weights: the same numbers as the run itself measured
@@ -145,12 +141,14 @@ def test_kdexp_eval_refuses_data_with_other_classes(run, capsys) -> None:
     assert digests(run_dir) == before
 
 
-def test_export_onnx_matches_pytorch_in_onnx_runtime(run) -> None:
+def test_export_onnx_matches_pytorch_in_onnx_runtime(run, capfd) -> None:
     import onnxruntime as ort
 
+    from kdexp.exporting import main
+
     run_dir, _ = run
-    proc = cli("kdexp.exporting", str(run_dir), "format=onnx")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = console_script(main, str(run_dir), "format=onnx", capfd=capfd)
+    assert proc.exit_code == 0, proc.err[-3000:]
     record = json.loads((run_dir / "exports.json").read_text())["student.onnx"]
     path = run_dir / record["file"]
     assert path.is_file() and record["size_bytes"] == path.stat().st_size

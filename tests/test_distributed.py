@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import REPO, make_method, run_cli
+from conftest import HYDRA_RUN_DIR, REPO, make_method, run_cli
 from kdexp import distributed, teachers
 from kdexp.data.fake import FakeDataModule
 from kdexp.models import build_model
@@ -408,26 +408,24 @@ def test_resume_picks_the_newest_own_checkpoint(tmp_path: Path, clean_env) -> No
     assert distributed.resume_checkpoint(None, tmp_path, "slurm") == str(last)
 
 
-def test_a_requeued_slurm_job_resumes_in_its_own_run_folder(tmp_path: Path) -> None:
+def test_a_requeued_slurm_job_resumes_in_its_own_run_folder(kdexp_run, clean_env, tmp_path: Path) -> None:
     """Faked SLURM variables (no SLURM_NTASKS, so Lightning itself does not switch to SLURM)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in DDP_ENV}
-    env.update(KDEXP_ROOT=str(tmp_path), KDEXP_CACHE_DIR=str(tmp_path / "cache"), PYTHONWARNINGS="ignore",
-               SLURM_JOB_ID="4242", SLURM_JOB_NAME="train.sbatch")
-    base = [sys.executable, "-m", "kdexp.train", "data=fake", "data.image_shape=[1,28,28]", "data.train_size=64",
+    env = {"KDEXP_ROOT": str(tmp_path), "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train.sbatch"}
+    base = ["data=fake", "data.image_shape=[1,28,28]", "data.train_size=64",
             "data.test_size=32", "method=vanilla", "student=cnn_tiny", "trainer=cpu", "profile.enabled=false",
             "logger=none", "scheduler=none"]  # none: the second attempt may extend the schedule
-    run = lambda *extra: subprocess.run([*base, *extra], cwd=REPO, env=env, capture_output=True, text=True,  # noqa: E731
-                                        timeout=300)
+    run = lambda *extra: kdexp_run(*base, *extra, run_dir=HYDRA_RUN_DIR, cache_dir=tmp_path / "cache", env=env)  # noqa: E731
     first = run("trainer.max_epochs=1")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.exit_code == 0, first.message
     run_dir = tmp_path / "outputs" / "slurm" / "4242"
+    assert first.run_dir == run_dir
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     (run_dir / "results.json").unlink()  # the job was "killed" before it reported
     (run_dir / "hpc_ckpt_1.ckpt").write_bytes(b"stale")  # older than last.ckpt: not chosen, then dropped
     os.utime(run_dir / "hpc_ckpt_1.ckpt", (time.time() - 3600, time.time() - 3600))
     second = run("trainer.max_epochs=2")  # the requeued attempt, with a longer schedule to show the resume
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "Restoring states from the checkpoint path at" in second.stdout + second.stderr
-    assert "last.ckpt" in second.stdout + second.stderr
+    assert second.exit_code == 0, second.message
+    assert "Restoring states from the checkpoint path at" in second.output
+    assert "last.ckpt" in second.output
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["epochs"] == 2 and not (run_dir / "hpc_ckpt_1.ckpt").exists()

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import REPO, make_method, run_cli
+from conftest import REPO, compose_config, make_method
 from kdexp.methods import check_method_cfg
 from kdexp.models import build_model
 
@@ -320,8 +320,8 @@ def test_docs_list_every_experiment() -> None:
         assert f"experiment=cifar100_{teacher}_{student}" in docs
 
 
-def test_cli_runs_at_on_fake_data(tmp_path: Path) -> None:
-    proc = run_cli(
+def test_cli_runs_at_on_fake_data(kdexp_run, shared_cache, tmp_path: Path) -> None:
+    outcome = kdexp_run(
         "data=fake",
         "data.image_shape=[1,28,28]",
         "data.train_size=32",
@@ -332,21 +332,17 @@ def test_cli_runs_at_on_fake_data(tmp_path: Path) -> None:
         "method=at",
         "debug=fast",
         "profile.enabled=false",
-        cache_dir=tmp_path / "cache",
+        cache_dir=shared_cache,
         run_dir=tmp_path / "run",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["run"]["method"] == "at" and results["run"]["student"] == "cnn_tiny"
 
 
-def test_cli_prints_an_experiment_config(tmp_path: Path) -> None:
-    proc = run_cli(
-        "experiment=cifar100_resnet56_resnet20",
-        "method=at",
-        flags=("--cfg", "job"),
-        cache_dir=tmp_path,
-        run_dir=tmp_path / "r",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "name: resnet56" in proc.stdout and "at_weight: 1000" in proc.stdout
+def test_cli_prints_an_experiment_config() -> None:
+    """What ``kdexp experiment=... method=at --cfg job`` prints: the composed job config as YAML."""
+    from omegaconf import OmegaConf
+
+    printed = OmegaConf.to_yaml(compose_config("experiment=cifar100_resnet56_resnet20", "method=at"))
+    assert "name: resnet56" in printed and "at_weight: 1000" in printed

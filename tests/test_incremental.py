@@ -18,7 +18,6 @@ from kdexp.incremental.memory import ExemplarMemory, herding, nme_predict
 from kdexp.incremental.metrics import average_forgetting, step_accuracies, summary
 from kdexp.incremental.protocol import IncrementalData, check_incremental_cfg, class_split
 from kdexp.models import build_model
-from conftest import run_cli
 from kdexp.run.chain import frozen_copy
 from kdexp.methods import build_method
 
@@ -280,10 +279,10 @@ def hand_matrix(run_dir: Path, tasks: int) -> list[list[float | None]]:
     return matrix
 
 
-def test_two_step_run_matrix_equals_a_hand_evaluation(tmp_path: Path) -> None:
+def test_two_step_run_matrix_equals_a_hand_evaluation(kdexp_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "ft"
-    proc = run_cli(*FAKE, "method=finetune", cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*FAKE, "method=finetune", cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((run_dir / "results.json").read_text())
     inc = results["incremental"]
     assert inc["classifier"] == "head" and results["run"]["tasks"] == 2
@@ -307,10 +306,10 @@ def test_two_step_run_matrix_equals_a_hand_evaluation(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "incremental_accuracy.png").is_file()
 
 
-def test_icarl_run_keeps_its_memory_and_resumes_in_the_unfinished_step(tmp_path: Path) -> None:
+def test_icarl_run_keeps_its_memory_and_resumes_in_the_unfinished_step(kdexp_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "icarl"
-    proc = run_cli(*FAKE, "method=icarl", cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*FAKE, "method=icarl", cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((run_dir / "results.json").read_text())
     inc = results["incremental"]
     assert inc["classifier"] == "nme" and set(inc["classifiers"]) == {"head", "nme"}
@@ -329,28 +328,26 @@ def test_icarl_run_keeps_its_memory_and_resumes_in_the_unfinished_step(tmp_path:
     # Step 2 lost its results: step 1 and its memory are reused, step 2 trains again on the same data.
     stamp = os.path.getmtime(run_dir / "step1" / "student.pt")
     (run_dir / "step2" / "results.json").unlink()
-    proc = run_cli(*FAKE, "method=icarl", cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*FAKE, "method=icarl", cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     assert os.path.getmtime(run_dir / "step1" / "student.pt") == stamp
     again = json.loads((run_dir / "results.json").read_text())["incremental"]
     assert again["steps"][1]["train_images"] == new_images
     assert json.loads((run_dir / "step2" / "memory.json").read_text())["exemplars"].keys() == step2["exemplars"].keys()
 
 
-def test_a_failed_step_keeps_the_finished_ones_and_the_rerun_continues(tmp_path: Path, monkeypatch) -> None:
-    tests = str(Path(__file__).resolve().parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+def test_a_failed_step_keeps_the_finished_ones_and_the_rerun_continues(kdexp_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "fail"
-    boom = ("+callbacks.boom._target_=incremental_helpers.FailInStep", "+callbacks.boom.step=step2")
-    proc = run_cli(*FAKE, "method=finetune", *boom, cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode != 0 and "injected failure in step2" in proc.stderr
+    boom = ("+callbacks.boom._target_=incremental_helpers.FailInStep", "+callbacks.boom.step=step2")  # tests/ is on sys.path
+    outcome = kdexp_run(*FAKE, "method=finetune", *boom, cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code != 0 and "injected failure in step2" in outcome.message
     failed = json.loads((run_dir / "results.json").read_text())["run"]
     assert failed["status"] == "failed" and "injected failure" in failed["error"]
     step1 = json.loads((run_dir / "step1" / "results.json").read_text())
     assert step1["run"]["complete"] and "incremental" in step1
     stamp = os.path.getmtime(run_dir / "step1" / "student.pt")
-    proc = run_cli(*FAKE, "method=finetune", cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*FAKE, "method=finetune", cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     assert os.path.getmtime(run_dir / "step1" / "student.pt") == stamp  # reused, not retrained
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["complete"] and len(results["incremental"]["accuracy_seen"]) == 2
@@ -365,12 +362,12 @@ def test_a_failed_step_keeps_the_finished_ones_and_the_rerun_continues(tmp_path:
         (("method=kd",), ["method=kd", "choose one of", "finetune", "lwf", "icarl", "joint"]),
     ],
 )
-def test_bad_input_stops_before_training(tmp_path: Path, overrides, words) -> None:
+def test_bad_input_stops_before_training(kdexp_run, tmp_path: Path, overrides, words) -> None:
     method = () if any(o.startswith("method=") for o in overrides) else ("method=lwf",)
-    proc = run_cli(*FAKE, *method, *overrides, cache_dir=tmp_path / "cache", run_dir=tmp_path / "bad")
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    outcome = kdexp_run(*FAKE, *method, *overrides, cache_dir=tmp_path / "cache", run_dir=tmp_path / "bad")
+    assert outcome.exit_code == 2, outcome.message
     for word in words:
-        assert word in proc.stderr
+        assert word in outcome.message
     assert not (tmp_path / "bad" / "step1").exists()
 
 
@@ -400,10 +397,10 @@ def test_kdexp_eval_of_a_step_uses_its_own_classes_and_order(tmp_path: Path, cap
     assert stopped.value.code == 2 and "sub-runs' folders (step1, step2)" in message and f"run={run_dir / 'step2'}" in message
 
 
-def test_incremental_method_without_a_protocol_is_refused(tmp_path: Path) -> None:
-    proc = run_cli("data=fake", "method=lwf", cache_dir=tmp_path / "cache", run_dir=tmp_path / "r")
-    assert proc.returncode == 2
-    assert "incremental=" in proc.stderr
+def test_incremental_method_without_a_protocol_is_refused(kdexp_run, tmp_path: Path) -> None:
+    outcome = kdexp_run("data=fake", "method=lwf", cache_dir=tmp_path / "cache", run_dir=tmp_path / "r")
+    assert outcome.exit_code == 2
+    assert "incremental=" in outcome.message
 
 
 # --- the presets ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from kdexp.methods import build_method
 from kdexp.models import build_model
 from kdexp.profile import count_macs
-from conftest import run_cli, train_steps
+from conftest import train_steps
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 NO_SCHED = {"name": "none"}
@@ -77,7 +77,7 @@ def test_projection_student_learns_under_kd_and_jointly() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, joint.trainer_net.parameters()))  # trainer learns
 
 
-def test_cli_bad_inputs_fail_before_any_teacher_work(tmp_path) -> None:
+def test_cli_bad_inputs_fail_before_any_teacher_work(kdexp_run, tmp_path) -> None:
     common = ("data=fake", "data.image_shape=[1,28,28]", "debug=fast", "logger=none", "method=kd")
     for i, overrides in enumerate(
         (
@@ -85,7 +85,7 @@ def test_cli_bad_inputs_fail_before_any_teacher_work(tmp_path) -> None:
             ("student=cnn_tiny", "+student.quantize.weight_bits=3", "+student.quantize.activation_bits=8"),
         )
     ):
-        result = run_cli(*common, *overrides, cache_dir=tmp_path / "cache", run_dir=tmp_path / f"run{i}")
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert "student." in result.stderr + result.stdout
+        outcome = kdexp_run(*common, *overrides, cache_dir=tmp_path / "cache", run_dir=tmp_path / f"run{i}")
+        assert outcome.exit_code == 2, outcome.message
+        assert "student." in outcome.message
         assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))

@@ -155,17 +155,15 @@ def test_scheme_c_switches_quantisation_on_after_the_full_precision_epochs() -> 
         ApprenticeFinetuneModule.check_models(build_model({"name": "cnn_tiny"}, 10, 1), None, {})
 
 
-def test_cli_scheme_c_runs_end_to_end_and_reports_the_storage(tmp_path) -> None:
+def test_cli_scheme_c_runs_end_to_end_and_reports_the_storage(kdexp_run, tmp_path) -> None:
     import json
 
-    from conftest import run_cli
-
-    result = run_cli(
+    outcome = kdexp_run(
         "data=fake", "data.image_shape=[1,28,28]", "teacher=cnn_tiny", "student=cnn_tiny", "+student.quantize.weight_bits=4", "+student.quantize.activation_bits=8",
         "method=apprentice_finetune", "debug=fast", "trainer.max_epochs=2", "logger=none",
         cache_dir=tmp_path / "cache", run_dir=tmp_path / "run",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert outcome.exit_code == 0, outcome.message
     student = json.loads((tmp_path / "run" / "results.json").read_text())["student"]
     assert student["weight_bits"] == 4 and student["deployed_size_mb"] < student["size_mb_float32"] / 4
 

@@ -8,7 +8,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import run_cli
 from kdexp.data.fashion_mnist import FashionMNISTDataModule
 from kdexp.methods import build_method, method_class
 from kdexp.methods.rco import anchor_index, anchor_spans, equal_interval_anchors
@@ -147,11 +146,11 @@ COMMON = (
 )
 
 
-def test_rco_run_keeps_the_route_in_the_cache_and_reports_every_anchor(tiny_fashion_mnist, tmp_path) -> None:
+def test_rco_run_keeps_the_route_in_the_cache_and_reports_every_anchor(kdexp_run, tiny_fashion_mnist, tmp_path) -> None:
     cache = tmp_path / "cache"
     args = (f"data.root={tiny_fashion_mnist}", *COMMON, "method=rco", "method.num_anchors=2", "trainer.max_epochs=4")
-    proc = run_cli(*args, cache_dir=cache, run_dir=tmp_path / "run")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*args, cache_dir=cache, run_dir=tmp_path / "run")
+    assert outcome.exit_code == 0, outcome.message
     entries = sorted(p.name for p in cache.glob("*.pt"))
     assert len(entries) == 2 and any(".route-epoch2.pt" in n for n in entries)  # epoch 4 = the entry
     route_file = next(p for p in cache.glob("*.route-epoch2.pt"))
@@ -169,14 +168,14 @@ def test_rco_run_keeps_the_route_in_the_cache_and_reports_every_anchor(tiny_fash
     assert results["run"]["teacher_source"]["source"] == "trained"
 
     # A second run reuses the route; a corrupt route checkpoint is set aside and retrained.
-    proc = run_cli(*args, cache_dir=cache, run_dir=tmp_path / "again")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*args, cache_dir=cache, run_dir=tmp_path / "again")
+    assert outcome.exit_code == 0, outcome.message
     assert json.loads((tmp_path / "again" / "results.json").read_text())["run"]["teacher_source"]["source"] == "cache"
     route_file.write_bytes(route_file.read_bytes()[:100])
     (teacher_entry,) = [p for p in cache.glob("*.pt") if ".route-" not in p.name]
     teacher_bytes = teacher_entry.read_bytes()
-    proc = run_cli(*args, cache_dir=cache, run_dir=tmp_path / "third")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*args, cache_dir=cache, run_dir=tmp_path / "third")
+    assert outcome.exit_code == 0, outcome.message
     assert list(cache.glob("*.route-epoch2.pt.corrupt-*"))
     third = json.loads((tmp_path / "third" / "results.json").read_text())
     assert third["run"]["teacher_source"]["source"] == "trained"
@@ -188,14 +187,14 @@ def test_rco_run_keeps_the_route_in_the_cache_and_reports_every_anchor(tiny_fash
     assert third["run"]["teacher_source"]["path"] == str(routed)
 
 
-def test_rco_bad_anchors_fail_before_any_teacher_is_trained(tiny_fashion_mnist, tmp_path) -> None:
-    proc = run_cli(f"data.root={tiny_fashion_mnist}", *COMMON, "method=rco", "method.anchors=[2,6]",
-                   "trainer.max_epochs=2", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
-    assert proc.returncode == 2 and "never reached" in proc.stderr
+def test_rco_bad_anchors_fail_before_any_teacher_is_trained(kdexp_run, tiny_fashion_mnist, tmp_path) -> None:
+    outcome = kdexp_run(f"data.root={tiny_fashion_mnist}", *COMMON, "method=rco", "method.anchors=[2,6]",
+                        "trainer.max_epochs=2", cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert outcome.exit_code == 2 and "never reached" in outcome.message
     assert not list((tmp_path / "cache").glob("*.pt"))
-    proc = run_cli(f"data.root={tiny_fashion_mnist}", *COMMON, "method=kd", "teacher.checkpoint=[a.pt,b.pt]",
-                   "trainer.max_epochs=2", cache_dir=tmp_path / "cache", run_dir=tmp_path / "kd")
-    assert proc.returncode == 2 and "method=kd takes one path" in proc.stderr
+    outcome = kdexp_run(f"data.root={tiny_fashion_mnist}", *COMMON, "method=kd", "teacher.checkpoint=[a.pt,b.pt]",
+                        "trainer.max_epochs=2", cache_dir=tmp_path / "cache", run_dir=tmp_path / "kd")
+    assert outcome.exit_code == 2 and "method=kd takes one path" in outcome.message
 
 
 def test_route_recorder_keeps_the_weights_at_the_end_of_each_named_epoch(tiny_fashion_mnist, tmp_path) -> None:

@@ -223,11 +223,9 @@ def test_tiny_config_fixture(tiny_cfg, tmp_path: Path) -> None:
         ("+data.colour=1", "data 'fashion_mnist' has no option data.colour; it accepts: root"),
     ],
 )
-def test_an_option_the_target_does_not_take_is_refused_on_the_command_line(tmp_path, override, message):
+def test_an_option_the_target_does_not_take_is_refused_on_the_command_line(kdexp_run, tmp_path, override, message):
     """With or without ``+``, a key the optimizer or dataset does not take: exit 2, the key and the
     accepted ones named, no traceback (Hydra's own refusal would exit 1)."""
-    from tests.conftest import run_cli
-
-    proc = run_cli("optimizer=sgd", override, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    outcome = kdexp_run("optimizer=sgd", override, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert outcome.exit_code == 2, outcome.message
+    assert message in outcome.message and "Traceback" not in outcome.message + outcome.output

@@ -1,5 +1,6 @@
-"""Reliability, through the real CLI: kill and resume, a NaN loss, an unwritable or full output
-folder. (Bad input before training: test_errors.py.)"""
+"""Reliability: kill and resume and an unwritable or full output folder through the real CLI (a
+process is what is under test), a NaN loss and extending a finished run in this process. (Bad
+input before training: test_config_errors.py.)"""
 
 from __future__ import annotations
 
@@ -150,32 +151,32 @@ def test_checkpoints_hold_plain_containers(resume_runs) -> None:
     assert type(ckpt["kdexp"]["fingerprint"]) is dict and ckpt["kdexp"]["max_epochs"] == 4
 
 
-def test_extending_a_finished_run_keeps_its_results(resume_runs) -> None:
+def test_extending_a_finished_run_keeps_its_results(resume_runs, kdexp_run) -> None:
     """ckpt_path=last in a finished run's folder: the earlier results and weights are kept aside."""
     run_dir = resume_runs["tmp"] / "extended"
     import shutil
 
     shutil.copytree(resume_runs["full"], run_dir)
     before = (run_dir / "results.json").read_text()
-    proc = run_cli(*BASE, "trainer.max_epochs=5", "ckpt_path=last", cache_dir=resume_runs["cache"], run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*BASE, "trainer.max_epochs=5", "ckpt_path=last", cache_dir=resume_runs["cache"], run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     assert results(run_dir)["run"]["epochs"] == 5
     kept = [p for p in run_dir.glob("results.*.json")]
     assert len(kept) == 1 and kept[0].read_text() == before
     assert len(list(run_dir.glob("student.*.pt"))) == 1
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(kdexp_run, tmp_path: Path) -> None:
     # lr × 1e36 from epoch 1: the weights blow up at its first step, the next losses overflow.
-    proc = run_cli(
+    outcome = kdexp_run(
         *BASE, "scheduler=multistep", "scheduler.milestones=[1]", "scheduler.gamma=1e36",
         cache_dir=tmp_path / "cache", run_dir=tmp_path / "run",
     )
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert re.search(r"kdexp: training failed: train/loss is (nan|inf) at epoch 1, global step \d+", proc.stderr)
-    assert re.search(r"ce_loss=(nan|inf) \(weight 1\)", proc.stderr), proc.stderr[-2000:]
-    assert "last good checkpoint is kept" in proc.stderr
+    assert outcome.exit_code == 3, outcome.message
+    assert "Traceback" not in outcome.message + outcome.output
+    assert re.search(r"kdexp: training failed: train/loss is (nan|inf) at epoch 1, global step \d+", outcome.message)
+    assert re.search(r"ce_loss=(nan|inf) \(weight 1\)", outcome.message), outcome.message[-2000:]
+    assert "last good checkpoint is kept" in outcome.message
     run_dir = tmp_path / "run"
     assert not claims_completion(run_dir)
     failure = results(run_dir)["run"]["failure"]

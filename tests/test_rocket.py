@@ -102,13 +102,13 @@ FAKE = (
 )
 
 
-def test_rocket_run_trains_the_booster_and_reports_it(tmp_path: Path) -> None:
+def test_rocket_run_trains_the_booster_and_reports_it(kdexp_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    outcome = kdexp_run(
         *FAKE, "method=rocket", "teacher=cnn_large", "student=cnn_medium", "method.shared_stages=1",
         cache_dir=tmp_path / "cache", run_dir=run_dir,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["teacher_source"]["source"] == "trained jointly"
     assert results["rocket"]["teacher_trained_jointly"] and results["rocket"]["shared_stages"] == ["blocks.0"]
@@ -124,16 +124,16 @@ def test_rocket_run_trains_the_booster_and_reports_it(tmp_path: Path) -> None:
     assert (run_dir / "teacher.pt").is_file()
 
 
-def test_rocket_refuses_a_torchscript_teacher_before_training(tmp_path: Path) -> None:
+def test_rocket_refuses_a_torchscript_teacher_before_training(kdexp_run, tmp_path: Path) -> None:
     script = torch.jit.script(build_model({"name": "cnn_large"}, 10, 1).module)
     path = tmp_path / "frozen.pt"
     script.save(str(path))
-    proc = run_cli(
+    outcome = kdexp_run(
         *FAKE, "method=rocket", "teacher=cnn_large", f"teacher.checkpoint={path}",
         cache_dir=tmp_path / "cache", run_dir=tmp_path / "run",
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "TorchScript archive" in proc.stderr and "trains its teacher" in proc.stderr
+    assert outcome.exit_code == 2, outcome.message
+    assert "TorchScript archive" in outcome.message and "trains its teacher" in outcome.message
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -1,5 +1,6 @@
-"""Nothing lost, nothing resumed wrongly (issue 19), through the real CLI with real processes:
-run folders that belong to one run, finished results that a failed extension cannot replace, a
+"""Nothing lost, nothing resumed wrongly (issue 19), with real processes where a process is under
+test (run folders named by time and pid, a lock held by a live run, signals, the terminal's
+encoding) and in this process otherwise: run folders that belong to one run, finished results that a failed extension cannot replace, a
 last.ckpt that is the newest epoch, resumes that refuse a checkpoint of another run, SIGINT handled
 like SIGTERM, and the atomic writer."""
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, VANILLA_RUN, run_cli
+from conftest import REPO, VANILLA_RUN
 
 TESTS = Path(__file__).resolve().parent
 TINY = (*VANILLA_RUN, "trainer.max_epochs=2")
@@ -115,12 +116,12 @@ def test_sigint_is_handled_like_sigterm(held) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> dict:
+def finished(kdexp_runs, tmp_path_factory) -> dict:
     """A finished 3-epoch run whose validation accuracy never improves after epoch 0 (lr 1e-12)."""
     tmp = tmp_path_factory.mktemp("finished")
     run_dir = tmp / "run"
-    proc = run_cli(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e-12", cache_dir=tmp / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_runs(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e-12", cache_dir=tmp / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     return {"tmp": tmp, "run_dir": run_dir, "cache": tmp / "cache"}
 
 
@@ -134,14 +135,14 @@ def test_last_ckpt_is_the_newest_epoch(finished) -> None:
     assert record(finished["run_dir"])["run"]["best_epoch"] == 1  # the best-val checkpoint is kept too
 
 
-def test_stretching_a_one_cycle_run_is_refused_before_training(finished) -> None:
+def test_stretching_a_one_cycle_run_is_refused_before_training(finished, kdexp_run) -> None:
     before = files(finished["run_dir"])
-    proc = run_cli(*TINY, "trainer.max_epochs=5", "optimizer.lr=1e-12", "ckpt_path=last",
-                   cache_dir=finished["cache"], run_dir=finished["run_dir"])
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    message = " ".join(proc.stderr.split())
+    outcome = kdexp_run(*TINY, "trainer.max_epochs=5", "optimizer.lr=1e-12", "ckpt_path=last",
+                        cache_dir=finished["cache"], run_dir=finished["run_dir"])
+    assert outcome.exit_code == 2, outcome.message
+    message = outcome.message
     assert "trainer.max_epochs=5 but the checkpoint" in message and "scheduler.name=onecycle" in message
-    assert "cannot be stretched" in message and "Traceback" not in proc.stderr
+    assert "cannot be stretched" in message and "Traceback" not in message + outcome.output
     assert files(finished["run_dir"]) == before  # the finished record, weights and checkpoints as they were
     assert record(finished["run_dir"])["run"]["status"] == "complete"
 
@@ -156,23 +157,23 @@ def test_stretching_a_one_cycle_run_is_refused_before_training(finished) -> None
     ],
     ids=["student", "batch_size", "method", "optimizer"],
 )
-def test_resume_refuses_a_checkpoint_of_another_run(finished, change, listed) -> None:
+def test_resume_refuses_a_checkpoint_of_another_run(finished, kdexp_run, change, listed) -> None:
     before = files(finished["run_dir"])
-    proc = run_cli(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e-12", *change, "ckpt_path=last",
-                   cache_dir=finished["cache"], run_dir=finished["run_dir"])
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    message = " ".join(proc.stderr.split())
+    outcome = kdexp_run(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e-12", *change, "ckpt_path=last",
+                        cache_dir=finished["cache"], run_dir=finished["run_dir"])
+    assert outcome.exit_code == 2, outcome.message
+    message = outcome.message
     assert "belongs to a different run" in message and listed in message and "init_weights=" in message
-    assert "Traceback" not in proc.stderr and "train/loss" not in proc.stdout  # nothing trained (no epoch line)
+    assert "Traceback" not in message + outcome.output and "train/loss" not in outcome.output  # nothing trained
     assert files(finished["run_dir"]) == before
 
 
-def test_init_weights_starts_a_new_run_from_old_weights(finished) -> None:
+def test_init_weights_starts_a_new_run_from_old_weights(finished, kdexp_run) -> None:
     new_dir = finished["tmp"] / "new"
     ckpt = finished["run_dir"] / "checkpoints" / "last.ckpt"
-    proc = run_cli(*TINY, "data.batch_size=8", "trainer.max_epochs=1", "optimizer.lr=1e-12", f"init_weights={ckpt}",
-                   cache_dir=finished["cache"], run_dir=new_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*TINY, "data.batch_size=8", "trainer.max_epochs=1", "optimizer.lr=1e-12", f"init_weights={ckpt}",
+                        cache_dir=finished["cache"], run_dir=new_dir)
+    assert outcome.exit_code == 0, outcome.message
     old = torch.load(finished["run_dir"] / "student.pt", weights_only=True)
     new = torch.load(new_dir / "student.pt", weights_only=True)
     weights = [k for k in old if "running_" not in k and "num_batches" not in k]  # BatchNorm statistics move

@@ -11,7 +11,7 @@ from kdexp.models import build_model
 from kdexp.models.soft_tree import SoftDecisionTree, check_tree_size
 from kdexp.models.soft_tree_picture import max_path, tree_figure
 from kdexp.profile import count_macs
-from conftest import run_cli, train_steps
+from conftest import train_steps
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
 NO_SCHED = {"name": "none"}
@@ -127,14 +127,14 @@ def test_picture_draws_filters_leaves_and_paths() -> None:
     assert sum(t.startswith("path ") for t in titles) == 3
 
 
-def test_cli_tree_run_writes_the_picture_and_a_too_deep_tree_fails_before_the_teacher(tmp_path) -> None:
+def test_cli_tree_run_writes_the_picture_and_a_too_deep_tree_fails_before_the_teacher(kdexp_run, tmp_path) -> None:
     common = ("data=fake", "data.image_shape=[1,28,28]", "student=soft_tree", "debug=fast", "logger=none")
-    bad = run_cli(*common, "+student.depth=40", "method=kd", cache_dir=tmp_path / "c", run_dir=tmp_path / "bad")
-    assert bad.returncode == 2, bad.stderr[-2000:]
-    assert "student.depth=40 does not fit in memory" in bad.stderr + bad.stdout
+    bad = kdexp_run(*common, "+student.depth=40", "method=kd", cache_dir=tmp_path / "c", run_dir=tmp_path / "bad")
+    assert bad.exit_code == 2, bad.message
+    assert "student.depth=40 does not fit in memory" in bad.message
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.pt"))  # no teacher trained
-    good = run_cli(*common, "+student.depth=3", "method=vanilla", cache_dir=tmp_path / "c", run_dir=tmp_path / "ok")
-    assert good.returncode == 0, good.stderr[-2000:]
+    good = kdexp_run(*common, "+student.depth=3", "method=vanilla", cache_dir=tmp_path / "c", run_dir=tmp_path / "ok")
+    assert good.exit_code == 0, good.message
     assert (tmp_path / "ok" / "student_soft_tree.png").stat().st_size > 10_000
 
 

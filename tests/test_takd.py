@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from kdexp.methods import check_method_cfg, method_class
 
 FAKE = (
@@ -33,11 +32,11 @@ def test_bad_assistants_are_clear_errors(assistants, message) -> None:
         check_method_cfg({"name": "takd", "assistants": assistants})
 
 
-def test_takd_chain_trains_each_link_from_the_one_before_and_reports_every_link(tmp_path: Path) -> None:
+def test_takd_chain_trains_each_link_from_the_one_before_and_reports_every_link(kdexp_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "chain"
     args = (*FAKE, "teacher=cnn_medium", "student=cnn_tiny", "method=takd", "method.assistants=[cnn_small]")
-    proc = run_cli(*args, cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*args, cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((run_dir / "results.json").read_text())
     assert results["run"]["method"] == "takd"
     assert results["run"]["chain"] == ["cnn_medium", "cnn_small", "cnn_tiny"]
@@ -58,14 +57,14 @@ def test_takd_chain_trains_each_link_from_the_one_before_and_reports_every_link(
     # Resume: the student's link lost its results; the assistant's link is reused, not retrained.
     stamp = os.path.getmtime(run_dir / "gen1" / "student.pt")
     (run_dir / "gen2" / "results.json").unlink()
-    proc = run_cli(*args, cache_dir=tmp_path / "cache", run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = kdexp_run(*args, cache_dir=tmp_path / "cache", run_dir=run_dir)
+    assert outcome.exit_code == 0, outcome.message
     assert os.path.getmtime(run_dir / "gen1" / "student.pt") == stamp
     assert json.loads((run_dir / "gen2" / "results.json").read_text())["run"]["teacher"] == "cnn_small"
 
 
-def test_unregistered_assistant_fails_before_any_training(tmp_path: Path) -> None:
-    proc = run_cli(*FAKE, "method=takd", "method.assistants=[cnn_medium,resnet_huge]",
-                   cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
-    assert proc.returncode == 2 and "method.assistants names unknown model(s) ['resnet_huge']" in proc.stderr
+def test_unregistered_assistant_fails_before_any_training(kdexp_run, tmp_path: Path) -> None:
+    outcome = kdexp_run(*FAKE, "method=takd", "method.assistants=[cnn_medium,resnet_huge]",
+                        cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+    assert outcome.exit_code == 2 and "method.assistants names unknown model(s) ['resnet_huge']" in outcome.message
     assert not list((tmp_path / "cache").glob("*.pt"))

@@ -9,7 +9,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import run_cli
 from kdexp.data.fashion_mnist import FashionMNISTDataModule
 from kdexp.data.tensor import ViewGrid, crop_flip
 from kdexp.losses import kd_loss
@@ -199,18 +198,18 @@ def test_kd_training_with_the_cache_matches_online_training(tiny_fashion_mnist, 
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
 
 
-def test_cli_reports_the_cache_and_refuses_on_where_inexact(tiny_fashion_mnist, tmp_path) -> None:
+def test_cli_reports_the_cache_and_refuses_on_where_inexact(kdexp_run, tiny_fashion_mnist, tmp_path) -> None:
     common = (
         f"data.root={tiny_fashion_mnist}", "data.val_size=16", "data.batch_size=16",
         "teacher=cnn_small", "student=cnn_tiny", "trainer.max_epochs=2", "teacher.train.max_epochs=1",
         "profile.enabled=false", "logger=none",
     )
-    bad = run_cli(*common, "method=at", "performance.teacher_cache=on",
-                  cache_dir=tmp_path / "cache", run_dir=tmp_path / "bad")
-    assert bad.returncode == 2 and "performance.teacher_cache=on" in bad.stderr
+    bad = kdexp_run(*common, "method=at", "performance.teacher_cache=on",
+                    cache_dir=tmp_path / "cache", run_dir=tmp_path / "bad")
+    assert bad.exit_code == 2 and "performance.teacher_cache=on" in bad.message
     assert not list((tmp_path / "cache").glob("*.pt"))  # refused before training a teacher
-    ok = run_cli(*common, cache_dir=tmp_path / "cache", run_dir=tmp_path / "ok")
-    assert ok.returncode == 0, ok.stderr[-3000:]
+    ok = kdexp_run(*common, cache_dir=tmp_path / "cache", run_dir=tmp_path / "ok")
+    assert ok.exit_code == 0, ok.message
     summary = json.loads((tmp_path / "ok" / "results.json").read_text())["run"]["teacher_cache"]
     assert summary["views_per_sample"] == 1 and summary["hit_rate"] == 0.5
 

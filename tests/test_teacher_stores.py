@@ -46,24 +46,25 @@ def test_an_earlier_best_epoch_tests_only_the_student_again(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
-def _run(tmp_path: Path, name: str, *extra: str):
-    from conftest import TINY_RUN, run_cli
+def _run(kdexp_run, tmp_path: Path, name: str, *extra: str):
+    from conftest import TINY_RUN
 
-    return run_cli(*TINY_RUN, "method=kd", "logger=none", *extra, cache_dir=tmp_path / "cache",
-                   run_dir=tmp_path / name)
+    # no profiling: these tests read accuracies and files, never timings
+    return kdexp_run(*TINY_RUN, "method=kd", "logger=none", "profile.enabled=false", *extra,
+                     cache_dir=tmp_path / "cache", run_dir=tmp_path / name)
 
 
-def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(tmp_path):
+def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(kdexp_run, tmp_path):
     """The first run fills the store in its own test pass; a second run with the store reports
     exactly the teacher accuracy and agreement that a run computing them online reports."""
     import json
 
-    first = _run(tmp_path, "first")
-    assert first.returncode == 0, first.stderr[-3000:]
+    first = _run(kdexp_run, tmp_path, "first")
+    assert first.exit_code == 0, first.message
     (entry,) = (tmp_path / "cache" / "teacher_test_logits").glob("*.pt")
-    second = _run(tmp_path, "second")
-    online = _run(tmp_path, "online", "performance.teacher_test_logits=false")
-    assert second.returncode == 0 and online.returncode == 0, (second.stderr + online.stderr)[-3000:]
+    second = _run(kdexp_run, tmp_path, "second")
+    online = _run(kdexp_run, tmp_path, "online", "performance.teacher_test_logits=false")
+    assert second.exit_code == 0 and online.exit_code == 0, (second.message, online.message)
     results = {n: json.loads((tmp_path / n / "results.json").read_text()) for n in ("first", "second", "online")}
     for name in ("first", "second"):
         assert results[name]["teacher"]["acc_top1"] == results["online"]["teacher"]["acc_top1"]
@@ -123,9 +124,9 @@ def test_pretrained_weights_without_internet_name_the_key(monkeypatch):
         create_torchvision_model("resnet18", num_classes=10, weights="DEFAULT")
 
 
-def test_logger_none_writes_no_event_files_for_the_teacher_either(tmp_path):
-    proc = _run(tmp_path, "quiet")  # _run passes logger=none; the teacher is trained in this run
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_logger_none_writes_no_event_files_for_the_teacher_either(kdexp_run, tmp_path):
+    outcome = _run(kdexp_run, tmp_path, "quiet")  # _run passes logger=none; the teacher is trained in this run
+    assert outcome.exit_code == 0, outcome.message
     assert not list((tmp_path / "quiet").rglob("*tfevents*"))
 
 

@@ -1,4 +1,4 @@
-"""The methods added for issue 16 (crd, pkt, vid, cc, nst, ft, ab, fsp, dkd, dist, reviewkd) and
+"""The later methods (crd, pkt, vid, cc, nst, ft, ab, fsp, dkd, dist, reviewkd) and
 logit standardisation: they run on the benchmark's CIFAR pairs, the staged ones and CRD's memory
 bank resume exactly, sample indices reach CRD from every data path, bad options fail early."""
 
@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import REPO, compose_config, make_method, run_cli
+from conftest import REPO, compose_config, make_method
 from kdexp.data.fake import FakeDataModule
 from kdexp.data.tensor import TensorDataModule
 from kdexp.losses import (
@@ -327,16 +327,16 @@ def test_docs_give_a_row_per_new_method() -> None:
         assert f"method={name}" in docs, name
 
 
-@pytest.mark.slow  # a subprocess that also trains a teacher: ~45 s on 2 CPU cores
-def test_cli_runs_crd_on_fake_data(tmp_path: Path) -> None:
-    proc = run_cli(
+@pytest.mark.slow  # a run that also trains a teacher: ~40 s on 2 CPU cores
+def test_cli_runs_crd_on_fake_data(kdexp_run, tmp_path: Path) -> None:
+    outcome = kdexp_run(
         "data=fake", "data.image_shape=[1,28,28]", "data.train_size=32", "data.test_size=16", "data.batch_size=16",
         "teacher=cnn_small", "student=cnn_tiny", "method=crd", "method.nce_negatives=64", "debug=fast",
         "profile.enabled=false",
         cache_dir=tmp_path / "cache",
         run_dir=tmp_path / "run",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert outcome.exit_code == 0, outcome.message
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["run"]["method"] == "crd"
 
