@@ -79,12 +79,15 @@ def test_every_method_config_matches_its_options(choice: str) -> None:
         assert not changed, (choice, {key: (node[key], defaults[key]) for key in changed})
 
 
-@pytest.mark.parametrize("path", sorted(METHOD_DIR.glob("**/*.yaml")), ids=lambda p: p.relative_to(METHOD_DIR).as_posix())
+@pytest.mark.parametrize(
+    "path", sorted(METHOD_DIR.glob("**/*.yaml")), ids=lambda p: p.relative_to(METHOD_DIR).as_posix()
+)
 def test_no_method_yaml_restates_what_it_builds_on(path: Path) -> None:
-    """Each yaml builds on at most one yaml, at its own package (``@_here_``), and states no value
-    that one already gives (``name`` aside: every method yaml says which method it runs). A base
-    yaml names its parent from the config root: a relative name would resolve against method/ when
-    Hydra loads it as a choice, against method/base/ when another yaml pulls it in."""
+    """Each yaml (vanilla and base/distill aside) builds on one yaml, at its own package
+    (``@_here_``), and states no value that one already gives (``name`` aside: every method yaml
+    says which method it runs). A base yaml names its parent from the config root: a relative name
+    would resolve against method/ when Hydra loads it as a choice, against method/base/ when
+    another yaml pulls it in."""
     defaults, own = own_lines(path)
     if not defaults:
         assert path.stem in ("vanilla", "distill"), f"{path.name} builds on nothing: start it with defaults"
