@@ -3,7 +3,6 @@ the teacher recipe that follows the data."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -86,22 +85,6 @@ def test_model_errors_name_the_choices() -> None:
 
 
 # --- methods declare themselves ----------------------------------------------------------------
-def test_every_method_config_matches_its_options() -> None:
-    """configs/method/<name>.yaml states exactly the options the method declares, with its
-    defaults (variants such as hints_two_stage may change values, never keys)."""
-    for path in sorted((REPO / "configs" / "method").glob("*.yaml")):
-        cfg = yaml.safe_load(path.read_text())
-        cls = METHODS.get(cfg.pop("name"))
-        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-        if cls.method_name == "vanilla":
-            assert not cfg
-            continue
-        assert set(cfg) == set(fields), path.name
-        if path.stem == cls.method_name:
-            defaults = dataclasses.asdict(cls.Options())
-            assert all(cfg[k] == defaults[k] for k in cfg), (path.name, cfg, defaults)
-
-
 @pytest.mark.parametrize(
     "cfg, message",
     [
