@@ -11,7 +11,6 @@ model from these two files; ``module_from_checkpoint`` rebuilds a whole Lightnin
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ import torch
 from torch import nn
 
 from kdexp.models import BuiltModel, build_model
+from kdexp.tools.files import write_json
+from kdexp.tools.weights import load_state
 
 CARD_FORMAT = "kdexp.model/1"
 CHECKPOINT_SUFFIXES = (".ckpt",)
@@ -56,13 +57,6 @@ def model_infos(module: Any) -> dict[str, BuiltModel]:
         elif members is not None and re.fullmatch(r"student\d+", role):
             infos[role] = members[int(role[7:])]
     return infos
-
-
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file + rename): a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def model_card(
@@ -156,23 +150,6 @@ def build_from_card(card: dict[str, Any]) -> BuiltModel:
     """The architecture a card describes, without pretrained weights (the saved weights follow)."""
     cfg = {**card["config"], "weights": None, "pretrained": False}
     return build_model(cfg, int(card["num_classes"]), int(card["input_shape"][0]), tuple(card["input_shape"]))
-
-
-def load_state(path: Path, module: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """A state_dict from a ``.pt`` (kdexp's own, a teacher cache entry or a checkpoint), on the CPU.
-
-    A file that already holds ``module``'s own keys is taken as it is: a quantised student's keys
-    all start with ``model.``, a prefix that other checkpoints' wrappers add and that is stripped
-    from them."""
-    from kdexp.teachers import extract_state_dict, unreadable_reason
-
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, foreign, unsafe pickle
-        raise ValueError(f"{path} cannot be read as weights: {unreadable_reason(path, err)}") from None
-    if module is not None and isinstance(blob, dict) and set(blob) == set(module.state_dict()):
-        return blob
-    return extract_state_dict(blob)
 
 
 def load_fitting(built: BuiltModel, state: dict[str, torch.Tensor], card: dict[str, Any], card_path: Path, weights_path: Path) -> None:
@@ -277,7 +254,7 @@ def load_student(run: str | Path, role: str = "student") -> nn.Module:
 # --- Lightning checkpoints -------------------------------------------------------------------
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """A kdexp Lightning checkpoint's contents, with a clear error for anything else."""
-    from kdexp.teachers import unreadable_reason
+    from kdexp.tools.weights import unreadable_reason
 
     path = Path(path)
     if not path.is_file():
@@ -350,7 +327,7 @@ def module_from_checkpoint(
 def _teacher_architecture(cfg: dict[str, Any], num_classes: int, input_shape: tuple[int, ...]) -> BuiltModel:
     """The recorded teacher's architecture, fresh: its own class count where one is recorded (the
     previous step of a class-incremental run), one model per anchor for a route (RCO)."""
-    from kdexp.teachers import architecture_cfg
+    from kdexp.models import architecture_cfg
 
     arch = {k: v for k, v in architecture_cfg(cfg).items() if k not in ("route", "num_classes")}
     classes = int(cfg.get("num_classes") or num_classes)
@@ -366,7 +343,7 @@ def _teacher_architecture(cfg: dict[str, Any], num_classes: int, input_shape: tu
 
 
 def _rebuild_teacher(path: str | Path, cfg: dict[str, Any], num_classes: int, input_shape: tuple[int, ...]) -> BuiltModel:
-    from kdexp.teachers import load_weights
+    from kdexp.tools.weights import load_weights
 
     sources = list(cfg["route"]) if cfg.get("route") else [cfg.get("checkpoint")]
     missing = [s for s in sources if not s or not Path(s).is_file()]

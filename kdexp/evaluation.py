@@ -75,11 +75,11 @@ def merged_overrides(run_dir: Path | None, overrides: Sequence[str]) -> list[str
 
 def load_config(run: str | Path, overrides: Sequence[str] = ()) -> Any:
     """The composed run config (data, profile, paths) for evaluating ``run`` with ``overrides``."""
-    from kdexp.api import hydra_context
+    from kdexp.tools.config import compose_context
 
     run_dir = run_folder(run)
     source = config_folder(run_dir)
-    with hydra_context(merged_overrides(source, overrides), output_dir=source or Path(run).parent) as job:
+    with compose_context(merged_overrides(source, overrides), output_dir=source or Path(run).parent) as job:
         cfg = OmegaConf.create({
             key: OmegaConf.to_container(job[key], resolve=True) if job.get(key) is not None else None
             for key in ("data", "profile", "incremental")
@@ -92,7 +92,7 @@ def test_datamodule(cfg: Any) -> Any:
     """The data module of ``cfg.data``, set up for testing (normalised tensors, no augmentation);
     for a class-incremental step (``cfg.step``), the step's own test data (:func:`step_test_data`)."""
     from kdexp.data import build_datamodule
-    from kdexp.run.build import plain
+    from kdexp.tools.config import plain
 
     datamodule = build_datamodule(plain(cfg.data))
     datamodule.prepare_data()
@@ -250,7 +250,7 @@ def evaluate_run(
 
 def write_record(run_dir: Path, results: dict[str, Any]) -> Path:
     """``<run>/evaluations/<role>-<data>-<time>.json``; an existing name gets a counter, never replaced."""
-    from kdexp.artifacts import write_json
+    from kdexp.tools.files import write_json
 
     folder = run_dir / "evaluations"
     folder.mkdir(exist_ok=True)
@@ -284,7 +284,7 @@ def cli(entry: Any, argv: Sequence[str] | None, name: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from kdexp.run.entry import quiet_library_noise
+    from kdexp.console import quiet_library_noise
 
     from hydra.errors import HydraException
 

@@ -196,7 +196,8 @@ def export_run(
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export ``role`` of a finished run to ``format``, check it, record it; returns the record."""
-    from kdexp.artifacts import load_artifact, write_json
+    from kdexp.artifacts import load_artifact
+    from kdexp.tools.files import replace, write_json
 
     if format not in FORMATS:
         raise ValueError(f"format={format!r} is not supported; choose one of: {', '.join(FORMATS)}")
@@ -241,7 +242,7 @@ def export_run(
                 f"the {format} export of {run_dir} differs from PyTorch by up to {check['max_abs_diff']:.3g} "
                 f"on {check['images']} test images (allowed: atol={atol}, rtol={rtol}); nothing was written"
             )
-        os.replace(tmp, target)
+        replace(tmp, target)
     finally:
         for leftover in folder.glob(f".{target.name}.{os.getpid()}.tmp*"):
             leftover.unlink()  # the exporter may write external data beside the file

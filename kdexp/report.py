@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import statistics
 import sys
@@ -31,6 +32,7 @@ from rich.table import Table
 from kdexp.console import ascii_safe_streams
 from kdexp.metric_names import metric_name
 from kdexp.results import RESULTS_FILE, comparison, format_value
+from kdexp.tools.files import write_atomic
 
 
 def noisy(latency_ms: float, iqr_ms: float) -> bool:
@@ -454,7 +456,7 @@ def write_settings(runs: list[dict[str, Any]], notes: list[str], path: Path) -> 
 
     record = {"notes": notes, "shared_settings": shared_settings(runs),
               "shared_overrides": shared_overrides(runs), "data": sorted({str(r["run"].get("data")) for r in runs})}
-    path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+    write_atomic(path, yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120))
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -598,10 +600,11 @@ def rows_markdown(rows: list[dict[str, Any]], notes: list[str] | None = None) ->
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """One line per row; what every row shares is in the sidecar ``report_settings.yaml``."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
+    write_atomic(path, text.getvalue())
 
 
 def figure_title(rows: list[dict[str, Any]], notes: list[str] | None, last: str = "") -> str:
@@ -917,7 +920,7 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     markdown = rows_markdown(rows, notes)
     if curves is not None:
         markdown += f"\n![validation accuracy per epoch, mean ± std over seeds]({curves.name})\n"
-    (out / "report.md").write_text(markdown)
+    write_atomic(out / "report.md", markdown)
     write_csv(rows, out / "report.csv")
     write_settings(runs, notes, out / SETTINGS_FILE)
     plots = write_plots(rows, out, notes) + ([curves] if curves is not None else [])

@@ -16,7 +16,6 @@ copied or swapped by hand is named in a warning and computed again (``save_store
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+
+from kdexp.tools.weights import read_torch
 
 log = logging.getLogger("kdexp")
 
@@ -68,12 +69,10 @@ def _feed(digest: Any, dataset: Any) -> None:
 def save_stored(path: Path, payload: dict[str, Any]) -> None:
     """Write a stored teacher output atomically, recording the key it is stored under (the file's
     name without ``.pt``)."""
-    from kdexp.run_record import write_atomic
+    from kdexp.tools.files import save_torch
 
-    buffer = io.BytesIO()
-    torch.save({**payload, "key": path.stem}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buffer.getvalue())
+    save_torch(path, {**payload, "key": path.stem})
 
 
 def load_stored(path: Path, what: str) -> dict[str, Any] | None:
@@ -83,7 +82,7 @@ def load_stored(path: Path, what: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        stored = read_torch(path)
     except Exception:  # noqa: BLE001 - an unreadable entry is computed again and replaced
         log.warning("Stored %s %s cannot be read: computing them again", what, path)
         return None

@@ -31,13 +31,13 @@ from kdexp.teachers import (
     _set_aside,
     debug_settings,
     _train_and_cache,
-    file_lock,
     load_entry,
-    load_weights,
     teacher_cache_key,
     wait_for_entry,
     write_verified,
 )
+from kdexp.tools.files import locked
+from kdexp.tools.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _cached_route(
         for epoch, path in files.items():
             wait_for_entry(models[epoch], path, num_classes)
     else:
-        with file_lock(cached.with_suffix(".lock")):  # the same lock as the teacher's own entry
+        with locked(cached.with_suffix(".lock")):  # the same lock as the teacher's own entry
             problems = {e: load_entry(models[e], files[e], num_classes) for e in epochs}
             bad = {e: p for e, p in problems.items() if p is not None}
             if bad and load_entry(copy.deepcopy(architecture), cached, num_classes) is None:

@@ -6,7 +6,7 @@ sweep jobs reuse one teacher.
 
 The cache is safe to share:
 - Writes are atomic: the entry is written to a temporary file, flushed to disk and renamed over
-  its final name (``os.replace``), so a crash mid-write never leaves an entry that later runs trust;
+  its final name (kdexp.tools.files), so a crash mid-write never leaves an entry that later runs trust;
   and verified: a new entry takes its name only after it loaded into a fresh architecture.
 - Reads verify: an entry counts only if it loads, its weights match the digest stored beside them
   and they fit the architecture; anything else is set aside as ``*.corrupt-<time>`` and retrained.
@@ -20,11 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -33,7 +31,9 @@ from kdexp.callbacks import EpochLogLines
 from kdexp.data import ImageDataModule
 from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
 from kdexp.metric_names import metric_prefix
-from kdexp.models import BuiltModel, build_model
+from kdexp.models import BuiltModel, architecture_cfg, build_model
+from kdexp.tools.files import locked, replace, save_torch, write_atomic
+from kdexp.tools.weights import load_weights, read_torch
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ _STUDENT_ONLY_DEFAULTS = {
     "gradient_clip_val": (None, 0, 0.0), "accumulate_grad_batches": (None, 1),
     "val_check_interval": (None, 1.0), "check_val_every_n_epoch": (None, 1),
 }
-# Prefixes that wrappers put on parameter names: Lightning modules, DDP, RepDistiller.
-_PREFIXES = ("student.", "module.", "model.")
 # How often ranks other than 0 look for the teacher that rank 0 trains, and how often they say so.
 WAIT_POLL_S = 2.0
 WAIT_LOG_S = 60.0
@@ -132,100 +130,6 @@ def provenance(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The model weights inside a raw state_dict, a kdexp/Lightning or a RepDistiller checkpoint."""
-    if isinstance(checkpoint, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    if not isinstance(checkpoint, dict) or not all(
-        isinstance(v, torch.Tensor) for v in checkpoint.values()
-    ):
-        raise ValueError("holds no state_dict (expected tensors under 'state_dict', 'model' or top level)")
-    # A Lightning checkpoint of a distillation run also holds method modules (e.g. regressors).
-    if any(k.startswith("student.") for k in checkpoint):
-        checkpoint = {k: v for k, v in checkpoint.items() if k.startswith("student.")}
-    for prefix in _PREFIXES:
-        if checkpoint and all(k.startswith(prefix) for k in checkpoint):
-            checkpoint = {k[len(prefix) :]: v for k, v in checkpoint.items()}
-    return checkpoint
-
-
-def unreadable_reason(path: Path, err: Exception) -> str:
-    """Why ``torch.load`` failed, in words: not a torch file, truncated, or unsafe objects."""
-    import pickle
-    import re
-    import zipfile
-
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    if not head.startswith(b"PK") and head[:1] != b"\x80":  # neither a zip archive nor a pickle
-        return "it is not a file written by torch.save"
-    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
-        return "the file is truncated or corrupt (an incomplete zip archive)"
-    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        return (
-            "it holds Python objects other than tensors and plain containers, which current torch "
-            "refuses to unpickle" + (f" (e.g. {found.group(1)})" if found else "")
-        )
-    return f"the file is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-
-
-def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
-    """Load ``path`` into ``model``, failing with a clear message before any training starts."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"teacher.checkpoint={str(path)!r} is a folder; give the checkpoint file (.pt or .ckpt) inside it")
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher.checkpoint={str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is reported in one sentence
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} cannot be read as a checkpoint: {unreadable_reason(path, err)}; expected "
-            "a torch.save file of a state_dict, a Lightning checkpoint (weights under 'state_dict') "
-            "or a RepDistiller checkpoint (under 'model')"
-        ) from None
-    try:
-        state = extract_state_dict(checkpoint)
-    except ValueError as err:
-        raise ValueError(f"teacher.checkpoint={str(path)!r} {err}") from None
-    head = state.get(f"{model.classifier}.weight")
-    if head is not None and head.shape[0] != num_classes:
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} predicts {head.shape[0]} classes but the data has "
-            f"{num_classes}; use a teacher trained on this dataset"
-        )
-    expected = model.module.state_dict()
-    problems = {
-        "missing keys": [k for k in expected if k not in state],
-        "unexpected keys": [k for k in state if k not in expected],
-        "shape mismatches": [
-            k for k in expected if k in state and state[k].shape != expected[k].shape
-        ],
-    }
-    if any(problems.values()):
-        listed = "; ".join(
-            f"{kind} {keys[:4]}{' ...' if len(keys) > 4 else ''}" for kind, keys in problems.items() if keys
-        )
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} does not fit teacher.name={model.name!r}: {listed}"
-        )
-    model.module.load_state_dict(state)
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (filelock: flock on POSIX, msvcrt on Windows), held for the ``with`` block."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path):
-        yield
-
-
 class TeacherLogger(pl.loggers.TensorBoardLogger):
     """The teacher's own curves (run ``<run>/teacher``), named as the teacher's: the vanilla
     module that trains it logs ``test/student_acc``, which here is ``test/teacher_acc``."""
@@ -267,7 +171,7 @@ def train_teacher(
         enable_checkpointing=False,
         default_root_dir=str(log_dir) if log_dir else None,
     )
-    from kdexp.run.build import build_trainer  # the one trainer factory: the student's NaN guard too
+    from kdexp.tools.trainer import build_trainer
 
     trainer = build_trainer(
         kwargs,
@@ -282,11 +186,6 @@ def train_teacher(
     return {"epochs": epochs, **{k.replace(student, "test_"): float(v) for k, v in metrics.items()}}
 
 
-def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model config without pretrained weights: the architecture that a checkpoint fills."""
-    return {**teacher_cfg, "weights": None, "pretrained": False}
-
-
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of ``state_dict``, in name order."""
     digest = hashlib.sha256()
@@ -298,15 +197,9 @@ def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a cache entry atomically: temporary file, fsync, ``os.replace``, fsync the folder."""
-    import io
-
-    from kdexp.run_record import write_atomic
-
+    """Write a cache entry atomically (kdexp.tools.files.save_torch)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, buffer)
-    write_atomic(path, buffer.getvalue())
+    save_torch(path, {"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)})
 
 
 def write_verified(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any], architecture: BuiltModel,
@@ -321,13 +214,13 @@ def write_verified(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[s
     if problem is not None:
         staged.unlink(missing_ok=True)
         raise RuntimeError(f"the teacher trained for {path} does not load back, so it was not cached: {problem}")
-    os.replace(staged, path)  # a rename lost in a crash only means training again
+    replace(staged, path)  # a rename lost in a crash only means training again
 
 
 def entry_problem(path: Path) -> str | None:
     """Why the cache entry at ``path`` cannot be trusted, or None when it is complete and intact."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_torch(path)
     except Exception as err:  # truncated, not a torch file, unreadable
         return f"unreadable ({type(err).__name__}: {str(err)[:200]})"
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
@@ -354,7 +247,7 @@ def load_entry(teacher: BuiltModel, path: Path, num_classes: int) -> str | None:
 def _set_aside(path: Path, problem: str) -> None:
     corrupt = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     log.warning("Cached teacher %s cannot be used (%s): moved to %s, training it again", path, problem, corrupt)
-    os.replace(path, corrupt)
+    replace(path, corrupt)
 
 
 def _failure_note(path: Path) -> Path:
@@ -414,7 +307,7 @@ def provide_teacher(
             wait_for_entry(teacher, path, num_classes)
             info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
         else:
-            with file_lock(path.with_suffix(".lock")):  # other jobs sharing the cache wait here
+            with locked(path.with_suffix(".lock")):  # other jobs sharing the cache wait here
                 problem = load_entry(teacher, path, num_classes)
                 if problem is None:
                     info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
@@ -431,7 +324,7 @@ def provide_teacher(
 def entry_meta(path: Path) -> dict[str, Any]:
     """What a cache entry records about its training (epochs, test metrics); {} if nothing."""
     try:
-        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+        meta = read_torch(path).get("meta", {})
     except Exception:  # noqa: BLE001 - provenance is informative; the weights were verified already
         return {}
     return {k: v for k, v in meta.items() if isinstance(v, (int, float, str))}
@@ -478,6 +371,6 @@ def _train_and_cache(
     except BaseException as err:
         launch = launch_id()
         if launch is not None:  # tell this launch's other ranks to stop waiting
-            note.write_text(f"{launch}\n{type(err).__name__}: {err}")
+            write_atomic(note, f"{launch}\n{type(err).__name__}: {err}")
         raise
     return loaded, {"source": "trained", "path": str(path), "key": key, **metrics}

@@ -20,6 +20,7 @@ from torch import nn
 
 from conftest import REPO, make_method, run_cli
 from kdexp import distributed, teachers
+from kdexp import models
 from kdexp.data.fake import FakeDataModule
 from kdexp.models import build_model
 from kdexp.teachers import teacher_cache_key
@@ -197,7 +198,7 @@ def entry_path(cache: Path) -> Path:
 
 
 def provide(cache: Path, log: Path):
-    architecture = build_model(teachers.architecture_cfg(TEACHER), 10, 1)
+    architecture = build_model(models.architecture_cfg(TEACHER), 10, 1)
     dm = FakeDataModule(image_shape=SHAPE)
     return teachers.provide_teacher(architecture, TEACHER, DATA, dm, {}, cache, log)
 

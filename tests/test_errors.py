@@ -287,7 +287,7 @@ def test_python_api_reads_a_string_as_a_command_line_and_names_misspelt_keys(tmp
     """Round 3, item 17: kdexp.run("method=kd") went through the string a character at a time, and
     a misspelt key raised Hydra's ConfigCompositionException instead of SetupError."""
     import kdexp
-    from kdexp.api import as_overrides, hydra_context
+    from kdexp.tools.config import as_overrides, compose_context as hydra_context
     from kdexp.errors import SetupError
 
     assert as_overrides("method=kd") == ["method=kd"]

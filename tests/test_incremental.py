@@ -411,7 +411,7 @@ def test_presets_compose_with_their_published_settings() -> None:
     from hydra import compose, initialize_config_dir
 
     from kdexp.methods import check_method_cfg
-    from kdexp.train import CONFIG_DIR
+    from kdexp.tools.config import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for preset, tasks in (("cifar100_10", 10), ("cifar100_20", 20)):

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 
 import kdexp
-from kdexp.api import hydra_context
+from kdexp.tools.config import compose_context as hydra_context
 from conftest import REPO
 
 DEBUG = ["fdr", "overfit", "limit", "profiler"]

@@ -17,7 +17,7 @@ from kdexp.data.fake import FakeDataModule
 from kdexp.distributed import resume_checkpoint
 from kdexp.methods import METHODS
 from kdexp.models import build_model
-from kdexp.run.build import build_trainer
+from kdexp.tools.trainer import build_trainer
 from kdexp.run.folder import last_checkpoint_path
 
 RUN_LAYER = sorted((REPO / "kdexp" / "run").glob("*.py")) + [REPO / "kdexp" / n for n in ("train.py", "results.py", "report.py")]

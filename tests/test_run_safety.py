@@ -182,7 +182,7 @@ def test_init_weights_starts_a_new_run_from_old_weights(finished) -> None:
 
 # --- the atomic writer ---------------------------------------------------------------------------
 def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_the_target(tmp_path: Path, monkeypatch) -> None:
-    from kdexp import run_record
+    from kdexp.tools import files as tools_files
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"the previous checkpoint")
@@ -190,9 +190,9 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_the_target(tmp
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(run_record.os, "fsync", full)
+    monkeypatch.setattr(tools_files.os, "fsync", full)
     with pytest.raises(OSError) as caught:
-        run_record.write_atomic(target, b"x" * 1000)
+        tools_files.write_atomic(target, b"x" * 1000)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert target.read_bytes() == b"the previous checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left

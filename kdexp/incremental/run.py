@@ -39,10 +39,12 @@ from kdexp.methods import METHODS, DistillationModule, method_class
 from kdexp.models import BuiltModel
 from kdexp.results import log_final, write_results
 from kdexp.run.assemble import hparams_row
-from kdexp.run.build import Prepared, build_role, make_module, plain, prepare
+from kdexp.run.build import Prepared, build_role, make_module, prepare
+from kdexp.tools.config import plain
 from kdexp.run.chain import run_steps, step_cfg
 from kdexp.run.single import fit_and_report
 from kdexp.run_record import earlier_failures, is_finished, read_results
+from kdexp.tools.weights import read_torch
 
 log = logging.getLogger("kdexp")
 
@@ -88,7 +90,7 @@ class IncrementalSteps:
         done = self.finished(step_dir)
         if done is not None:
             log.info("Step %d already finished in %s: reusing it", k, step_dir)
-            prep.student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
+            prep.student.module.load_state_dict(read_torch(step_dir / "student.pt"))
             results = done
         else:
             part = {"step": k, "chain_step": "step"}  # kdexp-report reports the run, not its steps

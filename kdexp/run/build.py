@@ -1,14 +1,12 @@
 """Building a run from its config: checks, data, models, the method module and the trainer.
 
-One trainer factory (:func:`build_trainer`) makes every Trainer kdexp runs, the student's and a
-teacher's alike, so both train under the same NaN guard and checkpoint writer.
+Every Trainer comes from the one factory, kdexp.tools.trainer.build_trainer (the student's and a
+teacher's alike), so both train under the same NaN guard and checkpoint writer.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +14,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
-from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError, ShareCores
+from kdexp.callbacks import NonFiniteLossError
 from kdexp.checks import check_cache_writable, check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg
@@ -31,24 +28,20 @@ from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.phases import phase
 from kdexp.performance import apply_performance, check_performance, data_options
-from kdexp.resume import FingerprintCheckpoint, load_student_weights
+from kdexp.resume import FingerprintCheckpoint
+from kdexp.tools.weights import load_student_weights
 from kdexp.run.folder import resolve_ckpt_path
-from kdexp.run_record import write_atomic
 from kdexp.runtimes import check_runtimes
 from kdexp.teacher_route import provide_route, trainable_teacher
-from kdexp.teachers import architecture_cfg, provide_teacher
+from kdexp.models import architecture_cfg
+from kdexp.teachers import provide_teacher
+from kdexp.tools.config import plain
+from kdexp.tools.trainer import build_trainer
 
 log = logging.getLogger("kdexp")
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
 CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
-
-
-def plain(cfg: DictConfig | dict | None) -> dict[str, Any]:
-    """A resolved, plain-dict copy of a config node (what modules and checkpoints may hold)."""
-    if cfg is None:
-        return {}
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 @dataclass
@@ -330,32 +323,6 @@ def init_student(cfg: DictConfig, module: DistillationModule) -> None:
             f"{list(missing)[:5]}, unexpected keys {list(unexpected)[:5]}"
         )
     log.info("Student initialised from %s (a new run: fresh optimizer, schedule and epochs)", path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, through kdexp's atomic writer: a full disk leaves the previous
-    checkpoint (or none), never a truncated file, and the error names the checkpoint, not a temp file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buffer.getvalue())
-
-
-def build_trainer(trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
-    """Every Trainer kdexp makes: the given settings and callbacks, plus the NaN guard (stop at the
-    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer. No model
-    summary unless asked for; with stdout not a terminal, no progress bar (one line per epoch
-    instead, kdexp.callbacks.EpochLogLines)."""
-    if not any(isinstance(c, FiniteLossGuard) for c in callbacks):
-        callbacks = [*callbacks, FiniteLossGuard()]
-    callbacks = [*callbacks, ShareCores()]  # runtime.threads=auto: a fair share as runs come and go
-    trainer_kwargs = {"enable_model_summary": False, **trainer_kwargs}  # callbacks=model_summary prints one
-    if not sys.stdout.isatty():  # piped: EpochLogLines' plain lines, not a progress bar's last frames
-        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-        trainer_kwargs["enable_progress_bar"] = False
-    return pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
 
 
 def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> pl.Trainer:

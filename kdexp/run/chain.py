@@ -26,9 +26,11 @@ from kdexp.methods.base import accuracy_metrics, ensemble_probabilities
 from kdexp.models import BuiltModel, build_model
 from kdexp.results import comparison, print_results
 from kdexp.run.assemble import mark_complete, run_header
-from kdexp.run.build import Prepared, make_module, method_of, plain, prepare
+from kdexp.run.build import Prepared, make_module, method_of, prepare
+from kdexp.tools.config import plain
 from kdexp.run.single import fit_and_report
 from kdexp.run_record import is_finished, read_results
+from kdexp.tools.weights import read_torch
 
 log = logging.getLogger("kdexp")
 
@@ -86,7 +88,7 @@ def run_step(
     done = finished_step(step_dir)
     if done is not None:
         log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)
-        student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
+        student.module.load_state_dict(read_torch(step_dir / "student.pt"))
         return student, done
     teacher_info = {"source": f"{cls.chain_step} {step - 1}", "model": teacher.name} if step > 1 else prep.teacher_info
     step_prep = Prepared(datamodule, student, teacher, teacher_info)

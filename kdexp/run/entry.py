@@ -6,9 +6,7 @@ Lightning): those load only when a run starts, so ``kdexp --help`` and ``--cfg j
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import warnings
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -16,37 +14,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdexp.checks import check_loggers
-from kdexp.console import ascii_safe_streams, show_config
+from kdexp.console import ascii_safe_streams, quiet_library_noise, show_config
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
-from kdexp.sweep import check_sweep, in_sweep_worker, job_dirname, job_name, sweep_job, sweep_resume_command
+from kdexp.sweep import check_sweep, in_sweep_worker, sweep_job, sweep_resume_command
 
 log = logging.getLogger("kdexp")
 DEFAULT_METRIC = "student.val_acc_top1"
-
-
-def _slurm_job_dir(fallback: str) -> str:
-    from kdexp.distributed import slurm_job_dir  # imports torch: only when a run folder is named
-
-    return slurm_job_dir(fallback)
-
-
-def register_resolvers() -> None:
-    """The resolvers configs/hydra names run and sweep folders with."""
-    OmegaConf.register_new_resolver("kdexp_dirname", job_dirname, replace=True)
-    OmegaConf.register_new_resolver("kdexp_jobname", job_name, replace=True)
-    if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):
-        OmegaConf.register_new_resolver("kdexp.slurm_job_dir", _slurm_job_dir, use_cache=True)
-    if not OmegaConf.has_resolver("kdexp.pid"):  # unique default run folders (same-second runs)
-        OmegaConf.register_new_resolver("kdexp.pid", lambda: str(os.getpid()), use_cache=True)
-
-
-def quiet_library_noise() -> None:
-    """Drop messages that are advertising or internal deprecations, not about the user's run."""
-    warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡")
-    )
 
 
 def check_job(cfg: DictConfig) -> None:

@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -25,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdexp.errors import KdexpError, RunInterrupted
 from kdexp.resume import check_resume, checkpoint_epoch
-from kdexp.run_record import RESULTS_FILE, failure_record, is_finished, record_failure, write_atomic
-from kdexp.teachers import unreadable_reason
+from kdexp.run_record import RESULTS_FILE, failure_record, is_finished, record_failure
+from kdexp.tools.files import replace, save_torch
+from kdexp.tools.weights import read_torch, unreadable_reason
 
 log = logging.getLogger("kdexp")
 LAST = "last.ckpt"
@@ -81,7 +80,7 @@ def resolve_ckpt_path(cfg: DictConfig, needs_teacher: bool, missing_ok: bool = F
         raise FileNotFoundError(f"ckpt_path={str(value)!r} does not exist")
     try:
         # mmap: reads the structure, not the tensors; weights_only: plain containers and tensors only.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = read_torch(path, mmap=True)
     except Exception as err:  # truncated, foreign or not a torch file
         raise ValueError(
             f"ckpt_path={value} ({path}) cannot be read as a Lightning checkpoint: "
@@ -113,7 +112,7 @@ def archive_finished(output_dir: Path) -> None:
     cards = [p.with_suffix(".json") for p in weights] + [output_dir / "teacher.json"]
     for path in sorted({previous, *weights, *(c for c in cards if c.is_file())}):
             target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
-            os.replace(path, target)
+            replace(path, target)
             log.info("Kept the earlier finished run's %s as %s", path.name, target.name)
 
 
@@ -131,9 +130,7 @@ def save_models(output_dir: Path, module: Any, datamodule: Any, data_name: str, 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     """torch.save through a buffer and the atomic writer: a write error is an OSError naming
     ``path``, and a crash never leaves a half-written file."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_atomic(path, buffer.getvalue())
+    save_torch(path, state)
 
 
 def run_info(cfg: DictConfig) -> dict[str, Any]:
