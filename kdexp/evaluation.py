@@ -279,27 +279,6 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     return own, overrides
 
 
-def cli(entry: Any, argv: Sequence[str] | None, name: str) -> None:
-    """Run ``entry(argv)``; bad input → one paragraph on stderr and exit status 2."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    from kdexp.console import quiet_library_noise
-
-    from hydra.errors import HydraException
-
-    quiet_library_noise()
-    args = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(args):
-        print(sys.modules[entry.__module__].__doc__)
-        return
-    try:
-        entry(args)
-    except (ValueError, FileNotFoundError, KeyError, ImportError, HydraException) as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]{name}: error:[/] {escape(str(err))}")
-        sys.exit(2)
-
-
 def _main(argv: list[str]) -> None:
     from kdexp.results import print_results
 
@@ -311,10 +290,8 @@ def _main(argv: list[str]) -> None:
         print(f"Recorded in {results['run']['record']}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console script ``kdexp-eval``."""
-    cli(_main, argv, "kdexp-eval")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``kdexp-eval``: its exit status (kdexp.errors.run_command)."""
+    from kdexp.errors import run_command
 
-
-if __name__ == "__main__":
-    main()
+    return run_command("kdexp-eval", _main, argv, help_text=__doc__)

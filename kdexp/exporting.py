@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,14 +36,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdexp.errors import KdexpError
+
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 TOLERANCE = {"onnx": (1e-4, 1e-3), "torchscript": (1e-4, 1e-3), "safetensors": (0.0, 0.0)}  # (atol, rtol)
 MIN_OPSET = 18  # the torch.onnx (dynamo) exporter's native opsets start here
 EXPORTS_FILE = "exports.json"
 
 
-class ExportCheckFailed(RuntimeError):
+class ExportCheckFailed(KdexpError):
     """The exported model's outputs differ from PyTorch's beyond the stated tolerance."""
+
+    kind = "check failed"
+    exit_code = 1
 
 
 def max_opset() -> int:
@@ -316,16 +320,8 @@ def _main(argv: list[str]) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console script ``kdexp-export``."""
-    from kdexp.evaluation import cli
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``kdexp-export``: its exit status (kdexp.errors.run_command)."""
+    from kdexp.errors import run_command
 
-    try:
-        cli(_main, argv, "kdexp-export")
-    except ExportCheckFailed as err:
-        print(f"kdexp-export: check failed: {err}", file=sys.stderr)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
+    return run_command("kdexp-export", _main, argv, help_text=__doc__)

@@ -24,7 +24,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -939,19 +939,32 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdexp-report", description=__doc__.splitlines()[0])
+class _Arguments(argparse.ArgumentParser):
+    """kdexp-report's command line: a wrong one is a configuration error (exit 2), printed like
+    every kdexp command's errors (kdexp.errors)."""
+
+    def error(self, message: str) -> NoReturn:
+        from kdexp.errors import SetupError
+
+        raise SetupError(f"{message}\n{self.format_usage().strip()}")
+
+
+def _main(argv: list[str]) -> None:
+    from kdexp.errors import KdexpError, SetupError
+
+    parser = _Arguments(prog="kdexp-report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders or results.json files")
     parser.add_argument("--out", type=Path, help="where report.md/.csv and the plots go (default: the first folder)")
     args = parser.parse_args(argv)
     ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     if args.out is not None and args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file, not a folder; give a folder (it is created if missing)")
+        raise SetupError(f"--out {args.out} is a file, not a folder; give a folder (it is created if missing)")
     if not write_report(args.paths, args.out):
-        print(f"kdexp-report: no {RESULTS_FILE} under {', '.join(map(str, args.paths))}", file=sys.stderr)
-        return 1
-    return 0
+        raise KdexpError(f"no {RESULTS_FILE} under {', '.join(map(str, args.paths))}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``kdexp-report``: its exit status (kdexp.errors.run_command)."""
+    from kdexp.errors import run_command
+
+    return run_command("kdexp-report", _main, argv)

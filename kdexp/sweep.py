@@ -136,7 +136,7 @@ class SweepStop:
         return [pid for pid in pids if _alive(pid)]
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        from kdexp.errors import RunInterrupted, print_error
+        from kdexp.errors import RunInterrupted, exit_with
 
         name = signal.Signals(signum).name
         if self.received is None:
@@ -156,9 +156,7 @@ class SweepStop:
         if late:
             message += f"\n(worker process(es) {', '.join(map(str, late))} were killed before recording their job)"
         self.close()
-        error = RunInterrupted(message, self.received)
-        print_error(error)
-        raise SystemExit(error.exit_code)
+        exit_with(RunInterrupted(message, self.received))
 
     def close(self) -> None:
         for sig, handler in self.previous.items():
@@ -251,8 +249,10 @@ class SweepReport(Callback):
         runs = find_runs([sweep_dir])
         if runs:
             write_report([sweep_dir])
+        from kdexp.errors import exit_status
+
         failures = [r for r in runs if r.get("run", {}).get("status") == "failed"]
         if failures:
             log.error("%d of %d jobs failed (listed above); the others' results are kept", len(failures), len(runs))
-            sys.exit(1)
+            exit_status(1)
 

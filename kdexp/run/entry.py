@@ -6,7 +6,6 @@ Lightning): those load only when a run starts, so ``kdexp --help`` and ``--cfg j
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -15,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdexp.checks import check_loggers
 from kdexp.console import ascii_safe_streams, quiet_library_noise, show_config
-from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
+from kdexp.errors import KdexpError, RunInterrupted, SetupError, exit_with, print_error
 from kdexp.sweep import check_sweep, in_sweep_worker, sweep_job, sweep_resume_command
 
 log = logging.getLogger("kdexp")
@@ -77,10 +76,9 @@ def stop_sweep(cfg: DictConfig, err: RunInterrupted) -> None:
     if in_sweep_worker():
         print_error(RunInterrupted(said, err.signal_name))
         return
-    print_error(
+    exit_with(
         RunInterrupted(said + ", and no further job starts. Resume the sweep with:\n  " + sweep_resume_hint(), err.signal_name)
     )
-    sys.exit(err.exit_code)
 
 
 def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
@@ -97,9 +95,9 @@ def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
     if multirun and isinstance(err, RunInterrupted):  # schedulers, `timeout`, `docker stop`
         stop_sweep(cfg, err)
         return float("nan")
-    print_error(err)
     if not multirun:
-        sys.exit(err.exit_code)
+        exit_with(err)
+    print_error(err)
     return float("nan")
 
 
@@ -148,8 +146,8 @@ def run_job(cfg: DictConfig) -> float | None:
         try:
             return optimized_value(results, cfg.get("optimized_metric", DEFAULT_METRIC))
         except SetupError as err:  # the results are written; only the sweeper's value is missing
-            print_error(err)
             if not multirun:
-                sys.exit(err.exit_code)
+                exit_with(err)
+            print_error(err)
             return float("nan")
     return None  # a signal after the run had finished: its record stands (sweep_job)

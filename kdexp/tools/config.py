@@ -264,7 +264,7 @@ def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
     import functools
     import sys
 
-    from kdexp.errors import SetupError, exit_with
+    from kdexp.errors import SetupError, exit_status, exit_with
 
     @functools.wraps(main)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -276,7 +276,7 @@ def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
         except BrokenPipeError:  # `kdexp --help | head -1`: the reader has all it wanted
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
-            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
+            exit_status(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
         except SystemExit as stop:
             hint = unknown_key_hint(config_dir, sys.argv[1:]) if stop.code == 1 and config_dir else None
             if hint:
