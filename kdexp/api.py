@@ -42,9 +42,9 @@ def run(overrides: str | Sequence[str] = (), output_dir: str | Path | None = Non
     Multirun sweeps stay a CLI feature (``kdexp -m ...``), and so does the run-folder lock (a
     notebook may rerun into the same folder; a finished run's results are kept aside as usual).
     """
-    from kdexp.run import record_run_failure
+    from kdexp.runner.folder import record_run_failure
     from kdexp.console import quiet_library_noise
-    from kdexp.run.entry import run_checked
+    from kdexp.runner.entry import run_checked
     from kdexp.tools.config import as_overrides, compose_context
 
     quiet_library_noise()
@@ -52,7 +52,7 @@ def run(overrides: str | Sequence[str] = (), output_dir: str | Path | None = Non
     with compose_context(overrides, output_dir) as job:
         _record_config(job, overrides)
         try:
-            return run_checked(job)  # the kdexp command's checks and run (kdexp.run.entry)
+            return run_checked(job)  # the kdexp command's checks and run (kdexp.runner.entry)
         except BaseException as err:
             record_run_failure(job, err)
             raise

@@ -164,7 +164,7 @@ def resume_checkpoint(
     if auto_resume == "never" or (auto_resume == "slurm" and not in_slurm_job()):
         return None
     output_dir = Path(output_dir)
-    last = Path(last) if last is not None else output_dir / LAST_CHECKPOINT  # the run folder's (kdexp.run.folder)
+    last = Path(last) if last is not None else output_dir / LAST_CHECKPOINT  # the run folder's (kdexp.runner.folder)
     found = [p for p in (last, *output_dir.glob(HPC_PATTERN)) if p.is_file()]
     if not found:
         return None

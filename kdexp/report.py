@@ -63,7 +63,7 @@ MEAN = {  # averaged over seeds (timings: the median)
     # profile.runtimes=[torch,onnxruntime] (kdexp.runtimes): the exported student in ONNX Runtime
     "student_latency_ms_onnxruntime": ("student", "latency_ms_b1_onnxruntime"),
     "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
-    # students that declare their stored form (kdexp.run.assemble.stored_sizes)
+    # students that declare their stored form (kdexp.runner.assemble.stored_sizes)
     "student_size_mb": ("student", "size_mb"),
     "student_float32_mb": ("student", "size_mb_float32"),  # a quantised student's weights as float32
     "student_deployed_mb": ("student", "deployed_size_mb"),

@@ -28,7 +28,7 @@ file-backed table, for tables larger than memory); ``auto`` picks disk above a s
 
 Kept with the teacher: with one view per sample (no augmentation) a memory table is small (60,000
 × 10 float32 = 2.4 MB for Fashion-MNIST), and the next run with the same teacher, data, device and
-precision starts from it (``store_path``, kdexp.run.build.store_teacher_train_logits): its first
+precision starts from it (``store_path``, kdexp.runner.build.store_teacher_train_logits): its first
 epoch needs no teacher forward either. Its key holds the training data's content
 (kdexp.teacher_eval.data_fingerprint) and the file records that key (a swapped file is not loaded).
 The fingerprints travel with the logits, so a served view is still checked against the image the

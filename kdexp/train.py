@@ -1,4 +1,4 @@
-"""``kdexp``: the Hydra entry point. Compose the config, run it (kdexp.run), report teacher vs student.
+"""``kdexp``: the Hydra entry point. Compose the config, run it (kdexp.runner), report teacher vs student.
 
     kdexp data=cifar100 teacher=resnet32x4 student=resnet8x4 method=kd seed=1
     kdexp -m method=vanilla,kd seed=0,1,2          # a Hydra multirun sweep
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from kdexp.run.entry import optimized_value, run_job
+from kdexp.runner.entry import optimized_value, run_job
 from kdexp.tools.config import CONFIG_DIR, register_resolvers, with_override_hints
 
 __all__ = ["main", "optimized_value"]

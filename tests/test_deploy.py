@@ -230,7 +230,7 @@ def test_archive_finished_keeps_the_model_cards_with_their_weights(tmp_path):
     results.json; other records (exports.json) and already-stamped files stay as they are."""
     import json
 
-    from kdexp.run.folder import archive_finished
+    from kdexp.runner.folder import archive_finished
 
     (tmp_path / "results.json").write_text(json.dumps({"run": {"status": "complete"}}))
     for name in ("student.pt", "student.json", "student1.pt", "student1.json", "teacher.json",
@@ -245,13 +245,15 @@ def test_archive_finished_keeps_the_model_cards_with_their_weights(tmp_path):
     assert not (tmp_path / "student.pt").exists() and not (tmp_path / "student1.pt").exists()
 
 
-def test_kdexp_run_is_the_run_package_and_callable(tmp_path):
-    """``kdexp.run`` names both the run layer's package and the API function: calling it runs."""
+def test_kdexp_run_is_the_api_function_even_after_the_run_layer_is_imported(tmp_path):
+    """``kdexp.run`` is only ever kdexp.api.run: the run layer is the package kdexp.runner."""
     import json
+    import types
 
-    import kdexp.run.entry  # noqa: F401  (importing a submodule makes the package kdexp.run)
+    import kdexp.api
+    import kdexp.runner.entry  # noqa: F401  (sets kdexp.runner, never kdexp.run)
 
-    assert callable(kdexp.run) and kdexp.run.run_experiment is not None
+    assert kdexp.run is kdexp.api.run and not isinstance(kdexp.run, types.ModuleType)
     from kdexp.errors import SetupError
 
     with pytest.raises(SetupError, match="optimized_metric"):

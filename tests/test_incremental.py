@@ -19,7 +19,7 @@ from kdexp.incremental.metrics import average_forgetting, step_accuracies, summa
 from kdexp.incremental.protocol import IncrementalData, check_incremental_cfg, class_split
 from kdexp.models import build_model
 from conftest import run_cli
-from kdexp.run.chain import frozen_copy
+from kdexp.runner.chain import frozen_copy
 from kdexp.methods import build_method
 
 

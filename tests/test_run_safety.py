@@ -246,7 +246,7 @@ def test_resuming_a_finished_run_keeps_it_as_it_is(tmp_path: Path, caplog) -> No
     run is complete and keeps every number; a finished checkpoint without its results is refused."""
     import kdexp
     from kdexp.errors import SetupError
-    from kdexp.run.entry import DEFAULT_METRIC, optimized_value
+    from kdexp.runner.entry import DEFAULT_METRIC, optimized_value
 
     run_dir = tmp_path / "run"
     overrides = [*VANILLA_RUN, "trainer.max_epochs=1", f"paths.root_dir={tmp_path}"]

@@ -256,7 +256,7 @@ def test_stored_outputs_follow_the_data_not_its_size(tmp_path, tiny_fashion_mnis
     from omegaconf import open_dict
 
     from conftest import TINY_RUN, compose_config
-    from kdexp.run import run_experiment
+    from kdexp.runner.experiment import run_experiment
 
     second_folder = other_fashion_mnist(tmp_path / "other")
     overrides = [o for o in TINY_RUN if not o.startswith("data")]

@@ -153,7 +153,7 @@ def test_teacher_quantize_is_refused_before_any_work(tmp_path: Path, tiny_cfg) -
     from omegaconf import open_dict
 
     from kdexp.errors import SetupError
-    from kdexp.run.build import prepare
+    from kdexp.runner.build import prepare
 
     with open_dict(tiny_cfg):
         tiny_cfg.teacher.quantize = {"weight_bits": 4}

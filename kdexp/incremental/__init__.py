@@ -1,3 +1,3 @@
 """Class-incremental learning with distillation: the protocol (``protocol``), the exemplar memory
 (``memory``), the growing head (``head``), the loss terms (``losses``), the metrics (``metrics``)
-and the run (``run``, a chain of steps on ``kdexp.run.chain.run_steps``)."""
+and the run (``run``, a chain of steps on ``kdexp.runner.chain.run_steps``)."""

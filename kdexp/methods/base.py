@@ -92,11 +92,11 @@ class DistillationModule(pl.LightningModule):
     chain_step: ClassVar[str] = "step"
     chain_folder: ClassVar[str] = "step"
     # A method whose whole run is its own chain of steps (class-incremental learning): the
-    # "module:function" that runs it from the config, on kdexp.run.chain.run_steps.
+    # "module:function" that runs it from the config, on kdexp.runner.chain.run_steps.
     step_runner: ClassVar[str | None] = None
-    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
+    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.runner.build where exact
     evaluate_teacher = True  # False while only the student is tested again (best-epoch test)
-    teacher_test_logits: Any = None  # a kdexp.teacher_eval.TeacherTestLogits, attached by kdexp.run.build
+    teacher_test_logits: Any = None  # a kdexp.teacher_eval.TeacherTestLogits, attached by kdexp.runner.build
     # The current training batch's [index, dy, dx, flip] (lean path) or (B,) indices (per-sample
     # path with ``needs_sample_indices``), if named.
     _views: Tensor | None = None

@@ -2,7 +2,7 @@
 
 Generation k+1 is a freshly initialised student distilled from generation k (generation 0 is the
 teacher). The chain itself — one sub-run per generation, resumable, with the ensemble of all
-student generations — is run by ``kdexp.run.chain`` because the method declares
+student generations — is run by ``kdexp.runner.chain`` because the method declares
 ``chain_runner`` and its ``chain_links``.
 """
 

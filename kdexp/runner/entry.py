@@ -84,7 +84,7 @@ def stop_sweep(cfg: DictConfig, err: RunInterrupted) -> None:
 def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
     """A run that stopped: record it; a single run exits with the error's code, a sweep job
     returns NaN so the other jobs go on (a signal stops the whole sweep)."""
-    from kdexp.run import record_run_failure
+    from kdexp.runner.folder import record_run_failure
 
     record_run_failure(cfg, err)
     if not isinstance(err, KdexpError):
@@ -104,7 +104,7 @@ def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
 def run_checked(cfg: DictConfig) -> dict[str, Any]:
     """The job's checks, then the run: what ``kdexp`` and the Python API's ``kdexp.run`` both do.
     Errors propagate (KdexpErrors with their exit codes); recording them is the caller's."""
-    from kdexp.run import run_experiment  # torch and Lightning: only once a run starts
+    from kdexp.runner.experiment import run_experiment
     from kdexp.threads import resolve_threads, sharing_cores
 
     check_job(cfg)

@@ -28,9 +28,9 @@ from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.phases import phase
 from kdexp.performance import apply_performance, check_performance, data_options
-from kdexp.resume import FingerprintCheckpoint
+from kdexp.runner.resume import FingerprintCheckpoint
 from kdexp.tools.weights import load_student_weights
-from kdexp.run.folder import resolve_ckpt_path
+from kdexp.runner.folder import resolve_ckpt_path
 from kdexp.runtimes import check_runtimes
 from kdexp.teacher_route import provide_route, trainable_teacher
 from kdexp.models import architecture_cfg
@@ -327,7 +327,7 @@ def init_student(cfg: DictConfig, module: DistillationModule) -> None:
 
 def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> pl.Trainer:
     """The student's trainer: the configured callbacks and loggers, checkpoints carrying (with
-    ``fingerprint``) what defines the run (kdexp.resume)."""
+    ``fingerprint``) what defines the run (kdexp.runner.resume)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if fingerprint is not None:
         callbacks.append(FingerprintCheckpoint(fingerprint, int(cfg.trainer.max_epochs)))

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdexp.errors import KdexpError, RunInterrupted
-from kdexp.resume import check_resume, checkpoint_epoch
+from kdexp.runner.resume import check_resume, checkpoint_epoch
 from kdexp.run_record import RESULTS_FILE, failure_record, is_finished, record_failure
 from kdexp.tools.files import replace, save_torch
 from kdexp.tools.weights import read_torch, unreadable_reason

@@ -17,10 +17,10 @@ from kdexp.distributed import discard_hpc_checkpoints, resume_checkpoint
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, TrainingFailed
 from kdexp.methods import DistillationModule
 from kdexp.phases import phase
-from kdexp.resume import check_resume
-from kdexp.run.build import Prepared
-from kdexp.run.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path, resolve_ckpt_path
-from kdexp.run.signals import Signals
+from kdexp.runner.resume import check_resume
+from kdexp.runner.build import Prepared
+from kdexp.runner.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path, resolve_ckpt_path
+from kdexp.runner.signals import Signals
 from kdexp.tools.weights import read_torch
 
 

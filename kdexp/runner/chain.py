@@ -3,7 +3,7 @@
 Generic over any method that declares ``chain_runner`` and ``chain_links`` (each run's student
 model, e.g. Born-Again's copies of the student or a chain through teacher assistants), and
 ``chain_step`` / ``chain_folder`` (what a run is called, its sub-folder). Each run is a full single run
-(:func:`kdexp.run.single.fit_and_report`) in ``<run>/<folder><k>/`` with its own checkpoints,
+(:func:`kdexp.runner.single.fit_and_report`) in ``<run>/<folder><k>/`` with its own checkpoints,
 curves and results.json, so a chain can be inspected and resumed run by run; the chain's
 results.json adds every run's numbers and the ensemble of the students.
 """
@@ -25,10 +25,10 @@ from kdexp.methods import DistillationModule
 from kdexp.methods.base import accuracy_metrics, ensemble_probabilities
 from kdexp.models import BuiltModel, build_model
 from kdexp.results import comparison, print_results
-from kdexp.run.assemble import mark_complete, run_header
-from kdexp.run.build import Prepared, make_module, method_of, prepare
+from kdexp.runner.assemble import mark_complete, run_header
+from kdexp.runner.build import Prepared, make_module, method_of, prepare
 from kdexp.tools.config import plain
-from kdexp.run.single import fit_and_report
+from kdexp.runner.single import fit_and_report
 from kdexp.run_record import is_finished, read_results
 from kdexp.tools.weights import read_torch
 
