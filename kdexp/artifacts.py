@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kdexp.models import BuiltModel, build_model
-from kdexp.tools.files import write_json
+from kdexp.tools.files import absolute, write_json
 from kdexp.tools.weights import load_state
 
 CARD_FORMAT = "kdexp.model/1"
@@ -96,30 +96,9 @@ def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data
     common = {"data": data_name, "normalization": normalization, "module_class": type(module).__name__}
     for role, info in model_infos(module).items():
         saved = role != "teacher" or type(module).teacher_trainable  # a jointly trained teacher: teacher.pt
-        weights = f"{role}.pt" if saved else _absolute(teacher_info.get("path"))
+        weights = f"{role}.pt" if saved else absolute(teacher_info.get("path"))
         card = model_card(role, info, datamodule.num_classes, datamodule.input_shape, weights, **common)
         write_json(output_dir / f"{role}.json", card)
-
-
-def _absolute(path: str | None) -> str | None:
-    """A weights path that still works from another working directory."""
-    return str(Path(path).resolve()) if path else None
-
-
-def record_teacher_weights(module: Any, teacher_info: dict[str, Any]) -> None:
-    """Put the teacher's weights file in the module's hyperparameters, so a checkpoint can rebuild
-    it: its path, its anchors' files (a route, RCO) and its class count where it differs from the
-    student's (the previous step of a class-incremental run)."""
-    teacher = module.hparams.get("models", {}).get("teacher")
-    if teacher is None:
-        return
-    if teacher_info.get("path"):
-        teacher["checkpoint"] = _absolute(teacher_info["path"])
-    route = teacher_info.get("route")
-    if route:
-        teacher["route"] = [_absolute(p) for p in (route.values() if isinstance(route, dict) else route)]
-    if teacher_info.get("num_classes") is not None:
-        teacher["num_classes"] = int(teacher_info["num_classes"])
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -225,7 +204,7 @@ def load_artifact(run: str | Path, role: str = "student") -> Artifact:
             f"{card_path} names no weights file (the {role} lived only in memory, e.g. a Born-Again "
             "generation: load that generation's run folder instead)"
         )
-    weights_path = Path(weights) if Path(weights).is_absolute() else path / weights
+    weights_path = Path(weights) if Path(weights).isabsolute() else path / weights
     if not weights_path.is_file():
         raise FileNotFoundError(f"the {role}'s weights {weights_path} (named in {card_path}) do not exist")
     built = build_from_card(card)
@@ -334,7 +313,7 @@ def _teacher_architecture(cfg: dict[str, Any], num_classes: int, input_shape: tu
     built = build_model(arch, classes, int(input_shape[0]), tuple(input_shape))
     if not cfg.get("route"):
         return built
-    from kdexp.teacher_route import AnchorRoute
+    from kdexp.teacher.route import AnchorRoute
 
     paths = list(cfg["route"])
     anchors = [build_model(arch, classes, int(input_shape[0]), tuple(input_shape)).module for _ in paths]

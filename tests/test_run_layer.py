@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO
-from kdexp import teachers
+from kdexp.teacher import cache as teachers
 from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError
 from kdexp.data.fake import FakeDataModule
 from kdexp.distributed import resume_checkpoint

@@ -31,10 +31,10 @@ def tiny_run(tmp: Path, name: str, *overrides: str) -> tuple[Path, dict]:
 # --- load_from_checkpoint, every method ------------------------------------------------------------
 def method_module(name: str, tmp: Path):
     """A tiny module of method ``name`` whose teacher's weights are on disk, as a run records them."""
-    from kdexp.artifacts import record_teacher_weights
+    from kdexp.teacher.provide import record_teacher_weights
     from kdexp.incremental.head import grown
     from kdexp.methods import build_method
-    from kdexp.teacher_route import AnchorRoute
+    from kdexp.teacher.route import AnchorRoute
 
     torch.manual_seed(0)
     if name == "rco":  # a route of two anchors, each its own file

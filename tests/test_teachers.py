@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdexp import teachers
+from kdexp.teacher import cache as teachers
 from kdexp import models
 from kdexp.tools import weights
 from kdexp.data.fake import FakeDataModule
@@ -92,7 +92,7 @@ def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> 
     def job() -> None:
         architecture = build_model(models.architecture_cfg(TEACHER), 10, 1)
         _, info = teachers.provide_teacher(
-            architecture, TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log"
+            teachers.TeacherRequest(architecture, TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log")
         )
         sources.append(info["source"])
 
@@ -111,7 +111,7 @@ def _provide(tmp_path: Path, trainer_cfg: dict, teacher: dict = TEACHER):
     dm = FakeDataModule(image_shape=(1, 28, 28), train_size=64, test_size=32, batch_size=32)
     dm.setup("fit")
     architecture = build_model(models.architecture_cfg(teacher), 10, 1)
-    return teachers.provide_teacher(architecture, teacher, DATA, dm, trainer_cfg, tmp_path / "cache", tmp_path / "log")
+    return teachers.provide_teacher(teachers.TeacherRequest(architecture, teacher, DATA, dm, trainer_cfg, tmp_path / "cache", tmp_path / "log"))
 
 
 def test_a_debug_run_trains_its_teacher_uncached_and_the_next_run_trains_the_real_one(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(tmp_
 
 
 def test_a_complete_store_answers_without_running_the_teacher(tmp_path):
-    from kdexp.teacher_eval import TeacherTestLogits
+    from kdexp.teacher.test_logits import TeacherTestLogits
 
     teacher = torch.nn.Linear(2, 3)
     parts = {"data_cfg": {"name": "fake"}, "device": "cpu", "precision": "32-true"}

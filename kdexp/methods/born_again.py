@@ -34,7 +34,7 @@ class BornAgainModule(DistillationModule):
         generations: int = at_least(3, 1, "students trained after the teacher")
 
     needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)
     chain_runner = True
     chain_ensemble = True  # the generations share one architecture: report their ensemble
     members_field = "generations"

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from kdexp.errors import SetupError
 from kdexp.methods import DistillationModule
-from kdexp.performance import finish_cache
+from kdexp.teacher.outputs import finish_cache
 from kdexp.phases import phase
 from kdexp.runner.resume import checkpoint_epoch, run_fingerprint
 from kdexp.runner.assemble import assemble, complete, publish

@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def absolute(path: str | Path | None) -> str | None:
+    """A path that still works from another working directory (None stays None)."""
+    return str(Path(path).resolve()) if path else None
+
+
 def replace(source: str | Path, target: str | Path) -> Path:
     """Rename ``source`` over ``target`` and make the rename survive a power cut."""
     os.replace(source, target)

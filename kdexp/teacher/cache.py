@@ -17,10 +17,8 @@ The cache is safe to share:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +27,11 @@ import torch
 
 from kdexp.callbacks import EpochLogLines
 from kdexp.data import ImageDataModule
-from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
+from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero
 from kdexp.metric_names import metric_prefix
 from kdexp.models import BuiltModel, architecture_cfg, build_model
-from kdexp.tools.files import locked, replace, save_torch, write_atomic
-from kdexp.tools.weights import load_weights, read_torch
+from kdexp.teacher.store import Store, key_of
+from kdexp.tools.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +53,6 @@ _STUDENT_ONLY_DEFAULTS = {
     "gradient_clip_val": (None, 0, 0.0), "accumulate_grad_batches": (None, 1),
     "val_check_interval": (None, 1.0), "check_val_every_n_epoch": (None, 1),
 }
-# How often ranks other than 0 look for the teacher that rank 0 trains, and how often they say so.
-WAIT_POLL_S = 2.0
-WAIT_LOG_S = 60.0
 
 
 def teacher_cache_key(
@@ -84,8 +79,7 @@ def teacher_cache_key(
     switches = {k: trainer_cfg[k] for k in ("deterministic", "benchmark") if trainer_cfg.get(k) and k not in recipe}
     if switches:
         identity["trainer"] = switches
-    blob = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return key_of(identity)
 
 
 def debug_settings(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +142,7 @@ def train_teacher(
 ) -> dict[str, float]:
     """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics. Its curves
     go to ``log_dir`` (TensorBoard), or nowhere when it is None (``logger=none``); ``callbacks``
-    run too (e.g. kdexp.teacher_route keeps the checkpoints of chosen epochs)."""
+    run too (e.g. kdexp.teacher.route keeps the checkpoints of chosen epochs)."""
     from kdexp.methods import VanillaModule  # the methods import losses; keep this module light
 
     recipe = dict(recipe)
@@ -186,55 +180,35 @@ def train_teacher(
     return {"epochs": epochs, **{k.replace(student, "test_"): float(v) for k, v in metrics.items()}}
 
 
-def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of ``state_dict``, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+def entries(path: Path) -> Store:
+    """The store of teacher entries beside ``path`` (entries from before keys were recorded load too)."""
+    return Store(path.parent, "teacher", require_key=False)
 
 
 def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a cache entry atomically (kdexp.tools.files.save_torch)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_torch(path, {"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)})
+    """Write a cache entry atomically, with its weights' digest."""
+    entries(path).save(path, {"state_dict": state_dict, "meta": meta})
 
 
 def write_verified(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any], architecture: BuiltModel,
                    num_classes: int) -> None:
-    """Write a cache entry only once it loads as later runs will load it: written (atomically)
-    beside its name, loaded into ``architecture`` (a fresh one: later runs' architecture), then
-    renamed to ``path``. One that does not load is deleted and raises: never an entry that every
-    later run sets aside and trains again."""
-    staged = path.with_name(f"{path.name}.unverified")
-    write_entry(staged, state_dict, meta)
-    problem = load_entry(architecture, staged, num_classes)
-    if problem is not None:
-        staged.unlink(missing_ok=True)
-        raise RuntimeError(f"the teacher trained for {path} does not load back, so it was not cached: {problem}")
-    replace(staged, path)  # a rename lost in a crash only means training again
+    """Write a cache entry only once it loads as later runs will load it (into ``architecture``, a
+    fresh one: later runs' architecture). One that does not load is deleted and raises: never an
+    entry that every later run sets aside and trains again."""
+    entries(path).save(path, {"state_dict": state_dict, "meta": meta},
+                       verify=lambda staged: load_entry(architecture, staged, num_classes))
 
 
 def entry_problem(path: Path) -> str | None:
     """Why the cache entry at ``path`` cannot be trusted, or None when it is complete and intact."""
-    try:
-        blob = read_torch(path)
-    except Exception as err:  # truncated, not a torch file, unreadable
-        return f"unreadable ({type(err).__name__}: {str(err)[:200]})"
-    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+    blob, problem = entries(path).load(path)
+    if problem is None and not isinstance(blob.get("state_dict"), dict):
         return "holds no state_dict"
-    expected = blob.get("sha256")
-    if expected is not None and expected != state_digest(blob["state_dict"]):
-        return "its weights do not match their stored digest"
-    return None  # entries from before digests were stored are trusted if they load
+    return problem  # entries from before digests were stored are trusted if they load
 
 
 def load_entry(teacher: BuiltModel, path: Path, num_classes: int) -> str | None:
     """Load a verified cache entry into ``teacher``; return None, or why the entry was refused."""
-    if not path.is_file():
-        return "absent"
     problem = entry_problem(path)
     if problem is None:
         try:
@@ -244,48 +218,45 @@ def load_entry(teacher: BuiltModel, path: Path, num_classes: int) -> str | None:
     return problem
 
 
-def _set_aside(path: Path, problem: str) -> None:
-    corrupt = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    log.warning("Cached teacher %s cannot be used (%s): moved to %s, training it again", path, problem, corrupt)
-    replace(path, corrupt)
-
-
-def _failure_note(path: Path) -> Path:
-    return path.with_name(path.name + ".failed")
-
-
 def wait_for_entry(teacher: BuiltModel, path: Path, num_classes: int) -> None:
     """On a rank other than 0: wait until rank 0 has written a valid entry at ``path``; load it."""
-    started, said, launch = time.monotonic(), time.monotonic(), launch_id()
-    note = _failure_note(path)
-    while load_entry(teacher, path, num_classes) is not None:
-        if launch is not None and note.is_file():
-            noted_launch, _, error = note.read_text().partition("\n")
-            if noted_launch == launch:
-                raise RuntimeError(f"rank 0 failed to train the teacher for {path}: {error}")
-        if time.monotonic() - said >= WAIT_LOG_S:
-            said = time.monotonic()
-            log.info("Waiting %.0f s for rank 0 to train the teacher %s", said - started, path)
-        time.sleep(WAIT_POLL_S)
+    entries(path).wait_for(path, lambda: load_entry(teacher, path, num_classes) is None)
 
 
-def provide_teacher(
-    architecture: BuiltModel,
-    teacher_cfg: dict[str, Any],
-    data_cfg: dict[str, Any],
-    datamodule: ImageDataModule,
-    trainer_cfg: dict[str, Any],
-    cache_dir: str | Path,
-    log_dir: str | Path | None,
-) -> tuple[BuiltModel, dict[str, Any]]:
+@dataclass(frozen=True)
+class TeacherRequest:
+    """What a run asks of its teacher: the architecture to fill, the plain ``teacher``, ``data`` and
+    ``trainer`` config sections, the data module, where the cache and the teacher's logs go, and
+    (where the method needs them) the epochs of its training route or a teacher it trains itself."""
+
+    architecture: BuiltModel
+    teacher: dict[str, Any]
+    data: dict[str, Any]
+    datamodule: ImageDataModule
+    trainer: dict[str, Any]
+    cache_dir: str | Path
+    log_dir: str | Path | None = None
+    route_epochs: list[int] | None = None
+    trainable: bool = False
+    method: str = ""
+
+    def entry(self) -> tuple[str, Path]:
+        """The teacher's cache key and its entry's path."""
+        key = teacher_cache_key(self.teacher, self.data, self.trainer)
+        return key, Path(self.cache_dir) / f"{self.teacher['name']}-{key}.pt"
+
+
+def provide_teacher(request: TeacherRequest) -> tuple[BuiltModel, dict[str, Any]]:
     """Return the teacher (frozen) and where it came from: checkpoint, cache or trained now.
 
-    ``architecture`` (built from ``architecture_cfg``) receives checkpoint or cached weights; only
-    training builds the model again from ``teacher_cfg``, with the teacher's seed and any
-    pretrained initialisation. Only global rank 0 trains and writes (see the module notes).
+    ``request.architecture`` (built from ``architecture_cfg``) receives checkpoint or cached
+    weights; only training builds the model again from the teacher config, with the teacher's seed
+    and any pretrained initialisation. Only global rank 0 trains and writes (see the module notes).
     """
     from kdexp.checks import check_teacher_quantize
 
+    architecture, teacher_cfg, datamodule, trainer_cfg = request.architecture, request.teacher, request.datamodule, request.trainer
+    log_dir = request.log_dir
     check_teacher_quantize(teacher_cfg)  # before any training (the run checks it earlier still)
     teacher = architecture
     num_classes = datamodule.num_classes
@@ -301,21 +272,20 @@ def provide_teacher(
                 "The teacher trains by its recipe (teacher.train.*); the run's %s apply to the student only",
                 ", ".join(f"trainer.{k}={v}" for k, v in ignored.items()),
             )
-        key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
-        path = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
+        key, path = request.entry()
         if not env_is_global_zero():
             wait_for_entry(teacher, path, num_classes)
             info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
         else:
-            with locked(path.with_suffix(".lock")):  # other jobs sharing the cache wait here
+            with entries(path).locked(path):  # other jobs sharing the cache wait here
                 problem = load_entry(teacher, path, num_classes)
                 if problem is None:
                     info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
                     log.info("Reusing cached teacher %s (%s)", path, provenance(info))
                 else:
                     if problem != "absent":
-                        _set_aside(path, problem)
-                    teacher, info = _train_and_cache(teacher_cfg, datamodule, trainer_cfg, path, log_dir, key)
+                        entries(path).set_aside(path, problem)
+                    teacher, info = train_and_store(request, path, key)
     teacher.module.eval().requires_grad_(False)
     info["summary"] = provenance(info)  # shown in the run's table; kept in results.json
     return teacher, info
@@ -323,10 +293,8 @@ def provide_teacher(
 
 def entry_meta(path: Path) -> dict[str, Any]:
     """What a cache entry records about its training (epochs, test metrics); {} if nothing."""
-    try:
-        meta = read_torch(path).get("meta", {})
-    except Exception:  # noqa: BLE001 - provenance is informative; the weights were verified already
-        return {}
+    blob, _ = entries(path).load(path)  # provenance is informative; the weights were verified already
+    meta = (blob or {}).get("meta") or {}
     return {k: v for k, v in meta.items() if isinstance(v, (int, float, str))}
 
 
@@ -345,23 +313,18 @@ def _train_uncached(
     return teacher, {"source": "trained", "cached": False, "not_cached_because": because, **metrics}
 
 
-def _train_and_cache(
-    teacher_cfg: dict[str, Any],
-    datamodule: ImageDataModule,
-    trainer_cfg: dict[str, Any],
-    path: Path,
-    log_dir: str | Path,
-    key: str,
-    callbacks: list[pl.Callback] | None = None,
+def train_and_store(
+    request: TeacherRequest, path: Path, key: str, callbacks: list[pl.Callback] | None = None
 ) -> tuple[BuiltModel, dict[str, Any]]:
-    """Train the teacher (rank 0, under the lock), write its entry atomically and return it."""
-    note = _failure_note(path)
-    note.unlink(missing_ok=True)
+    """Train the teacher (rank 0, under the entry's lock), write its entry at ``path`` (verified)
+    and return it; ``callbacks`` run while it trains (kdexp.teacher.route records its route)."""
+    teacher_cfg, datamodule, trainer_cfg, log_dir = request.teacher, request.datamodule, request.trainer, request.log_dir
+    entries(path).clear_failure(path)
     log.info("Training teacher %s (cache key %s)", teacher_cfg["name"], key)
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
         teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
-        extra = {"callbacks": callbacks} if callbacks else {}  # e.g. kdexp.teacher_route's recorder
+        extra = {"callbacks": callbacks} if callbacks else {}
         metrics = train_teacher(
             teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None, **extra
         )
@@ -369,8 +332,6 @@ def _train_and_cache(
         loaded = build_model(architecture_cfg(teacher_cfg), datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
         write_verified(path, teacher.module.state_dict(), metrics, loaded, datamodule.num_classes)
     except BaseException as err:
-        launch = launch_id()
-        if launch is not None:  # tell this launch's other ranks to stop waiting
-            write_atomic(note, f"{launch}\n{type(err).__name__}: {err}")
+        entries(path).note_failure(path, err)  # this launch's other ranks stop waiting
         raise
     return loaded, {"source": "trained", "path": str(path), "key": key, **metrics}
