@@ -59,22 +59,22 @@ def run(overrides: str | Sequence[str] = (), output_dir: str | Path | None = Non
 
 
 def load_student(run: str | Path, role: str = "student"):
-    """The trained student of a run folder or ``.ckpt``, rebuilt, in eval mode (see kdexp.artifacts)."""
-    from kdexp.artifacts import load_student as load
+    """The trained student of a run folder or ``.ckpt``, rebuilt, in eval mode (see kdexp.saved.load)."""
+    from kdexp.saved.load import load_student as load
 
     return load(run, role)
 
 
 def evaluate(run: str | Path, overrides: Sequence[str] = (), **options: Any) -> dict[str, Any]:
     """Evaluate a saved run on a test split; returns the results dict (see kdexp.evaluation)."""
-    from kdexp.evaluation import evaluate_run
+    from kdexp.saved.evaluate import evaluate_run
 
     return evaluate_run(run, overrides, **options)
 
 
 def export(run: str | Path, format: str = "onnx", **options: Any) -> dict[str, Any]:  # noqa: A002
     """Export a run's student for deployment; returns the export record (see kdexp.exporting)."""
-    from kdexp.exporting import export_run
+    from kdexp.saved.export import export_run
 
     return export_run(run, format, **options)
 

@@ -34,7 +34,7 @@ def test_kdexp_export_bad_input_is_a_configuration_error(tmp_path: Path, capsys)
 
 
 def test_kdexp_export_check_failed_is_its_own_kind() -> None:
-    from kdexp.exporting import ExportCheckFailed
+    from kdexp.saved.export import ExportCheckFailed
 
     err = ExportCheckFailed("differs")
     assert err.exit_code == 1 and errors.format_error(err, "kdexp-export") == "kdexp-export: check failed: differs"

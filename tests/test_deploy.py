@@ -173,7 +173,7 @@ def test_export_other_formats(run, fmt: str) -> None:
 
 
 def test_export_bad_input_is_clear_and_writes_nothing(run, tmp_path, capsys) -> None:
-    from kdexp.exporting import export_run
+    from kdexp.saved.export import export_run
 
     run_dir, _ = run
     before = digests(run_dir)

@@ -14,7 +14,7 @@ from kdexp.methods import build_method, method_class
 from kdexp.methods.rco import anchor_index, anchor_spans, equal_interval_anchors
 from kdexp.models import BuiltModel, build_model
 from kdexp.runner.performance import apply_performance
-from kdexp.teacher.route import AnchorRoute
+from kdexp.models.route import AnchorRoute
 
 SGD = {"name": "sgd", "lr": 0.1}
 NONE = {"name": "none"}

@@ -34,7 +34,7 @@ def method_module(name: str, tmp: Path):
     from kdexp.teacher.provide import record_teacher_weights
     from kdexp.incremental.head import grown
     from kdexp.methods import build_method
-    from kdexp.teacher.route import AnchorRoute
+    from kdexp.models.route import AnchorRoute
 
     torch.manual_seed(0)
     if name == "rco":  # a route of two anchors, each its own file
@@ -85,7 +85,7 @@ def test_load_from_checkpoint_needs_no_other_argument(name: str, tmp_path: Path)
     if module.teacher is not None:  # rebuilt from its recorded file(s), or from the checkpoint itself
         teacher = dict(loaded.teacher.state_dict())
         assert all(torch.equal(teacher[k], v) for k, v in module.teacher.state_dict().items())
-    from kdexp.artifacts import model_infos
+    from kdexp.methods.checkpoint import model_infos
 
     role = next(r for r in model_infos(module) if r.startswith("student"))  # a DML cohort: student0
     student = kdexp.load_student(path, role)  # the student of the checkpoint, straight away
@@ -110,7 +110,7 @@ def test_quantised_student_card_names_its_quantisation(quantised) -> None:
 
 
 def test_quantised_student_loads_evaluates_and_exports(quantised) -> None:
-    from kdexp.exporting import export_run
+    from kdexp.saved.export import export_run
 
     run_dir, results = quantised
     model = kdexp.load_student(run_dir)

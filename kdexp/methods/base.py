@@ -119,7 +119,7 @@ class DistillationModule(pl.LightningModule):
             {
                 "num_classes": num_classes,
                 "input_shape": list(input_shape),
-                # The model configs: load_from_checkpoint rebuilds both (kdexp.artifacts).
+                # The model configs: load_from_checkpoint rebuilds both (kdexp.saved.load).
                 "models": {
                     "student": dict(student.cfg or {"name": student.name}),
                     "teacher": dict(teacher.cfg or {"name": teacher.name}) if teacher else None,
@@ -148,7 +148,7 @@ class DistillationModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Any:
         """Rebuild the module from a kdexp checkpoint alone: student, teacher (from its recorded
         weights file, or ``teacher=`` a BuiltModel) and options come from its hyperparameters."""
-        from kdexp.artifacts import module_from_checkpoint
+        from kdexp.methods.checkpoint import module_from_checkpoint
 
         return module_from_checkpoint(checkpoint_path, map_location=map_location, strict=strict, expected=cls, **kwargs)
 

@@ -82,7 +82,7 @@ class RCOModule(DistillationModule):
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         route = teacher.module if teacher is not None else None
         if not hasattr(route, "anchors"):
-            raise ValueError("method=rco needs the teacher's route (kdexp.teacher.route.AnchorRoute)")
+            raise ValueError("method=rco needs the teacher's route (kdexp.models.route.AnchorRoute)")
         super().__init__(student, teacher, **kwargs)
         n, num_classes = len(route.anchors), kwargs["num_classes"]
         self.test_anchors = nn.ModuleList(accuracy_metrics(num_classes).clone(prefix=f"test/anchor{k}_") for k in range(n))

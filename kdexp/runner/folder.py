@@ -2,7 +2,7 @@
 
     <output_dir>/results.json         the record (kdexp.run_record): finished, or the failure
     <output_dir>/<role>.pt            the trained students' weights
-    <output_dir>/<role>.json          their model cards (kdexp.artifacts; teacher.json names the
+    <output_dir>/<role>.json          their model cards (kdexp.models.card; teacher.json names the
                                       teacher's weights file): what kdexp.load_student reads
     <checkpoint dir>/last.ckpt        the newest epoch (callbacks.last_checkpoint.dirpath,
                                       default <output_dir>/checkpoints), what ckpt_path=last,
@@ -24,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from kdexp.errors import KdexpError, RunInterrupted
 from kdexp.runner.resume import check_resume, checkpoint_epoch
 from kdexp.run_record import RESULTS_FILE, failure_record, is_finished, record_failure
-from kdexp.tools.files import replace, save_torch
+from kdexp.methods.checkpoint import model_infos
+from kdexp.models.card import model_card
+from kdexp.tools.files import absolute, replace, save_torch, write_json
 from kdexp.tools.weights import read_torch, unreadable_reason
 
 log = logging.getLogger("kdexp")
@@ -118,9 +120,7 @@ def archive_finished(output_dir: Path) -> None:
 
 def save_models(output_dir: Path, module: Any, datamodule: Any, data_name: str, teacher_info: dict[str, Any]) -> None:
     """A finished run's models: ``<role>.pt`` for each trained one, and the model cards beside
-    them (``<role>.json``, ``teacher.json``; kdexp.artifacts)."""
-    from kdexp.artifacts import write_model_cards
-
+    them (``<role>.json``, ``teacher.json``; kdexp.models.card)."""
     for role, model in module.report_models().items():
         if role != "teacher" or type(module).teacher_trainable:  # a jointly trained teacher is a result too
             save_weights(model.state_dict(), output_dir / f"{role}.pt")
@@ -172,3 +172,17 @@ def write_pictures(models: dict[str, Any], datamodule: Any, output_dir: str | Pa
     from kdexp.models.soft_tree_picture import write_tree_pictures
 
     write_tree_pictures(models, datamodule, output_dir, loggers)
+
+
+def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data_name: str, teacher_info: dict[str, Any]) -> None:
+    """``<role>.json`` beside each ``<role>.pt`` of a finished run, and ``teacher.json`` naming
+    the teacher's weights file (from ``teacher_info['path']``, absent for in-memory teachers)."""
+    output_dir = Path(output_dir)
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    normalization = {"mean": list(mean), "std": list(std)} if mean is not None else None
+    common = {"data": data_name, "normalization": normalization, "module_class": type(module).__name__}
+    for role, info in model_infos(module).items():
+        saved = role != "teacher" or type(module).teacher_trainable  # a jointly trained teacher: teacher.pt
+        weights = f"{role}.pt" if saved else absolute(teacher_info.get("path"))
+        card = model_card(role, info, datamodule.num_classes, datamodule.input_shape, weights, **common)
+        write_json(output_dir / f"{role}.json", card)

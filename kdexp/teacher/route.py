@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from kdexp.distributed import env_is_global_zero
 from kdexp.models import BuiltModel
+from kdexp.models.route import AnchorRoute
 from kdexp.teacher.cache import (
     TeacherRequest,
     debug_settings,
@@ -77,24 +78,6 @@ def trainable_teacher(
 
 
 # --- a teacher's route (RCO) --------------------------------------------------------------------
-class AnchorRoute(nn.Module):
-    """A teacher's anchor points, easiest first; ``forward`` runs the active anchor only.
-
-    ``labels[i]`` names anchor i (``epoch 2``, or the checkpoint path it was loaded from).
-    """
-
-    def __init__(self, anchors: list[nn.Module], labels: list[str], epochs: list[int | None]) -> None:
-        super().__init__()
-        if not anchors:
-            raise ValueError("a teacher route needs at least one anchor")
-        self.anchors = nn.ModuleList(anchors)
-        self.labels, self.epochs = list(labels), list(epochs)
-        self.active = len(anchors) - 1  # the converged teacher unless a schedule says otherwise
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.anchors[self.active](x)
-
-
 class RouteRecorder(pl.Callback):
     """Keeps a CPU copy of the trained model's weights at the end of each epoch in ``epochs`` (1-based)."""
 
