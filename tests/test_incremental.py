@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from kdexp.data.fake import FakeDataModule
 from kdexp.incremental.head import grown
-from kdexp.incremental.losses import icarl_bce, lwf_distillation, new_class_ce
+from kdexp.methods.incremental_losses import icarl_bce, lwf_distillation, new_class_ce
 from kdexp.incremental.memory import ExemplarMemory, herding, nme_predict
 from kdexp.incremental.metrics import average_forgetting, step_accuracies, summary
 from kdexp.incremental.protocol import IncrementalData, check_incremental_cfg, class_split

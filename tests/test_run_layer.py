@@ -20,7 +20,7 @@ from kdexp.models import build_model
 from kdexp.tools.trainer import build_trainer
 from kdexp.runner.folder import last_checkpoint_path
 
-RUN_LAYER = sorted((REPO / "kdexp" / "runner").glob("*.py")) + [REPO / "kdexp" / n for n in ("train.py", "results.py", "report.py")]
+RUN_LAYER = sorted((REPO / "kdexp" / "runner").glob("*.py")) + [REPO / "kdexp" / n for n in ("train.py", "results.py", "report/__init__.py")]
 
 
 def test_every_trainer_has_the_nan_guard() -> None:

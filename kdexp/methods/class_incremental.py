@@ -41,7 +41,7 @@ class IncrementalModule(DistillationModule):
                 )
 
     needs_teacher = False  # the teacher is the previous step's model, given by the run, not cfg.teacher
-    step_runner = "kdexp.incremental.run:run_incremental"  # only runs under an ``incremental`` config
+    step_runner = "incremental_steps"  # kdexp.runner.kinds; only runs under an ``incremental`` config
     uses_memory: ClassVar[bool] = False  # True: the step's data includes the exemplar memory (iCaRL)
     trains_on_seen: ClassVar[bool] = False  # True: the step's data is every class seen so far (joint)
 

@@ -9,6 +9,9 @@
     signals.py     SIGTERM / SIGINT and write errors around a whole run
     single.py      one run: prepare → module → fit and test → results
     chain.py       a chain of runs (Born-Again) reusing single runs and the same results code
+    incremental.py a class-incremental run, a chain of steps (the step runner incremental_steps)
+    kinds.py       the step runners a method may name (STEP_RUNNERS)
+    performance.py the performance group: data options, channels_last, compile
     resume.py      what defines a run (its checkpoints' fingerprint), checked when a run resumes
 
 No method is named here: what a method needs (a teacher, a chain, extra result fields) it

@@ -102,7 +102,7 @@ def run_steps(
 ) -> list[tuple[int, BuiltModel, dict[str, Any]]]:
     """The chain: ``run_one(k, teacher)`` trains (or reuses) run k = 1..count and returns its
     student and results; a frozen copy of that student teaches run k+1. Born-Again's generations
-    and a class-incremental run's steps (kdexp.incremental.run) both go through here."""
+    and a class-incremental run's steps (kdexp.runner.incremental) both go through here."""
     done = []
     for step in range(1, count + 1):
         student, results = run_one(step, teacher)

@@ -31,11 +31,11 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
 
 def step_runner(cls: type, cfg: DictConfig) -> Any:
-    """The function a method's ``step_runner`` names ("module:function")."""
-    import importlib
-
+    """The runner a method's ``step_runner`` names (kdexp.runner.kinds.STEP_RUNNERS)."""
     from kdexp.errors import SetupError
     from kdexp.methods import METHODS
+    from kdexp.runner import incremental  # noqa: F401 - registers "incremental_steps"
+    from kdexp.runner.kinds import STEP_RUNNERS
 
     if not cls.step_runner:
         runners = [name for name in METHODS.names() if METHODS.get(name).step_runner]
@@ -43,5 +43,4 @@ def step_runner(cls: type, cfg: DictConfig) -> Any:
             f"incremental runs train with a class-incremental method; method={cfg.method.name} is not "
             f"one: choose one of {', '.join(runners)}"
         )
-    module, _, function = cls.step_runner.partition(":")
-    return getattr(importlib.import_module(module), function)
+    return STEP_RUNNERS.get(cls.step_runner)

@@ -928,7 +928,7 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     if console is None:  # logs and pipes get the full width; a terminal wraps the text columns
         console = Console() if Console().is_terminal else Console(width=200)
     console.print(rows_table(rows, notes))
-    from kdexp.incremental.report import write_incremental_report  # class-incremental runs, if any
+    from kdexp.report.incremental import write_incremental_report
 
     plots += write_incremental_report(runs, out, group_key, console)
     for error in (e for row in rows for e in row["errors"]):

@@ -42,6 +42,7 @@ from kdexp.runner.assemble import hparams_row
 from kdexp.runner.build import Prepared, build_role, make_module, prepare
 from kdexp.tools.config import plain
 from kdexp.runner.chain import run_steps, step_cfg
+from kdexp.runner.kinds import STEP_RUNNERS
 from kdexp.runner.single import fit_and_report
 from kdexp.run_record import earlier_failures, is_finished, read_results
 from kdexp.tools.weights import read_torch
@@ -171,6 +172,7 @@ class IncrementalSteps:
         return out
 
 
+@STEP_RUNNERS.register("incremental_steps")
 def run_incremental(cfg: DictConfig) -> dict[str, Any]:
     """Train ``incremental.tasks`` steps with ``method``; report the accuracy matrix and summaries."""
     try:
