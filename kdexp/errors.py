@@ -91,7 +91,7 @@ def print_error(err: BaseException, prog: str = "kdexp") -> None:
 
 
 def exit_status(code: int) -> NoReturn:
-    """End the process with ``code``: the one ``sys.exit`` in kdexp (EXIT_CODES in docs/architecture.md)."""
+    """End the process with ``code``: the one ``sys.exit`` in kdexp (the exit-code table: docs/architecture.md)."""
     sys.exit(code)
 
 
