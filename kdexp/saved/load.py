@@ -131,7 +131,7 @@ def load_artifact(run: str | Path, role: str = "student") -> Artifact:
             f"{card_path} names no weights file (the {role} lived only in memory, e.g. a Born-Again "
             "generation: load that generation's run folder instead)"
         )
-    weights_path = Path(weights) if Path(weights).isabsolute() else path / weights
+    weights_path = Path(weights) if Path(weights).is_absolute() else path / weights
     if not weights_path.is_file():
         raise FileNotFoundError(f"the {role}'s weights {weights_path} (named in {card_path}) do not exist")
     built = build_from_card(card)
