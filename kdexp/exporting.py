@@ -81,3 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kdexp.errors import run_command
 
     return run_command("kdexp-export", _main, argv, help_text=__doc__)
+
+
+if __name__ == "__main__":  # python -m <this module>, as the console script
+    from kdexp.errors import exit_status
+
+    exit_status(main())

@@ -968,3 +968,9 @@ def main(argv: list[str] | None = None) -> int:
     from kdexp.errors import run_command
 
     return run_command("kdexp-report", _main, argv)
+
+
+if __name__ == "__main__":  # python -m <this module>, as the console script
+    from kdexp.errors import exit_status
+
+    exit_status(main())
