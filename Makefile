@@ -30,11 +30,11 @@ data: $(STAMP)
 run: $(STAMP) data
 	$(BIN)/kdexp $(ARGS)
 
-test: $(STAMP) data
-	$(BIN)/python -m pytest -q
+test: $(STAMP) data  ## lint-imports first: kdexp's floors only look down (docs/architecture.md)
+	$(BIN)/lint-imports && $(BIN)/python -m pytest -q
 
 test-all: $(STAMP) data  ## includes the slow tests
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/lint-imports && $(BIN)/python -m pytest -q -m ''
 
 clean:
 	rm -rf $(VENV) .pytest_cache

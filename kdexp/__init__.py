@@ -1,9 +1,8 @@
 """kdexp: config-driven knowledge-distillation experiments.
 
 The Python API (``kdexp.run``, ``kdexp.load_student``, ``kdexp.evaluate``, ``kdexp.export``) is
-imported on first use, so ``import kdexp`` stays fast (no torch, Lightning or Hydra).
-``kdexp.run`` is also the run layer's package (kdexp/run/); the package is callable, and calling
-it is ``kdexp.api.run``.
+imported on first use, so ``import kdexp`` stays fast (no torch, Lightning or Hydra). The run
+layer is the package ``kdexp.runner``, so ``kdexp.run`` is only ever the API function.
 """
 
 from typing import Any
@@ -13,10 +12,6 @@ __all__ = ["run", "load_student", "evaluate", "export"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run":  # the package, callable (importing a submodule would make it the attribute anyway)
-        import importlib
-
-        return importlib.import_module("kdexp.run")
     if name in __all__:
         from kdexp import api
 

@@ -9,6 +9,7 @@ import codecs
 import io
 import logging
 import sys
+import warnings
 from typing import Any
 
 ASCII_FALLBACK = {
@@ -77,3 +78,15 @@ def show_config(cfg: Any) -> None:
                 handler.flush()
             finally:
                 handler.release()
+
+
+def _not_advertising(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡")
+
+
+def quiet_library_noise() -> None:
+    """Drop messages that are advertising or internal deprecations, not about the user's run
+    (idempotent: a notebook or a test may call it once per run)."""
+    warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_advertising)  # once: same object

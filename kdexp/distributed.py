@@ -5,8 +5,9 @@
 - ``EvalShardSampler``: validation and test shards without padding, so that every sample is
   evaluated exactly once; torchmetrics sums the per-rank states when a metric is computed.
 - ``scaled_lr``: the linear learning-rate scaling rule (off unless the optimizer config asks).
-- SLURM: a run directory named after the job (``kdexp.slurm_job_dir`` resolver), the choice of the
-  checkpoint a requeued job resumes from, and the removal of Lightning's consumed HPC checkpoints.
+- SLURM: a run directory named after the job (the ``kdexp.slurm_job_dir`` resolver, which
+  kdexp.tools.config registers), the choice of the checkpoint a requeued job resumes from, and the
+  removal of Lightning's consumed HPC checkpoints.
 
 Who owns what under SLURM: the requeue *signal* belongs to the launcher — Lightning's
 ``SLURMEnvironment`` (SIGUSR1, ``#SBATCH --signal=SIGUSR1@90``) for a plain ``sbatch`` job, submitit
@@ -21,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sized
 
-from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -150,22 +150,6 @@ def slurm_job_dir(fallback: str) -> str:
     return f"slurm/{os.environ['SLURM_JOB_ID']}"
 
 
-def launcher_pid() -> str:
-    """This process's id: with the time, it names a default run folder that no other live run on
-    this machine can share. (Lightning's ``ddp`` ranks get the folder as ``hydra.run.dir=``.)"""
-    return str(os.getpid())
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):
-        OmegaConf.register_new_resolver("kdexp.slurm_job_dir", slurm_job_dir, use_cache=True)
-    if not OmegaConf.has_resolver("kdexp.pid"):
-        OmegaConf.register_new_resolver("kdexp.pid", launcher_pid, use_cache=True)
-
-
-register_resolvers()  # before Hydra composes configs/hydra (kdexp.train imports this module)
-
-
 def resume_checkpoint(
     ckpt_path: str | None, output_dir: str | Path, auto_resume: str = "slurm", last: str | Path | None = None
 ) -> str | None:
@@ -180,7 +164,7 @@ def resume_checkpoint(
     if auto_resume == "never" or (auto_resume == "slurm" and not in_slurm_job()):
         return None
     output_dir = Path(output_dir)
-    last = Path(last) if last is not None else output_dir / LAST_CHECKPOINT  # the run folder's (kdexp.run.folder)
+    last = Path(last) if last is not None else output_dir / LAST_CHECKPOINT  # the run folder's (kdexp.runner.folder)
     found = [p for p in (last, *output_dir.glob(HPC_PATTERN)) if p.is_file()]
     if not found:
         return None

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import math
 import platform
@@ -52,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from kdexp.tools.files import locked, torch_bytes, write_json
 
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
@@ -129,9 +130,7 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def state_dict_size_mb(model: nn.Module) -> float:
     """Size of ``torch.save(model.state_dict())`` in MB (10^6 bytes), written to memory."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes / 1e6
+    return len(torch_bytes(model.state_dict())) / 1e6
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -216,17 +215,10 @@ class TimingStore:
         return self.read().get(key)
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        import fcntl
-        import os
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.path.with_suffix(".lock")):
             data = self.read()
             data[key] = entry
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, self.path)
+            write_json(self.path, data, indent=1, sort_keys=True)
 
 
 def noisy(latency_ms: float, iqr_ms: float) -> bool:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kdexp.console import ascii_safe_streams
-from kdexp.run_record import RESULTS_FILE, write_json  # the run folder's record and its one writer
+from kdexp.run_record import RESULTS_FILE
+from kdexp.tools.files import write_atomic, write_json
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -259,7 +260,7 @@ def print_results(results: dict[str, Any], console: Console | None = None) -> No
     if not folder:
         return
     try:
-        (Path(folder) / RESULTS_MD).write_text(table_markdown(table))
+        write_atomic(Path(folder) / RESULTS_MD, table_markdown(table))
     except OSError as err:  # results.json holds the numbers; the table is a convenience
         console.print(f"[yellow]could not write {Path(folder) / RESULTS_MD}: {err}[/]")
     console.print(f"Run folder: {folder}")

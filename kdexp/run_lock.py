@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kdexp.tools.files import write_atomic
+
 LOCK_NAME = Path(".hydra") / "kdexp.lock"
 _held: list[Any] = []  # the locks this process holds, kept alive until it exits
 
@@ -50,7 +52,7 @@ def lock_run_folder(folder: str | Path, key: str = "hydra.run.dir") -> None:
 def _record_holder(path: Path) -> None:
     info = path.with_suffix(".owner")
     try:
-        info.write_text(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        write_atomic(info, f"pid {os.getpid()} on {os.uname().nodename}\n")
     except OSError:
         pass
 

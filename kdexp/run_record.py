@@ -9,66 +9,20 @@
 
 A failure never replaces a finished record (an extension that fails leaves the finished results as
 they were). Every file (results, weights, checkpoints, cache entries) is written by
-:func:`write_atomic`: a temporary file in the same folder, fsync, rename, fsync of the folder, so a
-crash or a full disk leaves the previous version or nothing, never a truncated file.
+:func:`kdexp.tools.files.write_atomic`: a temporary file in the same folder, fsync, rename, fsync of
+the folder, so a crash or a full disk leaves the previous version or nothing, never a truncated file.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from kdexp.tools.files import write_json
+
 RESULTS_FILE = "results.json"
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` atomically and durably.
-
-    A write error (e.g. ENOSPC) is re-raised as an OSError naming ``path`` itself, not the
-    temporary file, and the temporary file is removed.
-    """
-    path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        with_path = OSError(err.errno or errno.EIO, err.strerror or str(err), str(path))
-        raise with_path from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-    _fsync_folder(path.parent)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` survive a power cut (best effort: not every file system can)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """``obj`` as indented JSON (floats for numpy/torch scalars), written atomically."""
-    return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
 
 
 def read_results(output_dir: str | Path) -> dict[str, Any] | None:

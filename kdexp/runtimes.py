@@ -13,6 +13,7 @@ the threads PyTorch is timed with (``profile.threads``, default torch's current 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 RUNTIMES = ("torch", "onnxruntime")
+MIN_OPSET = 18  # the torch.onnx (dynamo) exporter's native opsets start here
 MIN_BLOCKS = 7  # fewest timing blocks a median and IQR are computed from (as kdexp.profile)
 
 
@@ -38,6 +40,42 @@ def check_runtimes(runtimes: Any) -> list[str]:
         except ImportError:
             raise ImportError("profile.runtimes=[...,onnxruntime] needs `pip install kdexp[deploy]` (onnx, onnxruntime, onnxscript)") from None
     return values
+
+
+def max_opset() -> int:
+    import onnx.defs
+
+    return int(onnx.defs.onnx_opset_version())
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int | None = None, metadata: dict[str, str] | None = None) -> int:
+    """``torch.onnx.export`` (dynamo) with a dynamic batch dimension; returns the written opset.
+
+    Raises ValueError when the exporter cannot produce ``opset`` (it would silently keep its own).
+    """
+    if opset is not None and not MIN_OPSET <= opset <= max_opset():
+        raise ValueError(f"opset={opset} is not one torch.onnx can export; choose {MIN_OPSET} to {max_opset()}")
+    for name in ("onnx_ir", "onnxscript"):  # their INFO lines (one per graph pass) are not the user's business
+        logging.getLogger(name).setLevel(logging.WARNING)
+    example = (torch.zeros(2, *input_shape),)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.onnx.export(
+            model, example, None, input_names=["input"], output_names=["logits"], opset_version=opset,
+            dynamic_shapes=({0: batch},), verbose=False, optimize=True,
+        )
+    except Exception as err:  # an operator or opset the exporter refuses
+        raise ValueError(f"torch.onnx could not export the model{f' at opset={opset}' if opset else ''}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    written = int(program.model.opset_imports.get("", 0))
+    if opset is not None and written != opset:
+        raise ValueError(
+            f"opset={opset}: torch.onnx could not convert this model to it (it produced opset {written}); "
+            f"choose opset={written} or leave opset unset"
+        )
+    for key, value in (metadata or {}).items():
+        program.model.metadata_props[key] = value
+    program.save(str(path))
+    return written
 
 
 def ort_session(path: str | Path, threads: int) -> Any:
@@ -73,8 +111,6 @@ def onnxruntime_profile(
     model: nn.Module, input_shape: tuple[int, ...], threads: int, throughput_batch: int, min_run_time: float
 ) -> dict[str, Any]:
     """Export ``model`` to ONNX in a temporary folder and time it in ONNX Runtime (see module notes)."""
-    from kdexp.exporting import export_onnx
-
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         export_onnx(copy.deepcopy(model).cpu().eval(), tuple(input_shape), path)  # the caller's model stays put

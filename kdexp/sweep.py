@@ -17,7 +17,6 @@ which take no further job once the sweep stops (:func:`sweep_job`), end with it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shlex
@@ -32,65 +31,18 @@ from typing import Any, Iterator
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from kdexp.tools.config import SWEPT_ENV, swept_keys
+from kdexp.tools.files import write_atomic
+
 log = logging.getLogger("kdexp")
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # processes started inside the job
 # The swept keys, noted by the launching process for jobs that run elsewhere with another argv.
-SWEPT_ENV = "KDEXP_SWEPT_KEYS"
-MAX_DIRNAME = 120  # characters of a job folder's name (file systems allow 255 bytes)
 # A parallel sweep's stop folder, "<launching process id>:<folder>", inherited by its workers.
 STOP_ENV = "KDEXP_SWEEP_STOP"
 WORKER_LAUNCHERS = ("JoblibLauncher",)  # jobs in worker processes of this machine that this one waits for
 STOP_WAIT_S = 120.0  # how long the launching process waits for its jobs to record an interruption
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def job_dirname(overrides: str) -> str:
-    """A sweep job's folder name: its overrides (``method=kd,seed=1``), shortened with a hash
-    when they are too long for a file name. Registered as the ``kdexp_dirname`` resolver."""
-    overrides = overrides.replace("/", "_")
-    if len(overrides) <= MAX_DIRNAME:
-        return overrides
-    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
-    return f"{overrides[: MAX_DIRNAME - 9]}~{digest}"
-
-
-def swept_keys(argv: list[str] | None = None) -> set[str]:
-    """The keys a ``kdexp -m`` command line sweeps (``method=vanilla,kd``, ``seed=range(3)``), read
-    with Hydra's own override parser; empty when none (e.g. an Optuna search's own parameters)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-") and "=" in a]
-    try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception:  # noqa: BLE001 - naming a folder must never stop a sweep; Hydra reports bad syntax
-        return set()
-    return {o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()}
-
-
-def searched_keys(params: Any = None) -> set[str]:
-    """The keys the sweeper's own ``hydra.sweeper.params`` sweep or search (an Optuna search's
-    ``method.temperature: interval(1.0, 10.0)``); ``params`` None: the running job's Hydra config."""
-    if params is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        params = HydraConfig.get().sweeper.get("params") if HydraConfig.initialized() else None
-    return swept_keys([f"{key}={value}" for key, value in (params or {}).items()])
-
-
-def job_name(task_overrides: Any, argv: list[str] | None = None, params: Any = None) -> str:
-    """A sweep job's folder (and TensorBoard run) name from the keys the sweep varies only:
-    ``method=kd,seed=0``, or the values an Optuna trial searched (``hydra.sweeper.params``); the
-    constant overrides stay in the job's ``.hydra/overrides.yaml`` and the report's caption. All
-    overrides when nothing is swept. Registered as the ``kdexp_jobname`` resolver (its argument:
-    ``${hydra.overrides.task}``); ``argv``, ``params``: the command line and the sweeper's params
-    (default: this process's, and the job's Hydra config)."""
-    items = [str(item) for item in task_overrides]
-    noted = os.environ.get(SWEPT_ENV) if argv is None else None  # jobs on a cluster: see SweepReport
-    swept = set(filter(None, noted.split(","))) if noted is not None else swept_keys(argv)
-    swept |= searched_keys(params) if params is not None or argv is None else set()
-    chosen = [i for i in items if i.split("=", 1)[0].lstrip("+~") in swept] if swept else items
-    return job_dirname(",".join(sorted(chosen or items)))
 
 
 def _count(devices: Any) -> int:
@@ -184,12 +136,12 @@ class SweepStop:
         return [pid for pid in pids if _alive(pid)]
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        from kdexp.errors import RunInterrupted, print_error
+        from kdexp.errors import RunInterrupted, exit_with
 
         name = signal.Signals(signum).name
         if self.received is None:
             self.received = name
-            (self.folder / "stop").write_text(name)  # before passing it on: no worker starts a job after
+            write_atomic(self.folder / "stop", name)  # before passing it on: no worker starts a job after
             for pid in self.running():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
@@ -204,9 +156,7 @@ class SweepStop:
         if late:
             message += f"\n(worker process(es) {', '.join(map(str, late))} were killed before recording their job)"
         self.close()
-        error = RunInterrupted(message, self.received)
-        print_error(error)
-        raise SystemExit(error.exit_code)
+        exit_with(RunInterrupted(message, self.received))
 
     def close(self) -> None:
         for sig, handler in self.previous.items():
@@ -243,7 +193,7 @@ def sweep_job(grace_s: float = 5.0) -> Iterator[None]:
     if (folder / "stop").exists():
         _wait_for_the_end(launcher)
     mark = folder / f"{os.getpid()}.running"
-    mark.write_text("")
+    write_atomic(mark, "")
     previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
     try:
         yield
@@ -299,8 +249,10 @@ class SweepReport(Callback):
         runs = find_runs([sweep_dir])
         if runs:
             write_report([sweep_dir])
+        from kdexp.errors import exit_status
+
         failures = [r for r in runs if r.get("run", {}).get("status") == "failed"]
         if failures:
             log.error("%d of %d jobs failed (listed above); the others' results are kept", len(failures), len(runs))
-            sys.exit(1)
+            exit_status(1)
 

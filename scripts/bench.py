@@ -49,7 +49,7 @@ from kdexp.data.cifar import STATS, CIFAR100DataModule
 from kdexp.data.tensor import crop_flip
 from kdexp.methods import build_method
 from kdexp.models import build_model
-from kdexp.performance import apply_performance
+from kdexp.runner.performance import apply_performance
 
 BATCH = 64
 CLASSES = 100

@@ -121,7 +121,7 @@ def student_step(reps: int, steps: int, model: str = "cnn_tiny", data: str = "fa
     from kdexp.data import build_datamodule
     from kdexp.methods import build_method
     from kdexp.models import build_model
-    from kdexp.performance import apply_performance
+    from kdexp.runner.performance import apply_performance
 
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")

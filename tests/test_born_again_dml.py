@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import make_method, run_cli
-from kdexp.run.chain import ensemble_accuracy, frozen_copy
+from kdexp.runner.chain import ensemble_accuracy, frozen_copy
 from kdexp.methods import method_class
 from kdexp.models import build_model
 

@@ -273,7 +273,7 @@ def test_optimized_metric_is_checked_before_any_training(tmp_path: Path) -> None
 
 def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
     from kdexp.models import build_model
-    from kdexp.run.build import check_optimized_metric, method_of, result_fields
+    from kdexp.runner.build import check_optimized_metric, method_of, result_fields
 
     student = build_model({"name": "cnn_tiny"}, 10, 1).module
     known = result_fields(tiny_cfg, method_of(tiny_cfg), student)
@@ -291,7 +291,7 @@ def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
 def test_logit_standardization_without_a_logit_term_is_refused(tmp_path: Path) -> None:
     """Round 3, item 6: method=crd (no KD term at its default weights) ran unchanged and said nothing."""
     from kdexp.methods import method_class
-    from kdexp.run.build import check_logit_standardization
+    from kdexp.runner.build import check_logit_standardization
 
     message = setup_error(tmp_path, "method=crd", "method.logit_standardization=true")
     assert "method.logit_standardization=true changes nothing for method=crd" in message
@@ -324,7 +324,7 @@ def test_python_api_reads_a_string_as_a_command_line_and_names_misspelt_keys(tmp
     """Round 3, item 17: kdexp.run("method=kd") went through the string a character at a time, and
     a misspelt key raised Hydra's ConfigCompositionException instead of SetupError."""
     import kdexp
-    from kdexp.api import as_overrides, hydra_context
+    from kdexp.tools.config import as_overrides, compose_context as hydra_context
     from kdexp.errors import SetupError
 
     assert as_overrides("method=kd") == ["method=kd"]

@@ -133,9 +133,7 @@ def test_kdexp_eval_refuses_data_with_other_classes(run, capsys) -> None:
 
     run_dir, _ = run
     before = digests(run_dir)
-    with pytest.raises(SystemExit) as stopped:
-        main([f"run={run_dir}", "data.num_classes=7"])
-    assert stopped.value.code == 2
+    assert main([f"run={run_dir}", "data.num_classes=7"]) == 2
     message = " ".join(capsys.readouterr().err.split())
     assert "has 7 classes but the student (cnn_tiny) predicts 10" in message
     assert digests(run_dir) == before
@@ -173,7 +171,7 @@ def test_export_other_formats(run, fmt: str) -> None:
 
 
 def test_export_bad_input_is_clear_and_writes_nothing(run, tmp_path, capsys) -> None:
-    from kdexp.exporting import export_run
+    from kdexp.saved.export import export_run
 
     run_dir, _ = run
     before = digests(run_dir)
@@ -196,9 +194,8 @@ def test_export_bad_input_is_clear_and_writes_nothing(run, tmp_path, capsys) -> 
     assert sorted(p.name for p in no_student.iterdir()) == ["results.json"]
     from kdexp.exporting import main
 
-    with pytest.raises(SystemExit) as stopped:
-        main([str(unfinished), "format=onnx"])
-    assert stopped.value.code == 2 and "did not finish" in capsys.readouterr().err
+    assert main([str(unfinished), "format=onnx"]) == 2
+    assert "did not finish" in capsys.readouterr().err
 
 
 def test_run_table_and_sweep_report_show_onnx_runtime_beside_eager(run) -> None:
@@ -231,7 +228,7 @@ def test_archive_finished_keeps_the_model_cards_with_their_weights(tmp_path):
     results.json; other records (exports.json) and already-stamped files stay as they are."""
     import json
 
-    from kdexp.run.folder import archive_finished
+    from kdexp.runner.folder import archive_finished
 
     (tmp_path / "results.json").write_text(json.dumps({"run": {"status": "complete"}}))
     for name in ("student.pt", "student.json", "student1.pt", "student1.json", "teacher.json",
@@ -246,13 +243,15 @@ def test_archive_finished_keeps_the_model_cards_with_their_weights(tmp_path):
     assert not (tmp_path / "student.pt").exists() and not (tmp_path / "student1.pt").exists()
 
 
-def test_kdexp_run_is_the_run_package_and_callable(tmp_path):
-    """``kdexp.run`` names both the run layer's package and the API function: calling it runs."""
+def test_kdexp_run_is_the_api_function_even_after_the_run_layer_is_imported(tmp_path):
+    """``kdexp.run`` is only ever kdexp.api.run: the run layer is the package kdexp.runner."""
     import json
+    import types
 
-    import kdexp.run.entry  # noqa: F401  (importing a submodule makes the package kdexp.run)
+    import kdexp.api
+    import kdexp.runner.entry  # noqa: F401  (sets kdexp.runner, never kdexp.run)
 
-    assert callable(kdexp.run) and kdexp.run.run_experiment is not None
+    assert kdexp.run is kdexp.api.run and not isinstance(kdexp.run, types.ModuleType)
     from kdexp.errors import SetupError
 
     with pytest.raises(SetupError, match="optimized_metric"):

@@ -19,10 +19,13 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from conftest import HYDRA_RUN_DIR, REPO, make_method, run_cli
-from kdexp import distributed, teachers
+from kdexp import distributed
+from kdexp.teacher import cache as teachers
+from kdexp.teacher import store
+from kdexp import models
 from kdexp.data.fake import FakeDataModule
 from kdexp.models import build_model
-from kdexp.teachers import teacher_cache_key
+from kdexp.teacher.cache import teacher_cache_key
 
 CONFIG_DIR = str(REPO / "configs")
 SHAPE = (1, 28, 28)
@@ -197,9 +200,9 @@ def entry_path(cache: Path) -> Path:
 
 
 def provide(cache: Path, log: Path):
-    architecture = build_model(teachers.architecture_cfg(TEACHER), 10, 1)
+    architecture = build_model(models.architecture_cfg(TEACHER), 10, 1)
     dm = FakeDataModule(image_shape=SHAPE)
-    return teachers.provide_teacher(architecture, TEACHER, DATA, dm, {}, cache, log)
+    return teachers.provide_teacher(teachers.TeacherRequest(architecture, TEACHER, DATA, dm, {}, cache, log))
 
 
 @pytest.fixture
@@ -212,7 +215,7 @@ def fake_training(monkeypatch):
         return {"test_acc": 0.5}
 
     monkeypatch.setattr(teachers, "train_teacher", train)
-    monkeypatch.setattr(teachers, "WAIT_POLL_S", 0.02)
+    monkeypatch.setattr(store, "WAIT_POLL_S", 0.02)
     return calls
 
 
@@ -256,7 +259,7 @@ def test_other_ranks_stop_waiting_when_rank_zero_fails(tmp_path: Path, clean_env
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(teachers, "train_teacher", broken)
-    monkeypatch.setattr(teachers, "WAIT_POLL_S", 0.02)
+    monkeypatch.setattr(store, "WAIT_POLL_S", 0.02)
     with pytest.raises(RuntimeError, match="out of memory"):
         provide(tmp_path, tmp_path / "log")  # rank 0: leaves a note for its launch
     assert not entry_path(tmp_path).exists()

@@ -14,7 +14,7 @@ def _default_columns(columns: list[tuple[str, list[Any], bool]], metrics: list[s
 
 
 def test_a_vanilla_run_logs_its_effective_loss_weights() -> None:
-    from kdexp.run.assemble import hparams_row
+    from kdexp.runner.assemble import hparams_row
 
     row = hparams_row(compose_config("method=vanilla"), None)
     assert (row["method"], row["method.ce_weight"], row["method.kd_weight"]) == ("vanilla", 1.0, 0.0)

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 from kdexp.data.fake import FakeDataModule
 from kdexp.incremental.head import grown
-from kdexp.incremental.losses import icarl_bce, lwf_distillation, new_class_ce
+from kdexp.methods.incremental_losses import icarl_bce, lwf_distillation, new_class_ce
 from kdexp.incremental.memory import ExemplarMemory, herding, nme_predict
 from kdexp.incremental.metrics import average_forgetting, step_accuracies, summary
 from kdexp.incremental.protocol import IncrementalData, check_incremental_cfg, class_split
 from kdexp.models import build_model
-from kdexp.run.chain import frozen_copy
+from kdexp.runner.chain import frozen_copy
 from kdexp.methods import build_method
 
 
@@ -391,10 +391,9 @@ def test_kdexp_eval_of_a_step_uses_its_own_classes_and_order(tmp_path: Path, cap
             assert out["student"]["acc_top1"] == pytest.approx(recorded["incremental"]["head"]["accuracy_seen"])
             assert out["student"]["acc_top1"] == pytest.approx(results["incremental"]["accuracy_seen"][step - 1])
     assert out["run"]["test_images"] == 48  # step 2 has seen all 10 classes
-    with pytest.raises(SystemExit) as stopped:
-        main([f"run={run_dir}"])
+    assert main([f"run={run_dir}"]) == 2
     message = " ".join(capsys.readouterr().err.split())
-    assert stopped.value.code == 2 and "sub-runs' folders (step1, step2)" in message and f"run={run_dir / 'step2'}" in message
+    assert "sub-runs' folders (step1, step2)" in message and f"run={run_dir / 'step2'}" in message
 
 
 def test_incremental_method_without_a_protocol_is_refused(kdexp_run, tmp_path: Path) -> None:
@@ -408,7 +407,7 @@ def test_presets_compose_with_their_published_settings() -> None:
     from hydra import compose, initialize_config_dir
 
     from kdexp.methods import check_method_cfg
-    from kdexp.train import CONFIG_DIR
+    from kdexp.tools.config import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for preset, tasks in (("cifar100_10", 10), ("cifar100_20", 20)):

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 
 import kdexp
-from kdexp.api import hydra_context
+from kdexp.tools.config import compose_context as hydra_context
 from conftest import REPO
 
 DEBUG = ["fdr", "overfit", "limit", "profiler"]
@@ -24,9 +24,9 @@ def composed(*overrides: str, output_dir: Path) -> dict:
 
 @pytest.mark.parametrize("preset", DEBUG)
 def test_debug_presets_never_use_the_shared_teacher_cache(preset: str, tmp_path: Path) -> None:
-    """fast_dev_run and overfit_batches give an uncached teacher (kdexp.teachers); limit_* and
+    """fast_dev_run and overfit_batches give an uncached teacher (kdexp.teacher.cache); limit_* and
     profiler never reach the teacher, so those presets keep the teacher cache in the run folder."""
-    from kdexp.teachers import DEBUG_TRAINER_KEYS
+    from kdexp.teacher.cache import DEBUG_TRAINER_KEYS
 
     cfg = composed(f"debug={preset}", output_dir=tmp_path / "run")
     private = cfg["paths"]["cache_dir"] == str(tmp_path / "run" / "debug_teacher_cache")

@@ -12,8 +12,8 @@ from kdexp.data.fashion_mnist import FashionMNISTDataModule
 from kdexp.methods import build_method, method_class
 from kdexp.methods.rco import anchor_index, anchor_spans, equal_interval_anchors
 from kdexp.models import BuiltModel, build_model
-from kdexp.performance import apply_performance
-from kdexp.teacher_route import AnchorRoute
+from kdexp.runner.performance import apply_performance
+from kdexp.models.route import AnchorRoute
 
 SGD = {"name": "sgd", "lr": 0.1}
 NONE = {"name": "none"}
@@ -198,8 +198,8 @@ def test_rco_bad_anchors_fail_before_any_teacher_is_trained(kdexp_run, tiny_fash
 
 
 def test_route_recorder_keeps_the_weights_at_the_end_of_each_named_epoch(tiny_fashion_mnist, tmp_path) -> None:
-    from kdexp.teacher_route import RouteRecorder
-    from kdexp.teachers import train_teacher
+    from kdexp.teacher.route import RouteRecorder
+    from kdexp.teacher.cache import train_teacher
 
     dm = FashionMNISTDataModule(root=str(tiny_fashion_mnist), lean=True, batch_size=16)
     dm.setup("fit")
@@ -216,7 +216,8 @@ def test_route_recorder_keeps_the_weights_at_the_end_of_each_named_epoch(tiny_fa
 def test_teacher_checkpoint_list_gives_the_anchors_in_order(tmp_path) -> None:
     from types import SimpleNamespace
 
-    from kdexp.teacher_route import provide_route
+    from kdexp.teacher.route import provide_route
+    from kdexp.teacher.cache import TeacherRequest
 
     paths = []
     for k in range(3):
@@ -225,25 +226,26 @@ def test_teacher_checkpoint_list_gives_the_anchors_in_order(tmp_path) -> None:
         torch.save(build_model({"name": "cnn_tiny"}, 10, 1).module.state_dict(), path)
         paths.append(str(path))
     arch = build_model({"name": "cnn_tiny"}, 10, 1)
-    teacher, info = provide_route(arch, {"name": "cnn_tiny", "checkpoint": paths}, {}, SimpleNamespace(num_classes=10),
-                                  {}, tmp_path / "cache", tmp_path / "log", epochs=[])
+    teacher, info = provide_route(TeacherRequest(arch, {"name": "cnn_tiny", "checkpoint": paths}, {}, SimpleNamespace(num_classes=10),
+                                  {}, tmp_path / "cache", tmp_path / "log", route_epochs=[]))
     route = teacher.module
     assert route.labels == paths and info["route"] == paths and route.active == 2
     for k, path in enumerate(paths):
         assert torch.equal(route.anchors[k].fc.weight, torch.load(path)["fc.weight"])
         assert not any(p.requires_grad for p in route.anchors[k].parameters())
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        provide_route(arch, {"name": "cnn_tiny", "checkpoint": [paths[0], str(tmp_path / "missing.pt")]}, {},
-                      SimpleNamespace(num_classes=10), {}, tmp_path / "cache", tmp_path / "log", epochs=[])
+        provide_route(TeacherRequest(arch, {"name": "cnn_tiny", "checkpoint": [paths[0], str(tmp_path / "missing.pt")]}, {},
+                      SimpleNamespace(num_classes=10), {}, tmp_path / "cache", tmp_path / "log", route_epochs=[]))
 
 
 def test_debug_switches_that_would_cut_the_route_short_are_refused(tmp_path) -> None:
     from types import SimpleNamespace
 
-    from kdexp.teacher_route import provide_route
+    from kdexp.teacher.route import provide_route
+    from kdexp.teacher.cache import TeacherRequest
 
     arch = build_model({"name": "cnn_tiny"}, 10, 1)
     with pytest.raises(ValueError, match="trainer.fast_dev_run"):
-        provide_route(arch, {"name": "cnn_tiny", "train": {"max_epochs": 4}}, {}, SimpleNamespace(num_classes=10),
-                      {"fast_dev_run": True}, tmp_path / "cache", tmp_path / "log", epochs=[2, 4])
+        provide_route(TeacherRequest(arch, {"name": "cnn_tiny", "train": {"max_epochs": 4}}, {}, SimpleNamespace(num_classes=10),
+                      {"fast_dev_run": True}, tmp_path / "cache", tmp_path / "log", route_epochs=[2, 4]))
     assert not (tmp_path / "cache").exists()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from kdexp.report import find_runs, main, summarise
-from kdexp.sweep import job_dirname, relaunches
+from kdexp.tools.config import job_dirname
+from kdexp.sweep import relaunches
 
 
 def fake_run(

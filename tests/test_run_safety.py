@@ -183,7 +183,7 @@ def test_init_weights_starts_a_new_run_from_old_weights(finished, kdexp_run) -> 
 
 # --- the atomic writer ---------------------------------------------------------------------------
 def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_the_target(tmp_path: Path, monkeypatch) -> None:
-    from kdexp import run_record
+    from kdexp.tools import files as tools_files
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"the previous checkpoint")
@@ -191,9 +191,9 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_names_the_target(tmp
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(run_record.os, "fsync", full)
+    monkeypatch.setattr(tools_files.os, "fsync", full)
     with pytest.raises(OSError) as caught:
-        run_record.write_atomic(target, b"x" * 1000)
+        tools_files.write_atomic(target, b"x" * 1000)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert target.read_bytes() == b"the previous checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
@@ -247,7 +247,7 @@ def test_resuming_a_finished_run_keeps_it_as_it_is(tmp_path: Path, caplog) -> No
     run is complete and keeps every number; a finished checkpoint without its results is refused."""
     import kdexp
     from kdexp.errors import SetupError
-    from kdexp.run.entry import DEFAULT_METRIC, optimized_value
+    from kdexp.runner.entry import DEFAULT_METRIC, optimized_value
 
     run_dir = tmp_path / "run"
     overrides = [*VANILLA_RUN, "trainer.max_epochs=1", f"paths.root_dir={tmp_path}"]

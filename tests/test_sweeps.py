@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kdexp.sweep import job_dirname, job_name, relaunches
+from kdexp.tools.config import job_dirname, job_name
+from kdexp.sweep import relaunches
 from tests.conftest import run_cli
 
 

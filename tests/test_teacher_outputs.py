@@ -14,8 +14,8 @@ from kdexp.data.tensor import ViewGrid, crop_flip
 from kdexp.losses import kd_loss
 from conftest import make_method
 from kdexp.models import build_model
-from kdexp.performance import apply_performance
-from kdexp.teacher_outputs import TeacherOutputCache, build_cache, resolve_cache
+from kdexp.runner.performance import apply_performance
+from kdexp.teacher.outputs import TeacherOutputCache, build_cache, resolve_cache
 
 SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False}
 GRID = ViewGrid(num_samples=6, positions=3, flips=2)  # pad 1: 3 x 3 offsets x 2 flips
@@ -255,7 +255,7 @@ def test_stored_outputs_follow_the_data_not_its_size(tmp_path, tiny_fashion_mnis
     from omegaconf import open_dict
 
     from conftest import TINY_RUN, compose_config
-    from kdexp.run import run_experiment
+    from kdexp.runner.experiment import run_experiment
 
     second_folder = other_fashion_mnist(tmp_path / "other")
     overrides = [o for o in TINY_RUN if not o.startswith("data")]
@@ -332,7 +332,7 @@ def test_data_fingerprint_follows_content_not_size(tmp_path) -> None:
     from torchvision.datasets import ImageFolder
 
     from kdexp.data.tensor import BatchedImages, ImageTensors
-    from kdexp.teacher_eval import data_fingerprint
+    from kdexp.teacher.test_logits import data_fingerprint
 
     def tensors(seed: int) -> BatchedImages:
         gen = torch.Generator().manual_seed(seed)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import torch
 
 from conftest import make_method
-from kdexp.run import fit
+from kdexp.runner import fit
 
 
 class CountingTrainer(SimpleNamespace):
@@ -75,7 +75,7 @@ def test_the_teachers_test_logits_are_stored_once_and_give_the_same_numbers(kdex
 
 
 def test_a_complete_store_answers_without_running_the_teacher(tmp_path):
-    from kdexp.teacher_eval import TeacherTestLogits
+    from kdexp.teacher.test_logits import TeacherTestLogits
 
     teacher = torch.nn.Linear(2, 3)
     parts = {"data_cfg": {"name": "fake"}, "device": "cpu", "precision": "32-true"}
@@ -141,7 +141,7 @@ def test_the_teachers_training_logits_are_kept_for_the_next_run(tmp_path, tiny_f
 
     from conftest import TINY_RUN, compose_config
     from kdexp.methods.base import DistillationModule
-    from kdexp.run import run_experiment
+    from kdexp.runner.experiment import run_experiment
 
     overrides = [o for o in TINY_RUN if not o.startswith("data")]
     base = compose_config(*overrides, "data=fashion_mnist", f"data.root={tiny_fashion_mnist}", "data.val_size=16",

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdexp import teachers
+from kdexp.teacher import cache as teachers
+from kdexp import models
+from kdexp.tools import weights
 from kdexp.data.fake import FakeDataModule
 from kdexp.models import build_model
 
@@ -43,7 +45,7 @@ def test_load_weights_accepts_common_checkpoint_formats(tmp_path: Path, wrap: st
     }[wrap]
     torch.save(blob, tmp_path / "t.pt")
     target = build_model({"name": "cnn_tiny"}, 10, 1)
-    teachers.load_weights(target, tmp_path / "t.pt", num_classes=10)
+    weights.load_weights(target, tmp_path / "t.pt", num_classes=10)
     for k, v in target.module.state_dict().items():
         assert torch.equal(v, state[k])
 
@@ -51,28 +53,28 @@ def test_load_weights_accepts_common_checkpoint_formats(tmp_path: Path, wrap: st
 def test_missing_checkpoint(tmp_path: Path) -> None:
     model = build_model({"name": "cnn_tiny"}, 10, 1)
     with pytest.raises(FileNotFoundError, match="teacher.checkpoint=.*does not exist"):
-        teachers.load_weights(model, tmp_path / "nope.pt", 10)
+        weights.load_weights(model, tmp_path / "nope.pt", 10)
 
 
 def test_corrupt_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     model = build_model({"name": "cnn_tiny"}, 10, 1)
     with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
-        teachers.load_weights(model, tmp_path / "bad.pt", 10)
+        weights.load_weights(model, tmp_path / "bad.pt", 10)
 
 
 def test_wrong_number_of_classes(tmp_path: Path) -> None:
     torch.save(build_model({"name": "cnn_tiny"}, 100, 1).module.state_dict(), tmp_path / "c100.pt")
     model = build_model({"name": "cnn_tiny"}, 10, 1)
     with pytest.raises(ValueError, match="predicts 100 classes but the data has 10"):
-        teachers.load_weights(model, tmp_path / "c100.pt", 10)
+        weights.load_weights(model, tmp_path / "c100.pt", 10)
 
 
 def test_wrong_architecture(tmp_path: Path) -> None:
     torch.save(build_model({"name": "cnn_small"}, 10, 1).module.state_dict(), tmp_path / "s.pt")
     model = build_model({"name": "cnn_tiny"}, 10, 1)
     with pytest.raises(ValueError, match="does not fit teacher.name='cnn_tiny'"):
-        teachers.load_weights(model, tmp_path / "s.pt", 10)
+        weights.load_weights(model, tmp_path / "s.pt", 10)
 
 
 def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> None:
@@ -88,9 +90,9 @@ def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> 
     sources = []
 
     def job() -> None:
-        architecture = build_model(teachers.architecture_cfg(TEACHER), 10, 1)
+        architecture = build_model(models.architecture_cfg(TEACHER), 10, 1)
         _, info = teachers.provide_teacher(
-            architecture, TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log"
+            teachers.TeacherRequest(architecture, TEACHER, DATA, dm, {}, tmp_path / "cache", tmp_path / "log")
         )
         sources.append(info["source"])
 
@@ -108,8 +110,8 @@ def test_concurrent_jobs_train_one_teacher_once(tmp_path: Path, monkeypatch) -> 
 def _provide(tmp_path: Path, trainer_cfg: dict, teacher: dict = TEACHER):
     dm = FakeDataModule(image_shape=(1, 28, 28), train_size=64, test_size=32, batch_size=32)
     dm.setup("fit")
-    architecture = build_model(teachers.architecture_cfg(teacher), 10, 1)
-    return teachers.provide_teacher(architecture, teacher, DATA, dm, trainer_cfg, tmp_path / "cache", tmp_path / "log")
+    architecture = build_model(models.architecture_cfg(teacher), 10, 1)
+    return teachers.provide_teacher(teachers.TeacherRequest(architecture, teacher, DATA, dm, trainer_cfg, tmp_path / "cache", tmp_path / "log"))
 
 
 def test_a_debug_run_trains_its_teacher_uncached_and_the_next_run_trains_the_real_one(tmp_path: Path) -> None:
@@ -151,7 +153,7 @@ def test_teacher_quantize_is_refused_before_any_work(tmp_path: Path, tiny_cfg) -
     from omegaconf import open_dict
 
     from kdexp.errors import SetupError
-    from kdexp.run.build import prepare
+    from kdexp.runner.build import prepare
 
     with open_dict(tiny_cfg):
         tiny_cfg.teacher.quantize = {"weight_bits": 4}

@@ -14,7 +14,7 @@ the same order, so an image and its crop/flip parameters give bit-identical tens
 A lean training batch is ``(x, y, views)``: ``views`` is an int64 ``(B, 4)`` tensor of
 ``[index, dy, dx, flip]`` — which training sample, which crop offset in the padded image and
 whether it was mirrored. That names every view exactly, which is what lets the teacher-output
-cache (``kdexp.teacher_outputs``) reuse logits only for the view they were computed on. Without
+cache (``kdexp.teacher.outputs``) reuse logits only for the view they were computed on. Without
 augmentation every view is ``[index, 0, 0, 0]``.
 """
 

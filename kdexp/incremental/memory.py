@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from kdexp.tools.files import write_json
+
 MEMORY_FILE = "memory.json"
 
 
@@ -120,9 +122,7 @@ class ExemplarMemory:
             "exemplars": {str(c): v for c, v in sorted(self.exemplars.items())},
             "means": {str(c): v for c, v in sorted(self.means.items())},
         }
-        tmp = folder / (MEMORY_FILE + ".tmp")
-        tmp.write_text(json.dumps(data) + "\n")
-        tmp.replace(folder / MEMORY_FILE)
+        write_json(folder / MEMORY_FILE, data)
 
     @classmethod
     def load(cls, folder: Path) -> ExemplarMemory:

@@ -72,7 +72,7 @@ class DistillationModule(pl.LightningModule):
     # apprentice_joint, projection_joint): kd_weight > 0 then needs no given teacher.
     trains_own_teacher: ClassVar[bool] = False
     # True where the method uses its frozen teacher only through ``teacher_logits`` (no features,
-    # no teacher training): its teacher outputs may then come from a kdexp.teacher_outputs cache.
+    # no teacher training): its teacher outputs may then come from a kdexp.teacher.outputs cache.
     teacher_logits_only: ClassVar[bool] = False
     # True where training batches must name each sample's index in the training set (CRD's memory
     # bank): ``setup`` then asks the kdexp data module to add it to every training batch, and the
@@ -92,11 +92,11 @@ class DistillationModule(pl.LightningModule):
     chain_step: ClassVar[str] = "step"
     chain_folder: ClassVar[str] = "step"
     # A method whose whole run is its own chain of steps (class-incremental learning): the
-    # "module:function" that runs it from the config, on kdexp.run.chain.run_steps.
+    # "module:function" that runs it from the config, on kdexp.runner.chain.run_steps.
     step_runner: ClassVar[str | None] = None
-    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.run.build where exact
+    teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.runner.build where exact
     evaluate_teacher = True  # False while only the student is tested again (best-epoch test)
-    teacher_test_logits: Any = None  # a kdexp.teacher_eval.TeacherTestLogits, attached by kdexp.run.build
+    teacher_test_logits: Any = None  # a kdexp.teacher.test_logits.TeacherTestLogits, attached by kdexp.runner.build
     # The current training batch's [index, dy, dx, flip] (lean path) or (B,) indices (per-sample
     # path with ``needs_sample_indices``), if named.
     _views: Tensor | None = None
@@ -119,7 +119,7 @@ class DistillationModule(pl.LightningModule):
             {
                 "num_classes": num_classes,
                 "input_shape": list(input_shape),
-                # The model configs: load_from_checkpoint rebuilds both (kdexp.artifacts).
+                # The model configs: load_from_checkpoint rebuilds both (kdexp.saved.load).
                 "models": {
                     "student": dict(student.cfg or {"name": student.name}),
                     "teacher": dict(teacher.cfg or {"name": teacher.name}) if teacher else None,
@@ -148,7 +148,7 @@ class DistillationModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Any:
         """Rebuild the module from a kdexp checkpoint alone: student, teacher (from its recorded
         weights file, or ``teacher=`` a BuiltModel) and options come from its hyperparameters."""
-        from kdexp.artifacts import module_from_checkpoint
+        from kdexp.methods.checkpoint import module_from_checkpoint
 
         return module_from_checkpoint(checkpoint_path, map_location=map_location, strict=strict, expected=cls, **kwargs)
 
@@ -221,7 +221,7 @@ class DistillationModule(pl.LightningModule):
 
     def test_teacher_logits(self, x: Tensor, index: Tensor | None) -> Tensor:
         """The teacher's logits for the test images ``x``: from the store of its test logits
-        (kdexp.teacher_eval) when one is attached and single-process, else one forward pass."""
+        (kdexp.teacher.test_logits) when one is attached and single-process, else one forward pass."""
         store = self.teacher_test_logits
         if store is None or index is None or self.trainer.world_size > 1:
             return self.teacher_forward(x)
@@ -397,7 +397,7 @@ class LogitDistillationModule(DistillationModule):
     logits alone, so cached teacher outputs are exact. Subclasses implement :meth:`logit_losses`."""
 
     needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)
 
     def extra_losses(
         self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None

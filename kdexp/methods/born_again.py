@@ -2,7 +2,7 @@
 
 Generation k+1 is a freshly initialised student distilled from generation k (generation 0 is the
 teacher). The chain itself — one sub-run per generation, resumable, with the ensemble of all
-student generations — is run by ``kdexp.run.chain`` because the method declares
+student generations — is run by ``kdexp.runner.chain`` because the method declares
 ``chain_runner`` and its ``chain_links``.
 """
 
@@ -34,7 +34,7 @@ class BornAgainModule(DistillationModule):
         generations: int = at_least(3, 1, "students trained after the teacher")
 
     needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)
     chain_runner = True
     chain_ensemble = True  # the generations share one architecture: report their ensemble
     members_field = "generations"

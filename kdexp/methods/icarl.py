@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from kdexp.incremental.losses import icarl_bce
+from kdexp.methods.incremental_losses import icarl_bce
 from kdexp.methods.class_incremental import IncrementalModule
 from kdexp.methods.registry import register_method
 
@@ -17,7 +17,7 @@ from kdexp.methods.registry import register_method
 @register_method("icarl")
 class ICaRLModule(IncrementalModule):
     """loss = BCE(σ(s), q): q = one-hot on the new classes, σ(previous model's logits) on the
-    old ones (``kdexp.incremental.losses.icarl_bce``), over new images and exemplars alike."""
+    old ones (``kdexp.methods.incremental_losses.icarl_bce``), over new images and exemplars alike."""
 
     uses_memory = True
 

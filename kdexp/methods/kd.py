@@ -22,4 +22,4 @@ class KDModule(DistillationModule):
         kd_weight: float = weight(0.9, search=(0.0, 1.0))
 
     needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher_outputs)
+    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)

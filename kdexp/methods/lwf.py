@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdexp.incremental.losses import lwf_distillation, new_class_ce
+from kdexp.methods.incremental_losses import lwf_distillation, new_class_ce
 from kdexp.methods.class_incremental import IncrementalModule
 from kdexp.methods.options import option, weight
 from kdexp.methods.registry import register_method
@@ -21,7 +21,7 @@ class LwFModule(IncrementalModule):
 
     L_new: cross-entropy over the new classes' logits (``ce_logits=new``, the paper's new task
     head; ``all``: over every seen class). L_old: the previous model's softened outputs on the
-    old classes (``kdexp.incremental.losses.lwf_distillation``; both sides z-scored first with
+    old classes (``kdexp.methods.incremental_losses.lwf_distillation``; both sides z-scored first with
     ``logit_standardization``). Paper defaults: T = 2, λ_o = lwf_weight = 1. No exemplars: only
     the new classes' images are seen.
     """

@@ -4,7 +4,7 @@ Constrained Optimization").
 A converged teacher is a hard target for a small student; RCO supervises the student with a
 sequence of *anchor points* from the teacher's own training route (its checkpoints at chosen
 epochs), easiest first and ending at the converged teacher. The anchors come from the teacher's
-cache entry (``kdexp.teacher_route``) or from ``teacher.checkpoint=[a.pt,b.pt,...]``.
+cache entry (``kdexp.teacher.route``) or from ``teacher.checkpoint=[a.pt,b.pt,...]``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from kdexp.methods.kd import KDModule
 from kdexp.methods.options import at_least, option
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
-from kdexp.teacher_outputs import TeacherOutputCache
 
 SCHEDULES = ("equal",)
 
@@ -83,7 +82,7 @@ class RCOModule(DistillationModule):
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         route = teacher.module if teacher is not None else None
         if not hasattr(route, "anchors"):
-            raise ValueError("method=rco needs the teacher's route (kdexp.teacher_route.AnchorRoute)")
+            raise ValueError("method=rco needs the teacher's route (kdexp.models.route.AnchorRoute)")
         super().__init__(student, teacher, **kwargs)
         n, num_classes = len(route.anchors), kwargs["num_classes"]
         self.test_anchors = nn.ModuleList(accuracy_metrics(num_classes).clone(prefix=f"test/anchor{k}_") for k in range(n))
@@ -175,9 +174,7 @@ class RCOModule(DistillationModule):
             if cache is not None and self._cache_anchor not in (None, k):
                 self.cache_summaries[self._cache_anchor] = cache.summary()
                 cache.release()
-                self.teacher_outputs = TeacherOutputCache(
-                    cache.grid, cache.num_classes, cache.dtype, cache.storage, cache.path, cache.verify
-                )
+                self.teacher_outputs = cache.renewed()
             self._cache_anchor = k  # whose logits the current table holds
             self.route.active = k
             self.switches.append({"student_epoch": epoch, "anchor": k})

@@ -3,7 +3,7 @@ Knowledge Distillation via Teacher Assistant").
 
 When the teacher is far larger than the student, distil through intermediate-size assistants:
 teacher → assistant 1 → … → student, each step Hinton KD from the step before. The chain — one
-sub-run per link, resumable, every link reported — is run by ``kdexp.run.chain``, as for Born-Again.
+sub-run per link, resumable, every link reported — is run by ``kdexp.runner.chain``, as for Born-Again.
 """
 
 from __future__ import annotations

@@ -94,3 +94,8 @@ __all__ = [
     "get_spec",
     "register_model",
 ]
+
+
+def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config without pretrained weights: the architecture that a checkpoint fills."""
+    return {**teacher_cfg, "weights": None, "pretrained": False}

@@ -6,16 +6,13 @@ stored logits) and the numerics of compiled kernels.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdexp.data import ImageDataModule
-from kdexp.teacher_outputs import build_cache, resolve_cache
-
-log = logging.getLogger("kdexp")
+from kdexp.teacher.outputs import attach_output_cache, resolve_cache
 
 
 def data_options(perf: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +26,7 @@ def data_options(perf: dict[str, Any]) -> dict[str, Any]:
 
 def check_performance(perf: dict[str, Any], method_cls, method_cfg: dict[str, Any], datamodule) -> None:
     """Option values, and ``teacher_cache=on`` where it cannot be exact: before any teacher work."""
-    from kdexp.teacher_outputs import DTYPES, STORAGES
+    from kdexp.teacher.outputs import DTYPES, STORAGES
 
     for key, allowed in (("teacher_cache_dtype", DTYPES), ("teacher_cache_storage", STORAGES)):
         if key in perf and str(perf[key]) not in allowed:
@@ -43,35 +40,12 @@ def check_performance(perf: dict[str, Any], method_cls, method_cfg: dict[str, An
 def apply_performance(
     module, datamodule: ImageDataModule, perf: dict[str, Any], method_name: str, run_dir: str | Path
 ) -> None:
-    """channels_last, compile and the teacher-output cache on a freshly built method module."""
+    """channels_last, compile and the teacher-output cache (kdexp.teacher.outputs) on a freshly
+    built method module."""
     if perf.get("channels_last"):
         module.to(memory_format=torch.channels_last)
         if module.teacher is not None:
             module.teacher.to(memory_format=torch.channels_last)
     if perf.get("compile"):
         module.student.compile(backend=str(perf.get("compile_backend", "inductor")))
-    grid = getattr(datamodule, "view_grid", None)
-    on = resolve_cache(
-        perf, method_name, type(module).teacher_logits_only, module.teacher, grid, datamodule.name
-    )
-    if on:
-        module.teacher_outputs = build_cache(perf, grid, datamodule.num_classes, run_dir)
-        cache = module.teacher_outputs
-        log.info(
-            "Teacher-output cache on: %d samples x %d views, %s, %s (%.1f MB when full)",
-            grid.num_samples, grid.views_per_sample, str(cache.dtype).replace("torch.", ""),
-            cache.storage, cache.nbytes / 1e6,
-        )
-
-
-def finish_cache(module) -> dict[str, Any] | None:
-    """After fit: the cache's summary for results.json; its table is freed (and its file deleted)."""
-    cache = getattr(module, "teacher_outputs", None)
-    if cache is None:
-        return None
-    summary = cache.summary()
-    trainer = module._trainer
-    if trainer is None or (trainer.world_size == 1 and not trainer.received_sigterm):  # one rank saw every sample
-        cache.save_store()
-    cache.release()
-    return summary
+    attach_output_cache(module, datamodule, perf, method_name, run_dir)

@@ -6,9 +6,6 @@ Lightning): those load only when a run starts, so ``kdexp --help`` and ``--cfg j
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import warnings
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -16,37 +13,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdexp.checks import check_loggers
-from kdexp.console import ascii_safe_streams, show_config
-from kdexp.errors import KdexpError, RunInterrupted, SetupError, print_error
-from kdexp.sweep import check_sweep, in_sweep_worker, job_dirname, job_name, sweep_job, sweep_resume_command
+from kdexp.console import ascii_safe_streams, quiet_library_noise, show_config
+from kdexp.errors import KdexpError, RunInterrupted, SetupError, exit_with, print_error
+from kdexp.sweep import check_sweep, in_sweep_worker, sweep_job, sweep_resume_command
 
 log = logging.getLogger("kdexp")
 DEFAULT_METRIC = "student.val_acc_top1"
-
-
-def _slurm_job_dir(fallback: str) -> str:
-    from kdexp.distributed import slurm_job_dir  # imports torch: only when a run folder is named
-
-    return slurm_job_dir(fallback)
-
-
-def register_resolvers() -> None:
-    """The resolvers configs/hydra names run and sweep folders with."""
-    OmegaConf.register_new_resolver("kdexp_dirname", job_dirname, replace=True)
-    OmegaConf.register_new_resolver("kdexp_jobname", job_name, replace=True)
-    if not OmegaConf.has_resolver("kdexp.slurm_job_dir"):
-        OmegaConf.register_new_resolver("kdexp.slurm_job_dir", _slurm_job_dir, use_cache=True)
-    if not OmegaConf.has_resolver("kdexp.pid"):  # unique default run folders (same-second runs)
-        OmegaConf.register_new_resolver("kdexp.pid", lambda: str(os.getpid()), use_cache=True)
-
-
-def quiet_library_noise() -> None:
-    """Drop messages that are advertising or internal deprecations, not about the user's run."""
-    warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("💡")
-    )
 
 
 def check_job(cfg: DictConfig) -> None:
@@ -104,16 +76,15 @@ def stop_sweep(cfg: DictConfig, err: RunInterrupted) -> None:
     if in_sweep_worker():
         print_error(RunInterrupted(said, err.signal_name))
         return
-    print_error(
+    exit_with(
         RunInterrupted(said + ", and no further job starts. Resume the sweep with:\n  " + sweep_resume_hint(), err.signal_name)
     )
-    sys.exit(err.exit_code)
 
 
 def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
     """A run that stopped: record it; a single run exits with the error's code, a sweep job
     returns NaN so the other jobs go on (a signal stops the whole sweep)."""
-    from kdexp.run import record_run_failure
+    from kdexp.runner.folder import record_run_failure
 
     record_run_failure(cfg, err)
     if not isinstance(err, KdexpError):
@@ -124,16 +95,16 @@ def failed(cfg: DictConfig, err: BaseException, multirun: bool) -> float:
     if multirun and isinstance(err, RunInterrupted):  # schedulers, `timeout`, `docker stop`
         stop_sweep(cfg, err)
         return float("nan")
-    print_error(err)
     if not multirun:
-        sys.exit(err.exit_code)
+        exit_with(err)
+    print_error(err)
     return float("nan")
 
 
 def run_checked(cfg: DictConfig) -> dict[str, Any]:
     """The job's checks, then the run: what ``kdexp`` and the Python API's ``kdexp.run`` both do.
     Errors propagate (KdexpErrors with their exit codes); recording them is the caller's."""
-    from kdexp.run import run_experiment  # torch and Lightning: only once a run starts
+    from kdexp.runner.experiment import run_experiment
     from kdexp.threads import resolve_threads, sharing_cores
 
     check_job(cfg)
@@ -175,8 +146,8 @@ def run_job(cfg: DictConfig) -> float | None:
         try:
             return optimized_value(results, cfg.get("optimized_metric", DEFAULT_METRIC))
         except SetupError as err:  # the results are written; only the sweeper's value is missing
-            print_error(err)
             if not multirun:
-                sys.exit(err.exit_code)
+                exit_with(err)
+            print_error(err)
             return float("nan")
     return None  # a signal after the run had finished: its record stands (sweep_job)

@@ -8,16 +8,14 @@ exactly those that running the teacher gives. Keyed by the teacher's weights (a 
 set's config and content (``data_fingerprint``: another folder of the same size is another key), the
 evaluation batch size, the device type and the precision; written atomically.
 
-Every stored teacher output (these test logits and kdexp.teacher_outputs' training logits) records
+Every stored teacher output (these test logits and kdexp.teacher.outputs' training logits) records
 the key it was stored under, and is served only when that is the key it is looked up by: a file
-copied or swapped by hand is named in a warning and computed again (``save_stored``, ``load_stored``).
+copied or swapped by hand is named in a warning and computed again (kdexp.teacher.store).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import os
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+
+from kdexp.teacher.store import Store, key_of, state_digest
 
 log = logging.getLogger("kdexp")
 
@@ -65,38 +65,6 @@ def _feed(digest: Any, dataset: Any) -> None:
             digest.update(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode())
 
 
-def save_stored(path: Path, payload: dict[str, Any]) -> None:
-    """Write a stored teacher output atomically, recording the key it is stored under (the file's
-    name without ``.pt``)."""
-    from kdexp.run_record import write_atomic
-
-    buffer = io.BytesIO()
-    torch.save({**payload, "key": path.stem}, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buffer.getvalue())
-
-
-def load_stored(path: Path, what: str) -> dict[str, Any] | None:
-    """The stored teacher output at ``path`` when it loads and records the key it is looked up by;
-    else None, to be computed again and replaced (a file that records another key — copied or
-    swapped by hand — or none is named in a warning)."""
-    if not path.is_file():
-        return None
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an unreadable entry is computed again and replaced
-        log.warning("Stored %s %s cannot be read: computing them again", what, path)
-        return None
-    recorded = stored.get("key") if isinstance(stored, dict) else None
-    if recorded != path.stem:
-        log.warning(
-            "Stored %s %s records the key %r, not %r (copied or swapped by hand?): not served, computing them again",
-            what, path, recorded, path.stem,
-        )
-        return None
-    return stored
-
-
 def store_key(teacher_digest: str, data_cfg: dict[str, Any], device: str, precision: str) -> str:
     """A short hash of everything the stored logits depend on (``eval_batch_size`` included: it
     decides the batches the logits were computed in)."""
@@ -106,7 +74,7 @@ def store_key(teacher_digest: str, data_cfg: dict[str, Any], device: str, precis
         "device": device,
         "precision": precision,
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return key_of(identity)
 
 
 class TeacherTestLogits:
@@ -116,14 +84,13 @@ class TeacherTestLogits:
 
     def __init__(self, folder: Path, key_parts: dict[str, Any], size: int, num_classes: int) -> None:
         self.folder, self.key_parts, self.shape = folder, key_parts, (size, num_classes)
+        self.store = Store(folder, "test logits of the teacher")
         self.path: Path | None = None
         self.logits, self.complete = torch.zeros(self.shape), False
         self.seen = torch.zeros(size, dtype=torch.bool)
 
     def bind(self, teacher: torch.nn.Module) -> None:
         """Point the store at ``teacher``'s entry (keyed by a SHA-256 of its weights)."""
-        from kdexp.teachers import state_digest
-
         self.path = self.folder / f"{store_key(state_digest(teacher.state_dict()), **self.key_parts)}.pt"
         loaded = self._load(*self.shape)
         self.complete = loaded is not None
@@ -131,7 +98,7 @@ class TeacherTestLogits:
         self.seen = torch.zeros(self.shape[0], dtype=torch.bool)
 
     def _load(self, size: int, num_classes: int) -> Tensor | None:
-        stored = load_stored(self.path, "test logits of the teacher") if self.path is not None else None
+        stored = self.store.get(self.path) if self.path is not None else None
         logits = stored.get("logits") if stored is not None else None
         return logits if isinstance(logits, Tensor) and logits.shape == (size, num_classes) else None
 
@@ -149,7 +116,7 @@ class TeacherTestLogits:
         """Write the store once a test pass has covered every sample; True when it did."""
         if self.complete or self.path is None or not bool(self.seen.all()):
             return False
-        save_stored(self.path, {"logits": self.logits})
+        self.store.save(self.path, {"logits": self.logits})
         self.complete = True
         log.info("Stored the teacher's test logits for later runs: %s", self.path)
         return True

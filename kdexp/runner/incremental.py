@@ -1,4 +1,4 @@
-"""A class-incremental run: a chain (``kdexp.run.chain.run_steps``) whose step k trains on step k's
+"""A class-incremental run: a chain (``kdexp.runner.chain.run_steps``) whose step k trains on step k's
 classes, grows the previous step's model's head and is taught by a frozen copy of it.
 
 Each step is a sub-run ``step<k>/`` with its own checkpoints, curves and results.json (plus, for
@@ -38,11 +38,14 @@ from kdexp.incremental.protocol import (
 from kdexp.methods import METHODS, DistillationModule, method_class
 from kdexp.models import BuiltModel
 from kdexp.results import log_final, write_results
-from kdexp.run.assemble import hparams_row
-from kdexp.run.build import Prepared, build_role, make_module, plain, prepare
-from kdexp.run.chain import run_steps, step_cfg
-from kdexp.run.single import fit_and_report
+from kdexp.runner.assemble import hparams_row
+from kdexp.runner.build import Prepared, build_role, make_module, prepare
+from kdexp.tools.config import plain
+from kdexp.runner.chain import run_steps, step_cfg
+from kdexp.runner.kinds import STEP_RUNNERS
+from kdexp.runner.single import fit_and_report
 from kdexp.run_record import earlier_failures, is_finished, read_results
+from kdexp.tools.weights import read_torch
 
 log = logging.getLogger("kdexp")
 
@@ -88,7 +91,7 @@ class IncrementalSteps:
         done = self.finished(step_dir)
         if done is not None:
             log.info("Step %d already finished in %s: reusing it", k, step_dir)
-            prep.student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
+            prep.student.module.load_state_dict(read_torch(step_dir / "student.pt"))
             results = done
         else:
             part = {"step": k, "chain_step": "step"}  # kdexp-report reports the run, not its steps
@@ -169,6 +172,7 @@ class IncrementalSteps:
         return out
 
 
+@STEP_RUNNERS.register("incremental_steps")
 def run_incremental(cfg: DictConfig) -> dict[str, Any]:
     """Train ``incremental.tasks`` steps with ``method``; report the accuracy matrix and summaries."""
     try:

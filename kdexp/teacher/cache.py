@@ -6,7 +6,7 @@ sweep jobs reuse one teacher.
 
 The cache is safe to share:
 - Writes are atomic: the entry is written to a temporary file, flushed to disk and renamed over
-  its final name (``os.replace``), so a crash mid-write never leaves an entry that later runs trust;
+  its final name (kdexp.tools.files), so a crash mid-write never leaves an entry that later runs trust;
   and verified: a new entry takes its name only after it loaded into a fresh architecture.
 - Reads verify: an entry counts only if it loads, its weights match the digest stored beside them
   and they fit the architecture; anything else is set aside as ``*.corrupt-<time>`` and retrained.
@@ -17,23 +17,21 @@ The cache is safe to share:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from kdexp.callbacks import EpochLogLines
 from kdexp.data import ImageDataModule
-from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero, launch_id
+from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero
 from kdexp.metric_names import metric_prefix
-from kdexp.models import BuiltModel, build_model
+from kdexp.models import BuiltModel, architecture_cfg, build_model
+from kdexp.teacher.store import Store, key_of
+from kdexp.tools.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +53,6 @@ _STUDENT_ONLY_DEFAULTS = {
     "gradient_clip_val": (None, 0, 0.0), "accumulate_grad_batches": (None, 1),
     "val_check_interval": (None, 1.0), "check_val_every_n_epoch": (None, 1),
 }
-# Prefixes that wrappers put on parameter names: Lightning modules, DDP, RepDistiller.
-_PREFIXES = ("student.", "module.", "model.")
-# How often ranks other than 0 look for the teacher that rank 0 trains, and how often they say so.
-WAIT_POLL_S = 2.0
-WAIT_LOG_S = 60.0
 
 
 def teacher_cache_key(
@@ -86,8 +79,7 @@ def teacher_cache_key(
     switches = {k: trainer_cfg[k] for k in ("deterministic", "benchmark") if trainer_cfg.get(k) and k not in recipe}
     if switches:
         identity["trainer"] = switches
-    blob = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return key_of(identity)
 
 
 def debug_settings(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -132,100 +124,6 @@ def provenance(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The model weights inside a raw state_dict, a kdexp/Lightning or a RepDistiller checkpoint."""
-    if isinstance(checkpoint, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    if not isinstance(checkpoint, dict) or not all(
-        isinstance(v, torch.Tensor) for v in checkpoint.values()
-    ):
-        raise ValueError("holds no state_dict (expected tensors under 'state_dict', 'model' or top level)")
-    # A Lightning checkpoint of a distillation run also holds method modules (e.g. regressors).
-    if any(k.startswith("student.") for k in checkpoint):
-        checkpoint = {k: v for k, v in checkpoint.items() if k.startswith("student.")}
-    for prefix in _PREFIXES:
-        if checkpoint and all(k.startswith(prefix) for k in checkpoint):
-            checkpoint = {k[len(prefix) :]: v for k, v in checkpoint.items()}
-    return checkpoint
-
-
-def unreadable_reason(path: Path, err: Exception) -> str:
-    """Why ``torch.load`` failed, in words: not a torch file, truncated, or unsafe objects."""
-    import pickle
-    import re
-    import zipfile
-
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    if not head.startswith(b"PK") and head[:1] != b"\x80":  # neither a zip archive nor a pickle
-        return "it is not a file written by torch.save"
-    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
-        return "the file is truncated or corrupt (an incomplete zip archive)"
-    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        return (
-            "it holds Python objects other than tensors and plain containers, which current torch "
-            "refuses to unpickle" + (f" (e.g. {found.group(1)})" if found else "")
-        )
-    return f"the file is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-
-
-def load_weights(model: BuiltModel, path: str | Path, num_classes: int) -> None:
-    """Load ``path`` into ``model``, failing with a clear message before any training starts."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"teacher.checkpoint={str(path)!r} is a folder; give the checkpoint file (.pt or .ckpt) inside it")
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher.checkpoint={str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is reported in one sentence
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} cannot be read as a checkpoint: {unreadable_reason(path, err)}; expected "
-            "a torch.save file of a state_dict, a Lightning checkpoint (weights under 'state_dict') "
-            "or a RepDistiller checkpoint (under 'model')"
-        ) from None
-    try:
-        state = extract_state_dict(checkpoint)
-    except ValueError as err:
-        raise ValueError(f"teacher.checkpoint={str(path)!r} {err}") from None
-    head = state.get(f"{model.classifier}.weight")
-    if head is not None and head.shape[0] != num_classes:
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} predicts {head.shape[0]} classes but the data has "
-            f"{num_classes}; use a teacher trained on this dataset"
-        )
-    expected = model.module.state_dict()
-    problems = {
-        "missing keys": [k for k in expected if k not in state],
-        "unexpected keys": [k for k in state if k not in expected],
-        "shape mismatches": [
-            k for k in expected if k in state and state[k].shape != expected[k].shape
-        ],
-    }
-    if any(problems.values()):
-        listed = "; ".join(
-            f"{kind} {keys[:4]}{' ...' if len(keys) > 4 else ''}" for kind, keys in problems.items() if keys
-        )
-        raise ValueError(
-            f"teacher.checkpoint={str(path)!r} does not fit teacher.name={model.name!r}: {listed}"
-        )
-    model.module.load_state_dict(state)
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (filelock: flock on POSIX, msvcrt on Windows), held for the ``with`` block."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path):
-        yield
-
-
 class TeacherLogger(pl.loggers.TensorBoardLogger):
     """The teacher's own curves (run ``<run>/teacher``), named as the teacher's: the vanilla
     module that trains it logs ``test/student_acc``, which here is ``test/teacher_acc``."""
@@ -244,7 +142,7 @@ def train_teacher(
 ) -> dict[str, float]:
     """Train ``teacher`` alone (method vanilla) with ``recipe``; return its test metrics. Its curves
     go to ``log_dir`` (TensorBoard), or nowhere when it is None (``logger=none``); ``callbacks``
-    run too (e.g. kdexp.teacher_route keeps the checkpoints of chosen epochs)."""
+    run too (e.g. kdexp.teacher.route keeps the checkpoints of chosen epochs)."""
     from kdexp.methods import VanillaModule  # the methods import losses; keep this module light
 
     recipe = dict(recipe)
@@ -267,7 +165,7 @@ def train_teacher(
         enable_checkpointing=False,
         default_root_dir=str(log_dir) if log_dir else None,
     )
-    from kdexp.run.build import build_trainer  # the one trainer factory: the student's NaN guard too
+    from kdexp.tools.trainer import build_trainer
 
     trainer = build_trainer(
         kwargs,
@@ -282,66 +180,35 @@ def train_teacher(
     return {"epochs": epochs, **{k.replace(student, "test_"): float(v) for k, v in metrics.items()}}
 
 
-def architecture_cfg(teacher_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model config without pretrained weights: the architecture that a checkpoint fills."""
-    return {**teacher_cfg, "weights": None, "pretrained": False}
-
-
-def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of ``state_dict``, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+def entries(path: Path) -> Store:
+    """The store of teacher entries beside ``path`` (entries from before keys were recorded load too)."""
+    return Store(path.parent, "teacher", require_key=False)
 
 
 def write_entry(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a cache entry atomically: temporary file, fsync, ``os.replace``, fsync the folder."""
-    import io
-
-    from kdexp.run_record import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state_dict, "meta": meta, "sha256": state_digest(state_dict)}, buffer)
-    write_atomic(path, buffer.getvalue())
+    """Write a cache entry atomically, with its weights' digest."""
+    entries(path).save(path, {"state_dict": state_dict, "meta": meta})
 
 
 def write_verified(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any], architecture: BuiltModel,
                    num_classes: int) -> None:
-    """Write a cache entry only once it loads as later runs will load it: written (atomically)
-    beside its name, loaded into ``architecture`` (a fresh one: later runs' architecture), then
-    renamed to ``path``. One that does not load is deleted and raises: never an entry that every
-    later run sets aside and trains again."""
-    staged = path.with_name(f"{path.name}.unverified")
-    write_entry(staged, state_dict, meta)
-    problem = load_entry(architecture, staged, num_classes)
-    if problem is not None:
-        staged.unlink(missing_ok=True)
-        raise RuntimeError(f"the teacher trained for {path} does not load back, so it was not cached: {problem}")
-    os.replace(staged, path)  # a rename lost in a crash only means training again
+    """Write a cache entry only once it loads as later runs will load it (into ``architecture``, a
+    fresh one: later runs' architecture). One that does not load is deleted and raises: never an
+    entry that every later run sets aside and trains again."""
+    entries(path).save(path, {"state_dict": state_dict, "meta": meta},
+                       verify=lambda staged: load_entry(architecture, staged, num_classes))
 
 
 def entry_problem(path: Path) -> str | None:
     """Why the cache entry at ``path`` cannot be trusted, or None when it is complete and intact."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a torch file, unreadable
-        return f"unreadable ({type(err).__name__}: {str(err)[:200]})"
-    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+    blob, problem = entries(path).load(path)
+    if problem is None and not isinstance(blob.get("state_dict"), dict):
         return "holds no state_dict"
-    expected = blob.get("sha256")
-    if expected is not None and expected != state_digest(blob["state_dict"]):
-        return "its weights do not match their stored digest"
-    return None  # entries from before digests were stored are trusted if they load
+    return problem  # entries from before digests were stored are trusted if they load
 
 
 def load_entry(teacher: BuiltModel, path: Path, num_classes: int) -> str | None:
     """Load a verified cache entry into ``teacher``; return None, or why the entry was refused."""
-    if not path.is_file():
-        return "absent"
     problem = entry_problem(path)
     if problem is None:
         try:
@@ -351,48 +218,45 @@ def load_entry(teacher: BuiltModel, path: Path, num_classes: int) -> str | None:
     return problem
 
 
-def _set_aside(path: Path, problem: str) -> None:
-    corrupt = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-    log.warning("Cached teacher %s cannot be used (%s): moved to %s, training it again", path, problem, corrupt)
-    os.replace(path, corrupt)
-
-
-def _failure_note(path: Path) -> Path:
-    return path.with_name(path.name + ".failed")
-
-
 def wait_for_entry(teacher: BuiltModel, path: Path, num_classes: int) -> None:
     """On a rank other than 0: wait until rank 0 has written a valid entry at ``path``; load it."""
-    started, said, launch = time.monotonic(), time.monotonic(), launch_id()
-    note = _failure_note(path)
-    while load_entry(teacher, path, num_classes) is not None:
-        if launch is not None and note.is_file():
-            noted_launch, _, error = note.read_text().partition("\n")
-            if noted_launch == launch:
-                raise RuntimeError(f"rank 0 failed to train the teacher for {path}: {error}")
-        if time.monotonic() - said >= WAIT_LOG_S:
-            said = time.monotonic()
-            log.info("Waiting %.0f s for rank 0 to train the teacher %s", said - started, path)
-        time.sleep(WAIT_POLL_S)
+    entries(path).wait_for(path, lambda: load_entry(teacher, path, num_classes) is None)
 
 
-def provide_teacher(
-    architecture: BuiltModel,
-    teacher_cfg: dict[str, Any],
-    data_cfg: dict[str, Any],
-    datamodule: ImageDataModule,
-    trainer_cfg: dict[str, Any],
-    cache_dir: str | Path,
-    log_dir: str | Path | None,
-) -> tuple[BuiltModel, dict[str, Any]]:
+@dataclass(frozen=True)
+class TeacherRequest:
+    """What a run asks of its teacher: the architecture to fill, the plain ``teacher``, ``data`` and
+    ``trainer`` config sections, the data module, where the cache and the teacher's logs go, and
+    (where the method needs them) the epochs of its training route or a teacher it trains itself."""
+
+    architecture: BuiltModel
+    teacher: dict[str, Any]
+    data: dict[str, Any]
+    datamodule: ImageDataModule
+    trainer: dict[str, Any]
+    cache_dir: str | Path
+    log_dir: str | Path | None = None
+    route_epochs: list[int] | None = None
+    trainable: bool = False
+    method: str = ""
+
+    def entry(self) -> tuple[str, Path]:
+        """The teacher's cache key and its entry's path."""
+        key = teacher_cache_key(self.teacher, self.data, self.trainer)
+        return key, Path(self.cache_dir) / f"{self.teacher['name']}-{key}.pt"
+
+
+def provide_teacher(request: TeacherRequest) -> tuple[BuiltModel, dict[str, Any]]:
     """Return the teacher (frozen) and where it came from: checkpoint, cache or trained now.
 
-    ``architecture`` (built from ``architecture_cfg``) receives checkpoint or cached weights; only
-    training builds the model again from ``teacher_cfg``, with the teacher's seed and any
-    pretrained initialisation. Only global rank 0 trains and writes (see the module notes).
+    ``request.architecture`` (built from ``architecture_cfg``) receives checkpoint or cached
+    weights; only training builds the model again from the teacher config, with the teacher's seed
+    and any pretrained initialisation. Only global rank 0 trains and writes (see the module notes).
     """
     from kdexp.checks import check_teacher_quantize
 
+    architecture, teacher_cfg, datamodule, trainer_cfg = request.architecture, request.teacher, request.datamodule, request.trainer
+    log_dir = request.log_dir
     check_teacher_quantize(teacher_cfg)  # before any training (the run checks it earlier still)
     teacher = architecture
     num_classes = datamodule.num_classes
@@ -408,21 +272,20 @@ def provide_teacher(
                 "The teacher trains by its recipe (teacher.train.*); the run's %s apply to the student only",
                 ", ".join(f"trainer.{k}={v}" for k, v in ignored.items()),
             )
-        key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
-        path = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
+        key, path = request.entry()
         if not env_is_global_zero():
             wait_for_entry(teacher, path, num_classes)
             info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
         else:
-            with file_lock(path.with_suffix(".lock")):  # other jobs sharing the cache wait here
+            with entries(path).locked(path):  # other jobs sharing the cache wait here
                 problem = load_entry(teacher, path, num_classes)
                 if problem is None:
                     info = {"source": "cache", "path": str(path), "key": key, **entry_meta(path)}
                     log.info("Reusing cached teacher %s (%s)", path, provenance(info))
                 else:
                     if problem != "absent":
-                        _set_aside(path, problem)
-                    teacher, info = _train_and_cache(teacher_cfg, datamodule, trainer_cfg, path, log_dir, key)
+                        entries(path).set_aside(path, problem)
+                    teacher, info = train_and_store(request, path, key)
     teacher.module.eval().requires_grad_(False)
     info["summary"] = provenance(info)  # shown in the run's table; kept in results.json
     return teacher, info
@@ -430,10 +293,8 @@ def provide_teacher(
 
 def entry_meta(path: Path) -> dict[str, Any]:
     """What a cache entry records about its training (epochs, test metrics); {} if nothing."""
-    try:
-        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
-    except Exception:  # noqa: BLE001 - provenance is informative; the weights were verified already
-        return {}
+    blob, _ = entries(path).load(path)  # provenance is informative; the weights were verified already
+    meta = (blob or {}).get("meta") or {}
     return {k: v for k, v in meta.items() if isinstance(v, (int, float, str))}
 
 
@@ -452,23 +313,18 @@ def _train_uncached(
     return teacher, {"source": "trained", "cached": False, "not_cached_because": because, **metrics}
 
 
-def _train_and_cache(
-    teacher_cfg: dict[str, Any],
-    datamodule: ImageDataModule,
-    trainer_cfg: dict[str, Any],
-    path: Path,
-    log_dir: str | Path,
-    key: str,
-    callbacks: list[pl.Callback] | None = None,
+def train_and_store(
+    request: TeacherRequest, path: Path, key: str, callbacks: list[pl.Callback] | None = None
 ) -> tuple[BuiltModel, dict[str, Any]]:
-    """Train the teacher (rank 0, under the lock), write its entry atomically and return it."""
-    note = _failure_note(path)
-    note.unlink(missing_ok=True)
+    """Train the teacher (rank 0, under the entry's lock), write its entry at ``path`` (verified)
+    and return it; ``callbacks`` run while it trains (kdexp.teacher.route records its route)."""
+    teacher_cfg, datamodule, trainer_cfg, log_dir = request.teacher, request.datamodule, request.trainer, request.log_dir
+    entries(path).clear_failure(path)
     log.info("Training teacher %s (cache key %s)", teacher_cfg["name"], key)
     try:
         pl.seed_everything(teacher_cfg.get("seed", 0), workers=True)
         teacher = build_model(teacher_cfg, datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
-        extra = {"callbacks": callbacks} if callbacks else {}  # e.g. kdexp.teacher_route's recorder
+        extra = {"callbacks": callbacks} if callbacks else {}
         metrics = train_teacher(
             teacher, datamodule, teacher_cfg.get("train", {}), trainer_cfg, Path(log_dir) if log_dir else None, **extra
         )
@@ -476,8 +332,6 @@ def _train_and_cache(
         loaded = build_model(architecture_cfg(teacher_cfg), datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
         write_verified(path, teacher.module.state_dict(), metrics, loaded, datamodule.num_classes)
     except BaseException as err:
-        launch = launch_id()
-        if launch is not None:  # tell this launch's other ranks to stop waiting
-            note.write_text(f"{launch}\n{type(err).__name__}: {err}")
+        entries(path).note_failure(path, err)  # this launch's other ranks stop waiting
         raise
     return loaded, {"source": "trained", "path": str(path), "key": key, **metrics}

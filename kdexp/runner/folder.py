@@ -2,7 +2,7 @@
 
     <output_dir>/results.json         the record (kdexp.run_record): finished, or the failure
     <output_dir>/<role>.pt            the trained students' weights
-    <output_dir>/<role>.json          their model cards (kdexp.artifacts; teacher.json names the
+    <output_dir>/<role>.json          their model cards (kdexp.models.card; teacher.json names the
                                       teacher's weights file): what kdexp.load_student reads
     <checkpoint dir>/last.ckpt        the newest epoch (callbacks.last_checkpoint.dirpath,
                                       default <output_dir>/checkpoints), what ckpt_path=last,
@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -24,9 +22,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from kdexp.errors import KdexpError, RunInterrupted
-from kdexp.resume import check_resume, checkpoint_epoch
-from kdexp.run_record import RESULTS_FILE, failure_record, is_finished, record_failure, write_atomic
-from kdexp.teachers import unreadable_reason
+from kdexp.runner.resume import check_resume, checkpoint_epoch
+from kdexp.run_record import RESULTS_FILE, failure_record, is_finished, record_failure
+from kdexp.methods.checkpoint import model_infos
+from kdexp.models.card import model_card
+from kdexp.tools.files import absolute, replace, save_torch, write_json
+from kdexp.tools.weights import read_torch, unreadable_reason
 
 log = logging.getLogger("kdexp")
 LAST = "last.ckpt"
@@ -81,7 +82,7 @@ def resolve_ckpt_path(cfg: DictConfig, needs_teacher: bool, missing_ok: bool = F
         raise FileNotFoundError(f"ckpt_path={str(value)!r} does not exist")
     try:
         # mmap: reads the structure, not the tensors; weights_only: plain containers and tensors only.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = read_torch(path, mmap=True)
     except Exception as err:  # truncated, foreign or not a torch file
         raise ValueError(
             f"ckpt_path={value} ({path}) cannot be read as a Lightning checkpoint: "
@@ -113,15 +114,13 @@ def archive_finished(output_dir: Path) -> None:
     cards = [p.with_suffix(".json") for p in weights] + [output_dir / "teacher.json"]
     for path in sorted({previous, *weights, *(c for c in cards if c.is_file())}):
             target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
-            os.replace(path, target)
+            replace(path, target)
             log.info("Kept the earlier finished run's %s as %s", path.name, target.name)
 
 
 def save_models(output_dir: Path, module: Any, datamodule: Any, data_name: str, teacher_info: dict[str, Any]) -> None:
     """A finished run's models: ``<role>.pt`` for each trained one, and the model cards beside
-    them (``<role>.json``, ``teacher.json``; kdexp.artifacts)."""
-    from kdexp.artifacts import write_model_cards
-
+    them (``<role>.json``, ``teacher.json``; kdexp.models.card)."""
     for role, model in module.report_models().items():
         if role != "teacher" or type(module).teacher_trainable:  # a jointly trained teacher is a result too
             save_weights(model.state_dict(), output_dir / f"{role}.pt")
@@ -131,9 +130,7 @@ def save_models(output_dir: Path, module: Any, datamodule: Any, data_name: str, 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     """torch.save through a buffer and the atomic writer: a write error is an OSError naming
     ``path``, and a crash never leaves a half-written file."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_atomic(path, buffer.getvalue())
+    save_torch(path, state)
 
 
 def run_info(cfg: DictConfig) -> dict[str, Any]:
@@ -175,3 +172,17 @@ def write_pictures(models: dict[str, Any], datamodule: Any, output_dir: str | Pa
     from kdexp.models.soft_tree_picture import write_tree_pictures
 
     write_tree_pictures(models, datamodule, output_dir, loggers)
+
+
+def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data_name: str, teacher_info: dict[str, Any]) -> None:
+    """``<role>.json`` beside each ``<role>.pt`` of a finished run, and ``teacher.json`` naming
+    the teacher's weights file (from ``teacher_info['path']``, absent for in-memory teachers)."""
+    output_dir = Path(output_dir)
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    normalization = {"mean": list(mean), "std": list(std)} if mean is not None else None
+    common = {"data": data_name, "normalization": normalization, "module_class": type(module).__name__}
+    for role, info in model_infos(module).items():
+        saved = role != "teacher" or type(module).teacher_trainable  # a jointly trained teacher: teacher.pt
+        weights = f"{role}.pt" if saved else absolute(teacher_info.get("path"))
+        card = model_card(role, info, datamodule.num_classes, datamodule.input_shape, weights, **common)
+        write_json(output_dir / f"{role}.json", card)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from kdexp.tools.weights import read_torch
 
 # Data options that do not change what is trained on (where it is read from, how fast).
 DATA_RUNTIME_KEYS = {"root", "download", "num_workers", "pin_memory", "persistent_workers", "prefetch_factor"}
@@ -115,28 +116,6 @@ def checkpoint_epoch(path: str | Path | None) -> int | None:
     if not path or not Path(path).is_file():
         return None
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        return int(read_torch(path, mmap=True)["epoch"])
     except Exception:  # noqa: BLE001 - only used to describe the checkpoint in a message
         return None
-
-
-def load_student_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The student's weights from a kdexp ``.ckpt`` (its ``student.*`` entries) or a ``student.pt``;
-    ValueError naming ``init_weights`` when the file holds neither."""
-    from kdexp.teachers import unreadable_reason
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"init_weights={str(path)!r} does not exist (or is not a file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"init_weights={str(path)!r} cannot be read: {unreadable_reason(path, err)}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {k[len("student."):]: v for k, v in state["state_dict"].items() if k.startswith("student.")}
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(
-            f"init_weights={str(path)!r} holds no student weights (expected a kdexp checkpoints/*.ckpt "
-            "or a run's student.pt)"
-        )
-    return state

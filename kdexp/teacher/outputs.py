@@ -28,9 +28,9 @@ file-backed table, for tables larger than memory); ``auto`` picks disk above a s
 
 Kept with the teacher: with one view per sample (no augmentation) a memory table is small (60,000
 × 10 float32 = 2.4 MB for Fashion-MNIST), and the next run with the same teacher, data, device and
-precision starts from it (``store_path``, kdexp.run.build.store_teacher_train_logits): its first
+precision starts from it (``store_path``, kdexp.runner.build.store_teacher_train_logits): its first
 epoch needs no teacher forward either. Its key holds the training data's content
-(kdexp.teacher_eval.data_fingerprint) and the file records that key (a swapped file is not loaded).
+(kdexp.teacher.test_logits.data_fingerprint) and the file records that key (a swapped file is not loaded).
 The fingerprints travel with the logits, so a served view is still checked against the image the
 run sees; a kept row that fails the check is dropped with the rest of the kept table and computed again.
 """
@@ -47,12 +47,19 @@ import torch
 from torch import Tensor
 
 from kdexp.data.tensor import ViewGrid
+from kdexp.teacher.store import Store
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODES = ("auto", "on", "off")
 STORAGES = ("auto", "memory", "disk")
+
+
+
+def training_logits_store(path: Path) -> Store:
+    """The store of the teacher's training logits (``<cache>/teacher_train_logits/<key>.pt``)."""
+    return Store(path.parent, "training logits of the teacher")
 
 
 class TeacherOutputCache:
@@ -83,6 +90,10 @@ class TeacherOutputCache:
         self.store_path: Path | None = None  # where the table is kept with its teacher (load_store)
         self.stored_rows = 0  # rows filled when loaded: save_store writes only when it grew
         self.kept: Tensor | None = None  # (rows,) bool: the rows loaded from the store (load_store)
+
+    def renewed(self) -> TeacherOutputCache:
+        """An empty table with the same settings, for a teacher that changed (RCO's next anchor)."""
+        return TeacherOutputCache(self.grid, self.num_classes, self.dtype, self.storage, self.path, self.verify)
 
     @property
     def nbytes(self) -> int:
@@ -140,12 +151,10 @@ class TeacherOutputCache:
     def load_store(self, path: Path) -> int:
         """Start from the table kept at ``path`` (a memory table; missing, unreadable or stored under
         another key: empty); later saves go there. Returns the rows it held."""
-        from kdexp.teacher_eval import load_stored
-
         self.store_path = path
         if self.storage != "memory":
             return 0
-        kept = load_stored(path, "training logits of the teacher")
+        kept = training_logits_store(path).get(path)
         if kept is None:
             return 0
         table, filled, fingerprints = kept.get("table"), kept.get("filled"), kept.get("fingerprints")
@@ -165,9 +174,7 @@ class TeacherOutputCache:
             return False
         if int(self.filled.sum()) <= self.stored_rows:
             return False
-        from kdexp.teacher_eval import save_stored
-
-        save_stored(self.store_path, {
+        training_logits_store(self.store_path).save(self.store_path, {
             "table": self.table.cpu(), "filled": self.filled.cpu(), "fingerprints": self.fingerprints.cpu(),
             "out_dtype": str(self.out_dtype or self.dtype).replace("torch.", ""),
         })
@@ -341,3 +348,30 @@ def build_cache(
     if storage == "disk" or (storage == "auto" and cache.nbytes > limit):
         cache.storage = "disk"
     return cache
+
+
+def attach_output_cache(module: Any, datamodule: Any, perf: dict[str, Any], method_name: str, run_dir: str | Path) -> None:
+    """The teacher-output cache on ``module`` where ``performance.teacher_cache`` and exactness allow."""
+    grid = getattr(datamodule, "view_grid", None)
+    on = resolve_cache(perf, method_name, type(module).teacher_logits_only, module.teacher, grid, datamodule.name)
+    if on:
+        module.teacher_outputs = build_cache(perf, grid, datamodule.num_classes, run_dir)
+        cache = module.teacher_outputs
+        log.info(
+            "Teacher-output cache on: %d samples x %d views, %s, %s (%.1f MB when full)",
+            grid.num_samples, grid.views_per_sample, str(cache.dtype).replace("torch.", ""),
+            cache.storage, cache.nbytes / 1e6,
+        )
+
+
+def finish_cache(module) -> dict[str, Any] | None:
+    """After fit: the cache's summary for results.json; its table is freed (and its file deleted)."""
+    cache = getattr(module, "teacher_outputs", None)
+    if cache is None:
+        return None
+    summary = cache.summary()
+    trainer = module._trainer
+    if trainer is None or (trainer.world_size == 1 and not trainer.received_sigterm):  # one rank saw every sample
+        cache.save_store()
+    cache.release()
+    return summary

@@ -12,13 +12,14 @@ from omegaconf import DictConfig
 
 from kdexp.errors import SetupError
 from kdexp.methods import DistillationModule
-from kdexp.performance import finish_cache
+from kdexp.teacher.outputs import finish_cache
 from kdexp.phases import phase
-from kdexp.resume import checkpoint_epoch, run_fingerprint
-from kdexp.run.assemble import assemble, complete, publish
-from kdexp.run.build import Prepared, init_student, make_module, make_trainer, method_of, plain, prepare
-from kdexp.run.fit import resume_from, test_best_checkpoint, train_and_test
-from kdexp.run.folder import archive_finished, resolve_ckpt_path, save_models, write_pictures
+from kdexp.runner.resume import checkpoint_epoch, run_fingerprint
+from kdexp.runner.assemble import assemble, complete, publish
+from kdexp.runner.build import Prepared, init_student, make_module, make_trainer, method_of, prepare
+from kdexp.tools.config import plain
+from kdexp.runner.fit import resume_from, test_best_checkpoint, train_and_test
+from kdexp.runner.folder import archive_finished, resolve_ckpt_path, save_models, write_pictures
 from kdexp.run_record import earlier_failures, is_finished, read_results
 
 log = logging.getLogger("kdexp")

@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kdexp.tools.files import write_atomic
+
 METRICS = (  # (column, key in results.json's "incremental")
     ("avg incremental acc (%)", "average_incremental_accuracy"),
     ("final acc (%)", "final_accuracy"),
@@ -111,7 +113,7 @@ def write_incremental_report(runs: list[dict[str, Any]], out: Path, group_key, c
     rows = incremental_rows(runs, group_key)
     if not rows:
         return []
-    (out / "incremental.md").write_text(incremental_markdown(rows))
+    write_atomic(out / "incremental.md", incremental_markdown(rows))
     table = Table(title="Class-incremental runs (mean ± std over seeds)", caption=CAPTION)
     for header in HEADERS:
         table.add_column(header, justify="left" if header in HEADERS[:3] else "right")

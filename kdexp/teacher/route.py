@@ -3,7 +3,7 @@ teacher's training route (RCO's anchors) kept beside its cache entry.
 
 Route checkpoints belong to the teacher's cache entry: ``<name>-<key>.route-epoch<k>.pt`` beside
 ``<name>-<key>.pt``, under the same key and lock, written with the entry's atomic, digest-verified
-writes (``kdexp.teachers.write_verified``: named only once they load back) and verified on every
+writes (kdexp.teacher.store: named only once they load back) and verified on every
 read. A route is recorded while the teacher trains; a cached teacher whose route lacks a requested
 epoch is trained again (same recipe and seed) with that epoch recorded, since the weights of a
 past epoch cannot be recovered. That second training is not bit-identical to the first on a CPU,
@@ -21,23 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor, nn
 
-from kdexp.data import ImageDataModule
 from kdexp.distributed import env_is_global_zero
 from kdexp.models import BuiltModel
-from kdexp.teachers import (
-    _set_aside,
+from kdexp.models.route import AnchorRoute
+from kdexp.teacher.cache import (
+    TeacherRequest,
     debug_settings,
-    _train_and_cache,
-    file_lock,
+    entries,
     load_entry,
-    load_weights,
-    teacher_cache_key,
+    train_and_store,
     wait_for_entry,
     write_verified,
 )
+from kdexp.teacher.store import WAIT_POLL_S
+from kdexp.tools.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +78,6 @@ def trainable_teacher(
 
 
 # --- a teacher's route (RCO) --------------------------------------------------------------------
-class AnchorRoute(nn.Module):
-    """A teacher's anchor points, easiest first; ``forward`` runs the active anchor only.
-
-    ``labels[i]`` names anchor i (``epoch 2``, or the checkpoint path it was loaded from).
-    """
-
-    def __init__(self, anchors: list[nn.Module], labels: list[str], epochs: list[int | None]) -> None:
-        super().__init__()
-        if not anchors:
-            raise ValueError("a teacher route needs at least one anchor")
-        self.anchors = nn.ModuleList(anchors)
-        self.labels, self.epochs = list(labels), list(epochs)
-        self.active = len(anchors) - 1  # the converged teacher unless a schedule says otherwise
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.anchors[self.active](x)
-
-
 class RouteRecorder(pl.Callback):
     """Keeps a CPU copy of the trained model's weights at the end of each epoch in ``epochs`` (1-based)."""
 
@@ -135,8 +116,6 @@ def _wait_for_a_route(cached: Path, epochs: list[int], final: int) -> Path:
     route when it is complete, else the routed entry beside it (once rank 0 has written it all)."""
     import time
 
-    from kdexp.teachers import WAIT_POLL_S
-
     while True:
         for entry in (cached, routed_entry(cached)):
             if all(path.is_file() for path in route_files(entry, epochs, final).values()):
@@ -144,23 +123,15 @@ def _wait_for_a_route(cached: Path, epochs: list[int], final: int) -> Path:
         time.sleep(WAIT_POLL_S)
 
 
-def provide_route(
-    architecture: BuiltModel,
-    teacher_cfg: dict[str, Any],
-    data_cfg: dict[str, Any],
-    datamodule: ImageDataModule,
-    trainer_cfg: dict[str, Any],
-    cache_dir: str | Path,
-    log_dir: str | Path,
-    epochs: list[int],
-) -> tuple[BuiltModel, dict[str, Any]]:
+def provide_route(request: TeacherRequest) -> tuple[BuiltModel, dict[str, Any]]:
     """The teacher as an ``AnchorRoute`` of frozen anchors, and where they came from.
 
     With ``teacher.checkpoint`` (one path or a list) the checkpoints are the anchors, in order.
-    Otherwise ``epochs`` (1-based teacher epochs) are taken from the teacher's cached route,
-    training the teacher (and recording its route) when any of them is missing or corrupt.
+    Otherwise ``request.route_epochs`` (1-based teacher epochs) are taken from the teacher's cached
+    route, training the teacher (and recording its route) when any of them is missing or corrupt.
     """
-    num_classes = datamodule.num_classes
+    architecture, teacher_cfg, trainer_cfg = request.architecture, request.teacher, request.trainer
+    num_classes = request.datamodule.num_classes
     given = teacher_cfg.get("checkpoint")
     if given:
         paths = [given] if isinstance(given, (str, Path)) else list(given)
@@ -179,25 +150,17 @@ def provide_route(
             "of the cache); turn them off, or use debug=fast (it limits batches, not epochs)"
         )
     else:
-        route, info = _cached_route(architecture, teacher_cfg, data_cfg, datamodule, trainer_cfg, cache_dir, log_dir, epochs)
+        route, info = _cached_route(request)
     built = BuiltModel(route, architecture.name, architecture.stages, architecture.classifier, architecture.cfg)
     return built, info
 
 
-def _cached_route(
-    architecture: BuiltModel,
-    teacher_cfg: dict[str, Any],
-    data_cfg: dict[str, Any],
-    datamodule: ImageDataModule,
-    trainer_cfg: dict[str, Any],
-    cache_dir: str | Path,
-    log_dir: str | Path,
-    epochs: list[int],
-) -> tuple[AnchorRoute, dict[str, Any]]:
-    num_classes = datamodule.num_classes
+def _cached_route(request: TeacherRequest) -> tuple[AnchorRoute, dict[str, Any]]:
+    architecture, teacher_cfg, epochs = request.architecture, request.teacher, list(request.route_epochs or [])
+    num_classes = request.datamodule.num_classes
     final = int(teacher_cfg.get("train", {}).get("max_epochs", 0))
-    key = teacher_cache_key(teacher_cfg, data_cfg, trainer_cfg)
-    cached = Path(cache_dir) / f"{teacher_cfg['name']}-{key}.pt"
+    key, cached = request.entry()
+    store = entries(cached)
     entry = cached
     files = route_files(entry, epochs, final)
     models = {e: copy.deepcopy(architecture) for e in epochs}
@@ -208,7 +171,7 @@ def _cached_route(
         for epoch, path in files.items():
             wait_for_entry(models[epoch], path, num_classes)
     else:
-        with file_lock(cached.with_suffix(".lock")):  # the same lock as the teacher's own entry
+        with store.locked(cached):  # the same lock as the teacher's own entry
             problems = {e: load_entry(models[e], files[e], num_classes) for e in epochs}
             bad = {e: p for e, p in problems.items() if p is not None}
             if bad and load_entry(copy.deepcopy(architecture), cached, num_classes) is None:
@@ -216,7 +179,7 @@ def _cached_route(
                 # teacher trained again for its route is an entry of its own.
                 for epoch, problem in bad.items():
                     if problem != "absent":
-                        _set_aside(files[epoch], problem)
+                        store.set_aside(files[epoch], problem)
                 entry = routed_entry(cached)
                 files = route_files(entry, epochs, final)
                 problems = {e: load_entry(models[e], files[e], num_classes) for e in epochs}
@@ -224,15 +187,13 @@ def _cached_route(
             if bad:
                 for epoch, problem in bad.items():
                     if problem != "absent":
-                        _set_aside(files[epoch], problem)
+                        store.set_aside(files[epoch], problem)
                 log.info(
                     "Teacher %s: route checkpoints for epochs %s are not cached; training it with its route recorded",
                     teacher_cfg["name"], sorted(bad),
                 )
                 recorder = RouteRecorder([e for e in epochs if e != final])
-                _, trained = _train_and_cache(
-                    teacher_cfg, datamodule, trainer_cfg, entry, log_dir, key, callbacks=[recorder]
-                )
+                _, trained = train_and_store(request, entry, key, callbacks=[recorder])
                 missing = [e for e in epochs if e != final and e not in recorder.states]
                 if missing:
                     raise ValueError(
@@ -240,7 +201,7 @@ def _cached_route(
                     )
                 for epoch, state in recorder.states.items():  # named only once they load back (write_verified)
                     write_verified(files[epoch], state, {"route_of": entry.name, "epoch": epoch}, models[epoch], num_classes)
-                if final in epochs:  # the teacher's own entry, verified by _train_and_cache
+                if final in epochs:  # the teacher's own entry, verified by train_and_store
                     problem = load_entry(models[final], files[final], num_classes)
                     if problem is not None:
                         raise RuntimeError(f"the teacher just written to {files[final]} does not load back: {problem}")

@@ -3,7 +3,7 @@
 Generic over any method that declares ``chain_runner`` and ``chain_links`` (each run's student
 model, e.g. Born-Again's copies of the student or a chain through teacher assistants), and
 ``chain_step`` / ``chain_folder`` (what a run is called, its sub-folder). Each run is a full single run
-(:func:`kdexp.run.single.fit_and_report`) in ``<run>/<folder><k>/`` with its own checkpoints,
+(:func:`kdexp.runner.single.fit_and_report`) in ``<run>/<folder><k>/`` with its own checkpoints,
 curves and results.json, so a chain can be inspected and resumed run by run; the chain's
 results.json adds every run's numbers and the ensemble of the students.
 """
@@ -25,10 +25,12 @@ from kdexp.methods import DistillationModule
 from kdexp.methods.base import accuracy_metrics, ensemble_probabilities
 from kdexp.models import BuiltModel, build_model
 from kdexp.results import comparison, print_results
-from kdexp.run.assemble import mark_complete, run_header
-from kdexp.run.build import Prepared, make_module, method_of, plain, prepare
-from kdexp.run.single import fit_and_report
+from kdexp.runner.assemble import mark_complete, run_header
+from kdexp.runner.build import Prepared, make_module, method_of, prepare
+from kdexp.tools.config import plain
+from kdexp.runner.single import fit_and_report
 from kdexp.run_record import is_finished, read_results
+from kdexp.tools.weights import read_torch
 
 log = logging.getLogger("kdexp")
 
@@ -86,7 +88,7 @@ def run_step(
     done = finished_step(step_dir)
     if done is not None:
         log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)
-        student.module.load_state_dict(torch.load(step_dir / "student.pt", weights_only=True))
+        student.module.load_state_dict(read_torch(step_dir / "student.pt"))
         return student, done
     teacher_info = {"source": f"{cls.chain_step} {step - 1}", "model": teacher.name} if step > 1 else prep.teacher_info
     step_prep = Prepared(datamodule, student, teacher, teacher_info)
@@ -100,7 +102,7 @@ def run_steps(
 ) -> list[tuple[int, BuiltModel, dict[str, Any]]]:
     """The chain: ``run_one(k, teacher)`` trains (or reuses) run k = 1..count and returns its
     student and results; a frozen copy of that student teaches run k+1. Born-Again's generations
-    and a class-incremental run's steps (kdexp.incremental.run) both go through here."""
+    and a class-incremental run's steps (kdexp.runner.incremental) both go through here."""
     done = []
     for step in range(1, count + 1):
         student, results = run_one(step, teacher)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 
 from kdexp.callbacks import NonFiniteLossError
@@ -18,10 +17,11 @@ from kdexp.distributed import discard_hpc_checkpoints, resume_checkpoint
 from kdexp.errors import KdexpError, RunInterrupted, SetupError, TrainingFailed
 from kdexp.methods import DistillationModule
 from kdexp.phases import phase
-from kdexp.resume import check_resume
-from kdexp.run.build import Prepared
-from kdexp.run.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path, resolve_ckpt_path
-from kdexp.run.signals import Signals
+from kdexp.runner.resume import check_resume
+from kdexp.runner.build import Prepared
+from kdexp.runner.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path, resolve_ckpt_path
+from kdexp.runner.signals import Signals
+from kdexp.tools.weights import read_torch
 
 
 def resume_from(cfg: DictConfig, prep: Prepared, chained: bool) -> str | None:
@@ -35,7 +35,7 @@ def resume_from(cfg: DictConfig, prep: Prepared, chained: bool) -> str | None:
     )
     if ckpt_path is not None:  # the same fingerprint check as an explicit ckpt_path
         try:
-            saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            saved = read_torch(ckpt_path, mmap=True)
             check_resume(cfg, saved, prep.teacher is not None, f"auto_resume: {ckpt_path}")
         except ValueError as err:
             raise SetupError(f"{err} (auto_resume=never starts over in this folder)") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import statistics
@@ -24,7 +25,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -32,6 +33,7 @@ from rich.table import Table
 from kdexp.console import ascii_safe_streams
 from kdexp.metric_names import metric_name
 from kdexp.results import RESULTS_FILE, comparison, format_value
+from kdexp.tools.files import write_atomic
 
 
 def noisy(latency_ms: float, iqr_ms: float) -> bool:
@@ -62,7 +64,7 @@ MEAN = {  # averaged over seeds (timings: the median)
     # profile.runtimes=[torch,onnxruntime] (kdexp.runtimes): the exported student in ONNX Runtime
     "student_latency_ms_onnxruntime": ("student", "latency_ms_b1_onnxruntime"),
     "speedup_onnxruntime": ("comparison", "speedup_latency_b1_onnxruntime"),
-    # students that declare their stored form (kdexp.run.assemble.stored_sizes)
+    # students that declare their stored form (kdexp.runner.assemble.stored_sizes)
     "student_size_mb": ("student", "size_mb"),
     "student_float32_mb": ("student", "size_mb_float32"),  # a quantised student's weights as float32
     "student_deployed_mb": ("student", "deployed_size_mb"),
@@ -455,7 +457,7 @@ def write_settings(runs: list[dict[str, Any]], notes: list[str], path: Path) -> 
 
     record = {"notes": notes, "shared_settings": shared_settings(runs),
               "shared_overrides": shared_overrides(runs), "data": sorted({str(r["run"].get("data")) for r in runs})}
-    path.write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
+    write_atomic(path, yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=120))
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -599,10 +601,11 @@ def rows_markdown(rows: list[dict[str, Any]], notes: list[str] | None = None) ->
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """One line per row; what every row shares is in the sidecar ``report_settings.yaml``."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
+    write_atomic(path, text.getvalue())
 
 
 def figure_title(rows: list[dict[str, Any]], notes: list[str] | None, last: str = "", width: int = 105) -> str:
@@ -926,7 +929,7 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     markdown = rows_markdown(rows, notes)
     if curves is not None:
         markdown += f"\n![validation accuracy per epoch, mean ± std over seeds]({curves.name})\n"
-    (out / "report.md").write_text(markdown)
+    write_atomic(out / "report.md", markdown)
     write_csv(rows, out / "report.csv")
     write_settings(runs, notes, out / SETTINGS_FILE)
     plots = write_plots(rows, out, notes) + ([curves] if curves is not None else [])
@@ -934,7 +937,7 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     if console is None:  # logs and pipes get the full width; a terminal wraps the text columns
         console = Console() if Console().is_terminal else Console(width=200)
     console.print(rows_table(rows, notes))
-    from kdexp.incremental.report import write_incremental_report  # class-incremental runs, if any
+    from kdexp.report.incremental import write_incremental_report
 
     plots += write_incremental_report(runs, out, group_key, console)
     for error in (e for row in rows for e in row["errors"]):
@@ -945,19 +948,38 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kdexp-report", description=__doc__.splitlines()[0])
+class _Arguments(argparse.ArgumentParser):
+    """kdexp-report's command line: a wrong one is a configuration error (exit 2), printed like
+    every kdexp command's errors (kdexp.errors)."""
+
+    def error(self, message: str) -> NoReturn:
+        from kdexp.errors import SetupError
+
+        raise SetupError(f"{message}\n{self.format_usage().strip()}")
+
+
+def _main(argv: list[str]) -> None:
+    from kdexp.errors import KdexpError, SetupError
+
+    parser = _Arguments(prog="kdexp-report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders or results.json files")
     parser.add_argument("--out", type=Path, help="where report.md/.csv and the plots go (default: the first folder)")
     args = parser.parse_args(argv)
     ascii_safe_streams()  # a non-UTF-8 terminal: ASCII, not a crash
     if args.out is not None and args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file, not a folder; give a folder (it is created if missing)")
+        raise SetupError(f"--out {args.out} is a file, not a folder; give a folder (it is created if missing)")
     if not write_report(args.paths, args.out):
-        print(f"kdexp-report: no {RESULTS_FILE} under {', '.join(map(str, args.paths))}", file=sys.stderr)
-        return 1
-    return 0
+        raise KdexpError(f"no {RESULTS_FILE} under {', '.join(map(str, args.paths))}")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``kdexp-report``: its exit status (kdexp.errors.run_command)."""
+    from kdexp.errors import run_command
+
+    return run_command("kdexp-report", _main, argv)
+
+
+if __name__ == "__main__":  # python -m <this module>, as the console script
+    from kdexp.errors import exit_status
+
+    exit_status(main())

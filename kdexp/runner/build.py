@@ -1,54 +1,43 @@
 """Building a run from its config: checks, data, models, the method module and the trainer.
 
-One trainer factory (:func:`build_trainer`) makes every Trainer kdexp runs, the student's and a
-teacher's alike, so both train under the same NaN guard and checkpoint writer.
+Every Trainer comes from the one factory, kdexp.tools.trainer.build_trainer (the student's and a
+teacher's alike), so both train under the same NaN guard and checkpoint writer.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
-from kdexp.callbacks import FiniteLossGuard, NonFiniteLossError, ShareCores
-from kdexp.checks import check_cache_writable, check_run_options
+from kdexp.callbacks import NonFiniteLossError
+from kdexp.checks import check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg
 from kdexp.errors import SetupError, TrainingFailed
-from kdexp.artifacts import record_teacher_weights
 from kdexp.methods import DistillationModule, build_method, check_method_cfg
-from kdexp.models import BuiltModel, build_model
+from kdexp.models import BuiltModel, architecture_cfg, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.phases import phase
-from kdexp.performance import apply_performance, check_performance, data_options
-from kdexp.resume import FingerprintCheckpoint, load_student_weights
-from kdexp.run.folder import resolve_ckpt_path
-from kdexp.run_record import write_atomic
+from kdexp.runner.folder import resolve_ckpt_path
+from kdexp.runner.performance import apply_performance, check_performance, data_options
+from kdexp.runner.resume import FingerprintCheckpoint
 from kdexp.runtimes import check_runtimes
-from kdexp.teacher_route import provide_route, trainable_teacher
-from kdexp.teachers import architecture_cfg, provide_teacher
+from kdexp.teacher.provide import attach_stores, provide_run_teacher, record_teacher_weights
+from kdexp.tools.config import plain
+from kdexp.tools.trainer import build_trainer
+from kdexp.tools.weights import load_student_weights
 
 log = logging.getLogger("kdexp")
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
 CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
-
-
-def plain(cfg: DictConfig | dict | None) -> dict[str, Any]:
-    """A resolved, plain-dict copy of a config node (what modules and checkpoints may hold)."""
-    if cfg is None:
-        return {}
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
 @dataclass
@@ -220,30 +209,6 @@ def check_optimized_metric(cfg: DictConfig, method_cls: type[DistillationModule]
     )
 
 
-def provide_run_teacher(
-    cfg: DictConfig, method_cls: type[DistillationModule], architecture: BuiltModel, datamodule: ImageDataModule
-) -> tuple[BuiltModel, dict[str, Any]]:
-    """The run's teacher, as the method declares it: a route of anchors (``route_epochs``), a
-    fresh trainable teacher (``teacher_trainable``), or the frozen, cached teacher."""
-    epochs = int(cfg.trainer.get("max_epochs") or 0)
-    route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs)
-    if route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
-        raise ValueError(
-            f"teacher.checkpoint is a list (a teacher's route): method={cfg.method.name} takes one path"
-        )
-    if not method_cls.teacher_trainable and not cfg.teacher.get("checkpoint"):
-        check_cache_writable(cfg.paths.cache_dir)
-    # logger=none: no curves for the teacher either
-    where = {"cache_dir": cfg.paths.cache_dir, "log_dir": Path(cfg.paths.output_dir) / "teacher" if cfg.get("logger") else None}
-    if route is not None:
-        return provide_route(
-            architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), **where, epochs=route
-        )
-    if method_cls.teacher_trainable:  # trained together with the student
-        return trainable_teacher(architecture, plain(cfg.teacher), datamodule.num_classes, cfg.method.name)
-    return provide_teacher(architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), **where)
-
-
 def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
     try:
         module = build_method(
@@ -253,62 +218,10 @@ def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
         record_teacher_weights(module, prep.teacher_info)  # load_from_checkpoint rebuilds the teacher
         perf = plain(cfg.get("performance"))
         apply_performance(module, prep.datamodule, perf, cfg.method.name, cfg.paths.output_dir)
-        store_teacher_test_logits(cfg, prep, module)
-        store_teacher_train_logits(cfg, prep, module)
+        attach_stores(cfg, prep, module)
         return module
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
-
-
-def stores_teacher_outputs(cfg: DictConfig, prep: Prepared, switch: str) -> bool:
-    """Whether the teacher's outputs may be stored for later runs: a teacher with weights of its
-    own (cached, trained or a checkpoint; not a throwaway debug teacher) and ``performance.<switch>`` on."""
-    info = prep.teacher_info or {}
-    if info.get("source") not in ("cache", "trained", "checkpoint") or info.get("cached") is False:
-        return False
-    return bool((cfg.get("performance") or {}).get(switch, True))
-
-
-def store_device(cfg: DictConfig) -> tuple[str, str]:
-    """(device type, precision) the stored teacher outputs are computed with: part of their key."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    device = "cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu"
-    return device, str(cfg.trainer.get("precision", "32-true"))
-
-
-def store_teacher_test_logits(cfg: DictConfig, prep: Prepared, module: DistillationModule) -> None:
-    """A teacher with weights of its own (cached, trained, a checkpoint) is run on the test set
-    once for all runs: its stored logits give its accuracy and the agreement (kdexp.teacher_eval)."""
-    from kdexp.teacher_eval import attach_teacher_test_logits
-
-    if not stores_teacher_outputs(cfg, prep, "teacher_test_logits"):
-        return
-    attach_teacher_test_logits(module, prep.datamodule, cfg.paths.cache_dir, plain(cfg.data), *store_device(cfg))
-
-
-def store_teacher_train_logits(cfg: DictConfig, prep: Prepared, module: DistillationModule) -> None:
-    """With one view per training sample (no augmentation), the teacher-output cache starts from
-    the table kept with this teacher (and is kept for the next run): a run with a cached teacher
-    then needs no teacher forward at all. Keyed like the test logits (kdexp.teacher_eval): the
-    teacher's weights, the data's config and content, the device type and precision, plus the
-    table's grid and dtype.
-    Not for a teacher that changes during the run (RCO's route of anchors)."""
-    from kdexp.teacher_eval import data_fingerprint, store_key
-    from kdexp.teachers import state_digest
-
-    cache = module.teacher_outputs
-    if cache is None or cache.storage != "memory" or cache.grid.views_per_sample != 1:
-        return
-    if not stores_teacher_outputs(cfg, prep, "teacher_train_logits"):
-        return
-    if type(module).route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
-        return
-    data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train",
-            "content": data_fingerprint(prep.datamodule.train_set)}  # the files, not only the config
-    key = store_key(state_digest(module.teacher.state_dict()), data, *store_device(cfg))
-    rows = cache.load_store(Path(cfg.paths.cache_dir) / "teacher_train_logits" / f"{key}.pt")
-    if rows:
-        log.info("Teacher-output cache: %d of %d training views kept from an earlier run with this teacher", rows, cache.rows)
 
 
 def init_student(cfg: DictConfig, module: DistillationModule) -> None:
@@ -332,35 +245,9 @@ def init_student(cfg: DictConfig, module: DistillationModule) -> None:
     log.info("Student initialised from %s (a new run: fresh optimizer, schedule and epochs)", path)
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, through kdexp's atomic writer: a full disk leaves the previous
-    checkpoint (or none), never a truncated file, and the error names the checkpoint, not a temp file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buffer.getvalue())
-
-
-def build_trainer(trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
-    """Every Trainer kdexp makes: the given settings and callbacks, plus the NaN guard (stop at the
-    first non-finite loss, never checkpoint NaN weights) and the atomic checkpoint writer. No model
-    summary unless asked for; with stdout not a terminal, no progress bar (one line per epoch
-    instead, kdexp.callbacks.EpochLogLines)."""
-    if not any(isinstance(c, FiniteLossGuard) for c in callbacks):
-        callbacks = [*callbacks, FiniteLossGuard()]
-    callbacks = [*callbacks, ShareCores()]  # runtime.threads=auto: a fair share as runs come and go
-    trainer_kwargs = {"enable_model_summary": False, **trainer_kwargs}  # callbacks=model_summary prints one
-    if not sys.stdout.isatty():  # piped: EpochLogLines' plain lines, not a progress bar's last frames
-        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-        trainer_kwargs["enable_progress_bar"] = False
-    return pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
-
-
 def make_trainer(cfg: DictConfig, fingerprint: dict[str, Any] | None = None) -> pl.Trainer:
     """The student's trainer: the configured callbacks and loggers, checkpoints carrying (with
-    ``fingerprint``) what defines the run (kdexp.resume)."""
+    ``fingerprint``) what defines the run (kdexp.runner.resume)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if fingerprint is not None:
         callbacks.append(FingerprintCheckpoint(fingerprint, int(cfg.trainer.max_epochs)))

@@ -22,7 +22,8 @@ from kdexp import phases
 from kdexp.methods import DistillationModule, method_class
 from kdexp.metric_names import accuracies, metric_name
 from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
-from kdexp.run.build import Prepared, plain
+from kdexp.runner.build import Prepared
+from kdexp.tools.config import plain
 from kdexp.runtimes import profile_runtimes  # kdexp.profile (eager), + ONNX Runtime if asked
 from kdexp.threads import started_threads
 

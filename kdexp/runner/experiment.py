@@ -1,0 +1,46 @@
+"""What a composed config describes, run: a single run, a chain of runs, or a method's own chain
+of steps (class-incremental). Errors are KdexpErrors with their exit codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    """Run what ``cfg`` describes (a single run or a chain); returns the results (also in
+    results.json). Errors are KdexpErrors with their exit codes."""
+    from kdexp import phases
+    from kdexp.runner.build import method_of
+    from kdexp.runner.signals import reported_errors
+
+    phases.begin_run()
+    with reported_errors():  # write errors and signals: clear messages, not tracebacks
+        cls = method_of(cfg)
+        if cls.step_runner or cfg.get("incremental"):  # a method that runs its own chain of steps
+            return step_runner(cls, cfg)(cfg)
+        if cls.chain_runner:
+            from kdexp.runner.chain import run_chain
+
+            return run_chain(cfg)
+        from kdexp.runner.single import run_single
+
+        OmegaConf.resolve(cfg)
+        return run_single(cfg)
+
+
+def step_runner(cls: type, cfg: DictConfig) -> Any:
+    """The runner a method's ``step_runner`` names (kdexp.runner.kinds.STEP_RUNNERS)."""
+    from kdexp.errors import SetupError
+    from kdexp.methods import METHODS
+    from kdexp.runner import incremental  # noqa: F401 - registers "incremental_steps"
+    from kdexp.runner.kinds import STEP_RUNNERS
+
+    if not cls.step_runner:
+        runners = [name for name in METHODS.names() if METHODS.get(name).step_runner]
+        raise SetupError(
+            f"incremental runs train with a class-incremental method; method={cfg.method.name} is not "
+            f"one: choose one of {', '.join(runners)}"
+        )
+    return STEP_RUNNERS.get(cls.step_runner)
