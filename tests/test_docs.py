@@ -18,3 +18,11 @@ def test_documented_kdexp_report_options_exist(capsys) -> None:
             if "kdexp-report" in line:
                 used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", line.split("kdexp-report", 1)[1]))
                 assert used <= known, f"{doc.name}: {line.strip()} uses {sorted(used - known)}"
+
+
+def test_the_readme_names_every_registered_method() -> None:
+    from kdexp.methods import METHODS
+
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in METHODS.names() if f"`{name}`" not in readme]
+    assert not missing, f"README.md's method list lacks {missing}"
