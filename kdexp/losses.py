@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -313,12 +313,7 @@ def rkd_distance_loss(s: Tensor, t: Tensor) -> Tensor:
     at 1e-12 before the sqrt. Embeddings are flattened to (B, -1). Invariant to a common rescaling
     of each embedding set. Published weight 25 (RepDistiller CIFAR-100).
     """
-    with _full_precision(s):
-        s, t = _rkd_inputs("rkd_distance_loss", s, t)
-        with torch.no_grad():
-            t_d = _normalised_distances(t)
-        s_d = _normalised_distances(s)
-        return F.smooth_l1_loss(s_d, t_d, reduction="mean")
+    return _relation_loss("rkd_distance_loss", s, t, _normalised_distances)
 
 
 def _angles(e: Tensor) -> Tensor:
@@ -338,12 +333,16 @@ def rkd_angle_loss(s: Tensor, t: Tensor) -> Tensor:
     are 0 on both sides, included), as the authors' code. Embeddings are flattened to (B, -1).
     Published weight 50 (RepDistiller CIFAR-100).
     """
+    return _relation_loss("rkd_angle_loss", s, t, _angles)
+
+
+def _relation_loss(name: str, s: Tensor, t: Tensor, relation: Callable[[Tensor], Tensor]) -> Tensor:
+    """``smooth_l1(relation(s), relation(t))`` in full precision, the teacher's side without grad."""
     with _full_precision(s):
-        s, t = _rkd_inputs("rkd_angle_loss", s, t)
+        s, t = _rkd_inputs(name, s, t)
         with torch.no_grad():
-            t_a = _angles(t)
-        s_a = _angles(s)
-        return F.smooth_l1_loss(s_a, t_a, reduction="mean")
+            target = relation(t)
+        return F.smooth_l1_loss(relation(s), target, reduction="mean")
 
 
 def rkd_loss(

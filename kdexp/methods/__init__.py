@@ -46,19 +46,17 @@ def check_method_cfg(cfg: dict[str, Any]) -> tuple[type[DistillationModule], dic
     return cls, {key: getattr(options, key) for key in hparams}
 
 
-def build_method(
-    cfg: dict[str, Any],
-    student: BuiltModel,
-    teacher: BuiltModel | None,
-    num_classes: int,
-    input_shape: tuple[int, int, int],
-    optimizer: dict[str, Any],
-    scheduler: dict[str, Any],
-) -> DistillationModule:
-    """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its options."""
+RUN_ARGUMENTS = ("num_classes", "input_shape", "optimizer", "scheduler")  # after student, teacher
+
+
+def build_method(cfg: dict[str, Any], student: BuiltModel, teacher: BuiltModel | None, *run: Any) -> DistillationModule:
+    """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its options;
+    ``run``: DistillationModule's run arguments (num_classes, input_shape, optimizer, scheduler),
+    in that order (passed by name: a method's own ``__init__`` takes them as keywords)."""
     cls, hparams = check_method_cfg(cfg)
-    run = {"num_classes": num_classes, "input_shape": input_shape, "optimizer": optimizer, "scheduler": scheduler}
-    return cls(student, teacher, **run, **hparams)
+    if len(run) != len(RUN_ARGUMENTS):
+        raise TypeError(f"build_method takes cfg, student, teacher, {', '.join(RUN_ARGUMENTS)}")
+    return cls(student, teacher, **dict(zip(RUN_ARGUMENTS, run)), **hparams)
 
 
 __all__ = [
