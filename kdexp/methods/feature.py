@@ -131,6 +131,7 @@ class FeatureDistillationModule(DistillationModule):
         Needs only the architectures (no forward, no weights), so it can run before a teacher is
         trained.
         """
+        cls.check_layer_choice(student, teacher, student_layers, teacher_layers)
         s_paths, s_inputs = cls._resolve_side(student, student_layers, "student")
         t_paths, t_inputs = cls._resolve_side(teacher, teacher_layers, "teacher")
         if len(s_paths) != len(t_paths):
@@ -142,6 +143,10 @@ class FeatureDistillationModule(DistillationModule):
                 f"{teacher.name!r} declares {list(teacher.stages)})."
             )
         return (s_paths, s_inputs), (t_paths, t_inputs)
+
+    @classmethod
+    def check_layer_choice(cls, student: BuiltModel, teacher: BuiltModel, student_layers: Any, teacher_layers: Any) -> None:
+        """A method's own rule for the pair and the chosen layers (a ValueError naming the keys); none here."""
 
     @classmethod
     def _resolve_side(

@@ -3,8 +3,8 @@ Minimization and Transfer Learning" (flow of solution procedure)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -53,13 +53,7 @@ class FSPModule(InitStageModule):
         return ([stem] if stem else []) + list(model.stages), False
 
     @classmethod
-    def resolve_layers(
-        cls,
-        student: BuiltModel,
-        teacher: BuiltModel,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
-    ) -> tuple[tuple[list[str], bool], tuple[list[str], bool]]:
+    def check_layer_choice(cls, student: BuiltModel, teacher: BuiltModel, student_layers: Any, teacher_layers: Any) -> None:
         families = type(student.module).__name__, type(teacher.module).__name__
         if student_layers is None and teacher_layers is None and families[0] != families[1]:
             raise ValueError(
@@ -69,7 +63,6 @@ class FSPModule(InitStageModule):
                 "pair, or set method.student_layers / method.teacher_layers to layers whose channel "
                 "counts agree."
             )
-        return super().resolve_layers(student, teacher, student_layers, teacher_layers)
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
         super().check_features(student_shapes, teacher_shapes)
