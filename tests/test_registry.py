@@ -115,8 +115,11 @@ def test_options_become_attributes_and_hparams() -> None:
 
 def test_run_layer_reads_declarations_not_names() -> None:
     declared = {name: METHODS.get(name) for name in METHODS.names()}
-    assert [n for n, c in declared.items() if c.chain_runner] == ["born_again", "takd"]
-    assert [n for n, c in declared.items() if c.teacher_trainable] == ["apprentice_joint", "projection_joint", "rocket"]
+    assert [n for n, c in declared.items() if c.chain and c.chain.plain] == ["born_again", "takd"]
+    assert {n: c.chain.runner for n, c in declared.items() if c.chain and not c.chain.plain} == dict.fromkeys(
+        ["finetune", "icarl", "joint", "lwf"], "incremental_steps")
+    assert [n for n, c in declared.items() if c.teacher_use.trained_with_student] == [
+        "apprentice_joint", "projection_joint", "rocket"]
     assert declared["takd"].chain_links({"assistants": ["cnn_small"]}) == [{"source": "kdexp", "name": "cnn_small"}, None]
     assert declared["rco"].route_epochs({"num_anchors": 2}, {"train": {"max_epochs": 4}}, 4) == [2, 4]
     assert declared["kd"].route_epochs({}, {"train": {"max_epochs": 4}}, 4) is None
@@ -124,7 +127,7 @@ def test_run_layer_reads_declarations_not_names() -> None:
     assert declared["born_again"].chain_links({}) == [None] * 3  # the declared default
     assert {n: c.members_field for n, c in declared.items() if c.members_field} == {
         "born_again": "generations", "dml": "cohort", "takd": "generations"}
-    assert sorted(n for n, c in declared.items() if c.teacher_logits_only) == [  # apprentice_finetune: kd, quantised student
+    assert sorted(n for n, c in declared.items() if c.teacher_use.logits_only) == [  # apprentice_finetune: kd, quantised student
         "apprentice_finetune", "born_again", "dist", "dkd", "kd", "rco", "takd"]
     assert [n for n, c in declared.items() if c.needs_sample_indices] == ["crd"]
     assert search_space(declared["kd"].Options) == {

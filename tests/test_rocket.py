@@ -47,7 +47,8 @@ def test_booster_is_trainable_and_a_registered_child() -> None:
     module.train()
     assert module.booster.training  # not forced into eval like a frozen teacher
     assert set(module.report_models()) == {"student", "teacher"}
-    assert method_class("rocket").teacher_trainable and not method_class("kd").teacher_trainable
+    assert method_class("rocket").teacher_use.trained_with_student
+    assert not method_class("kd").teacher_use.trained_with_student
 
 
 def test_gradient_block_keeps_the_hint_out_of_the_booster() -> None:

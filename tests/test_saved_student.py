@@ -59,7 +59,7 @@ def method_module(name: str, tmp: Path):
     if name == "crd":
         module._build_memory(64)  # as setup() sizes it from the training set
         module.contrast.memory_student.normal_()
-    if module.teacher is not None and not type(module).teacher_trainable:
+    if module.teacher is not None and not type(module).teacher_use.trained_with_student:
         torch.save(module.teacher.state_dict(), tmp / "teacher.pt")
         record_teacher_weights(module, {"path": str(tmp / "teacher.pt")})
     return module

@@ -17,7 +17,7 @@ FAKE = (
 
 def test_links_are_the_assistants_then_the_student() -> None:
     cls = method_class("takd")
-    assert cls.chain_runner and method_class("born_again").chain_runner and not method_class("kd").chain_runner
+    assert cls.chain.plain and method_class("born_again").chain.plain and method_class("kd").chain is None
     links = cls.chain_links({"assistants": ["cnn_medium", "cnn_small"]})
     assert links == [{"source": "kdexp", "name": "cnn_medium"}, {"source": "kdexp", "name": "cnn_small"}, None]
     assert method_class("born_again").chain_links({"generations": 2}) == [None, None]

@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from kdexp.distributed import scaled_lr
 from kdexp.losses import kd_loss, standardize_logits
+from kdexp.methods.declarations import Chain, TeacherUse
 from kdexp.methods.options import option, parse_options, positive, weight
 from kdexp.metric_names import metric_name, metric_prefix
 from kdexp.models import BuiltModel
@@ -52,7 +53,7 @@ class DistillationModule(pl.LightningModule):
 
     A method declares itself in class attributes, read by the run layer (which never looks a
     method up by name): its ``Options`` dataclass (defaults, types, ranges, search ranges), and
-    the flags below. ``method_name`` is set by ``@register_method``.
+    the declarations below. ``method_name`` is set by ``@register_method``.
     """
 
     @dataclass
@@ -67,33 +68,16 @@ class DistillationModule(pl.LightningModule):
         )
 
     method_name: ClassVar[str] = "base"
-    needs_teacher: ClassVar[bool] = True  # False for methods that train without one (vanilla, dml)
-    # True where the method trains its own teacher network beside the student (joint training:
-    # apprentice_joint, projection_joint): kd_weight > 0 then needs no given teacher.
-    trains_own_teacher: ClassVar[bool] = False
-    # True where the method uses its frozen teacher only through ``teacher_logits`` (no features,
-    # no teacher training): its teacher outputs may then come from a kdexp.teacher.outputs cache.
-    teacher_logits_only: ClassVar[bool] = False
+    teacher_use: ClassVar[TeacherUse] = TeacherUse()  # how it uses its teacher (kdexp.methods.declarations)
     # True where training batches must name each sample's index in the training set (CRD's memory
     # bank): ``setup`` then asks the kdexp data module to add it to every training batch, and the
     # step reads it as ``sample_index``.
     needs_sample_indices: ClassVar[bool] = False
-    # A chain of runs (Born-Again), each student taught by the one before: see chain_links.
-    chain_runner: ClassVar[bool] = False
-    chain_ensemble: ClassVar[bool] = False  # the chain's students share an architecture: report their ensemble
-    # True where the method trains its teacher together with the student (rocket launching): the
-    # run layer then builds a fresh, trainable teacher instead of loading, caching and freezing one,
-    # and saves and reports it as a result of the run.
-    teacher_trainable: ClassVar[bool] = False
+    # A run that is a chain of runs (Born-Again, TAKD, class-incremental): see chain_links.
+    chain: ClassVar[Chain | None] = None
     # The results.json field that lists a method's several students, if it has several
     # ("cohort": DML's members, "generations": a chain's students); read by results and report.
     members_field: ClassVar[str | None] = None
-    # A chain's runs: what one is called in results.json ("generation") and its sub-folder prefix.
-    chain_step: ClassVar[str] = "step"
-    chain_folder: ClassVar[str] = "step"
-    # A method whose whole run is its own chain of steps (class-incremental learning): the
-    # "module:function" that runs it from the config, on kdexp.runner.chain.run_steps.
-    step_runner: ClassVar[str | None] = None
     teacher_outputs: Any = None  # a TeacherOutputCache, attached by kdexp.runner.build where exact
     evaluate_teacher = True  # False while only the student is tested again (best-epoch test)
     teacher_test_logits: Any = None  # a kdexp.teacher.test_logits.TeacherTestLogits, attached by kdexp.runner.build
@@ -113,7 +97,7 @@ class DistillationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.options = parse_options(type(self).Options, options, self.method_name)
-        if self.options.kd_weight > 0 and teacher is None and not self.trains_own_teacher:
+        if self.options.kd_weight > 0 and teacher is None and not self.teacher_use.trained_with_student:
             raise ValueError("method.kd_weight > 0 needs a teacher")
         self.save_hyperparameters(
             {
@@ -161,7 +145,7 @@ class DistillationModule(pl.LightningModule):
     @classmethod
     def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
         """Whether a run of this method with options ``hparams`` needs a teacher."""
-        return cls.needs_teacher or float(hparams.get("kd_weight", cls.Options().kd_weight)) > 0
+        return cls.teacher_use.needed or float(hparams.get("kd_weight", cls.Options().kd_weight)) > 0
 
     @classmethod
     def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
@@ -396,8 +380,7 @@ class LogitDistillationModule(DistillationModule):
     (:meth:`DistillationModule.kd_logits`): DIST, DKD. It needs a teacher, and uses it through its
     logits alone, so cached teacher outputs are exact. Subclasses implement :meth:`logit_losses`."""
 
-    needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)
+    teacher_use = TeacherUse(logits_only=True)  # exact with cached teacher outputs (kdexp.teacher.outputs)
 
     def extra_losses(
         self, x: Tensor, y: Tensor, student_logits: Tensor, teacher_logits: Tensor | None

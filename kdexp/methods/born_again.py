@@ -3,7 +3,7 @@
 Generation k+1 is a freshly initialised student distilled from generation k (generation 0 is the
 teacher). The chain itself — one sub-run per generation, resumable, with the ensemble of all
 student generations — is run by ``kdexp.runner.chain`` because the method declares
-``chain_runner`` and its ``chain_links``.
+its ``chain`` and ``chain_links``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.declarations import Chain, TeacherUse
 from kdexp.methods.options import at_least, positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
@@ -33,12 +34,10 @@ class BornAgainModule(DistillationModule):
         temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
         generations: int = at_least(3, 1, "students trained after the teacher")
 
-    needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)
-    chain_runner = True
-    chain_ensemble = True  # the generations share one architecture: report their ensemble
+    teacher_use = TeacherUse(logits_only=True)  # exact with cached teacher outputs (kdexp.teacher.outputs)
+    # generation k in <run>/gen<k>/; the generations share one architecture: report their ensemble
+    chain = Chain(step="generation", folder="gen", ensemble=True)
     members_field = "generations"
-    chain_step, chain_folder = "generation", "gen"  # generation k in <run>/gen<k>/
 
     @classmethod
     def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:

@@ -68,7 +68,7 @@ def module_from_checkpoint(
     The student (and a DML cohort) come from the recorded model configs; the teacher from its
     recorded weights file (``teacher.checkpoint``: a checkpoint or a cache entry; an RCO route: its
     anchors' files) unless ``teacher`` (a BuiltModel) is given; a teacher trained with the student
-    (``teacher_trainable``) from the checkpoint itself. ``overrides`` replace recorded method
+    (``teacher_use.trained_with_student``) from the checkpoint itself. ``overrides`` replace recorded method
     options. As Lightning does, ``on_load_checkpoint`` runs before the weights are loaded (CRD
     sizes its memory bank from the file there).
     """
@@ -79,7 +79,7 @@ def module_from_checkpoint(
     student = build_model({**hp["models"]["student"], "weights": None, "pretrained": False}, num_classes, input_shape[0], input_shape)
     teacher_cfg = hp["models"].get("teacher")
     if teacher is None and teacher_cfg is not None:
-        if cls.teacher_trainable:  # its weights are in the checkpoint's state_dict
+        if cls.teacher_use.trained_with_student:  # its weights are in the checkpoint's state_dict
             teacher = placeholder_teacher(hp)
         else:
             teacher = rebuild_teacher(path, teacher_cfg, num_classes, input_shape)

@@ -4,7 +4,7 @@ An incremental run (``kdexp.incremental``) trains one module per step. Step k's 
 k−1's model with a head grown to every class seen so far; its teacher is a frozen copy of step
 k−1's model (none at step 1), whose logits cover the old classes. Labels are positions in the
 class order, old classes first, so the old classes' logits are ``student_logits[:, :C_old]``.
-The run itself is declared by ``step_runner`` (kdexp.runner.experiment dispatches on it, never on a name).
+The run itself is declared by ``chain``'s runner (kdexp.runner.experiment dispatches on it, never on a name).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.declarations import Chain, TeacherUse
 from kdexp.methods.options import option, positive
 from kdexp.methods.registry import register_method
 
@@ -40,8 +41,8 @@ class IncrementalModule(DistillationModule):
                     "this class-incremental method has none"
                 )
 
-    needs_teacher = False  # the teacher is the previous step's model, given by the run, not cfg.teacher
-    step_runner = "incremental_steps"  # kdexp.runner.kinds; only runs under an ``incremental`` config
+    teacher_use = TeacherUse(needed=False)  # the teacher is the previous step's model, given by the run, not cfg.teacher
+    chain = Chain(runner="incremental_steps")  # kdexp.runner.kinds; only runs under an ``incremental`` config
     uses_memory: ClassVar[bool] = False  # True: the step's data includes the exemplar memory (iCaRL)
     trains_on_seen: ClassVar[bool] = False  # True: the step's data is every class seen so far (joint)
 

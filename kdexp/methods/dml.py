@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 
 from kdexp.losses import kd_loss, mutual_kl
 from kdexp.methods.base import DistillationModule, accuracy_metrics, ensemble_probabilities
+from kdexp.methods.declarations import TeacherUse
 from kdexp.methods.options import at_least, option, positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.metric_names import accuracies, member_role, metric_name, metric_prefix
@@ -49,7 +50,7 @@ class DMLModule(DistillationModule):
                     f"{', '.join(available_models())}"
                 )
 
-    needs_teacher = False
+    teacher_use = TeacherUse(needed=False)
     members_field = "cohort"
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel | None, **kwargs: Any) -> None:

@@ -58,8 +58,6 @@ class FeatureDistillationModule(DistillationModule):
         student_layers: list[str] | None = option(None, LAYERS_WHY, min_items=1)
         teacher_layers: list[str] | None = option(None, LAYERS_WHY, min_items=1)
 
-    needs_teacher = True
-
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         if teacher is None:
             raise ValueError(f"method {self.method_name!r} needs a teacher")

@@ -12,10 +12,10 @@ only; the student learns from both). Two published recipes use it:
   trained together: λ1·trainer CE + λ2·projection-net CE + λ3·distillation. The paper leaves the λs
   as hyper-parameters without published values; the defaults are 1, 1, 1 at T=1.
 
-The trainer network is the run's teacher, ``teacher=<model>``: trainable (``teacher_trainable``,
-as rocket's booster), freshly initialised (or from ``teacher.checkpoint``), never cached or frozen;
-it is reported as the run's ``teacher`` (its test accuracy and agreement are measured) and saved
-as ``teacher.pt`` with its model card.
+The trainer network is the run's teacher, ``teacher=<model>``: trainable
+(``teacher_use.trained_with_student``, as rocket's booster), freshly initialised (or from
+``teacher.checkpoint``), never cached or frozen; it is reported as the run's ``teacher`` (its test
+accuracy and agreement are measured) and saved as ``teacher.pt`` with its model card.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from kdexp.losses import kd_loss
 from kdexp.methods.base import DistillationModule, accuracy_metrics
+from kdexp.methods.declarations import TeacherUse
 from kdexp.methods.options import positive, weight
 from kdexp.methods.registry import register_method
 from kdexp.metric_names import metric_prefix
@@ -45,9 +46,9 @@ class JointModule(DistillationModule):
         kd_weight: float = weight(0.5, search=(0.0, 1.0))
         temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
 
-    needs_teacher = True
-    teacher_trainable = True  # the run layer builds teacher= fresh and trainable, saves it as teacher.pt
-    trains_own_teacher = True  # kd_weight > 0 distils from the jointly trained network
+    # the run layer builds teacher= fresh and trainable, saves it as teacher.pt; kd_weight > 0
+    # distils from the jointly trained network
+    teacher_use = TeacherUse(trained_with_student=True)
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel | None, **kwargs: Any) -> None:
         if teacher is None:

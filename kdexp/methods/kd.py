@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.declarations import TeacherUse
 from kdexp.methods.options import weight
 from kdexp.methods.registry import register_method
 
@@ -21,5 +22,4 @@ class KDModule(DistillationModule):
         ce_weight: float = weight(0.1, search=(0.0, 1.0))
         kd_weight: float = weight(0.9, search=(0.0, 1.0))
 
-    needs_teacher = True
-    teacher_logits_only = True  # exact with cached teacher outputs (kdexp.teacher.outputs)
+    teacher_use = TeacherUse(logits_only=True)  # exact with cached teacher outputs (kdexp.teacher.outputs)

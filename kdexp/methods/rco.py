@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from kdexp.methods.base import DistillationModule, accuracy_metrics
+from kdexp.methods.declarations import TeacherUse
 from kdexp.methods.kd import KDModule
 from kdexp.methods.options import at_least, option
 from kdexp.methods.registry import register_method
@@ -76,8 +77,7 @@ class RCOModule(DistillationModule):
                     "equal-epoch-interval strategy; its greedy search is not implemented)"
                 )
 
-    needs_teacher = True
-    teacher_logits_only = True  # each anchor is frozen and used through its logits only
+    teacher_use = TeacherUse(logits_only=True)  # each anchor is frozen and used through its logits only
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         route = teacher.module if teacher is not None else None

@@ -3,8 +3,9 @@ together from scratch, the booster guiding the light net all the way.
 
 The booster is this run's *teacher*, but unlike every other method's teacher it is trainable: it is
 a registered child of the module, so it is in the optimizer, in the Lightning checkpoint and in the
-DDP wrapper, and it stays in train mode. The run layer reads ``teacher_trainable`` and builds it
-fresh (or from ``teacher.checkpoint`` as an initialisation) instead of a frozen, cached teacher.
+DDP wrapper, and it stays in train mode. The run layer reads ``teacher_use.trained_with_student``
+and builds it fresh (or from ``teacher.checkpoint`` as an initialisation) instead of a frozen,
+cached teacher.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.declarations import TeacherUse
 from kdexp.methods.options import at_least, option, weight
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
@@ -104,8 +106,7 @@ class RocketModule(DistillationModule):
                     "logits (the paper's), with no temperature softmax to standardise for"
                 )
 
-    needs_teacher = True
-    teacher_trainable = True  # the run layer builds a fresh, trainable booster, never a cached one
+    teacher_use = TeacherUse(trained_with_student=True)  # the run layer builds a fresh, trainable booster, never a cached one
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         if teacher is None:

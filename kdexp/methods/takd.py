@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kdexp.methods.declarations import Chain
 from kdexp.methods.kd import KDModule
 from kdexp.methods.options import option
 from kdexp.methods.registry import register_method
@@ -41,9 +42,8 @@ class TAKDModule(KDModule):
                     f"{', '.join(available_models())}"
                 )
 
-    chain_runner = True
+    chain = Chain(step="generation", folder="gen")  # link k in <run>/gen<k>/
     members_field = "generations"  # every link's student, the teacher as generation 0
-    chain_step, chain_folder = "generation", "gen"  # link k in <run>/gen<k>/
 
     @classmethod
     def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:

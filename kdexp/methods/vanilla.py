@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdexp.methods.base import DistillationModule
+from kdexp.methods.declarations import TeacherUse
 from kdexp.methods.registry import register_method
 from kdexp.models import BuiltModel
 
@@ -13,7 +14,7 @@ from kdexp.models import BuiltModel
 class VanillaModule(DistillationModule):
     """loss = CE(student, labels). No teacher."""
 
-    needs_teacher = False
+    teacher_use = TeacherUse(needed=False)
 
     def __init__(self, student: BuiltModel, teacher: None = None, **kwargs: Any) -> None:
         super().__init__(student, None, **kwargs)

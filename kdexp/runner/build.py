@@ -66,7 +66,7 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
     needs_teacher = method_cls.requires_teacher(plain(cfg.method))
-    resolve_ckpt_path(cfg, needs_teacher, missing_ok=method_cls.chain_runner or bool(method_cls.step_runner))
+    resolve_ckpt_path(cfg, needs_teacher, missing_ok=method_cls.chain is not None)
     check_runtimes(cfg.profile.get("runtimes"))  # profile.runtimes: known, and installed
     if cfg.get("init_weights"):
         if cfg.get("ckpt_path"):
@@ -176,7 +176,7 @@ def result_fields(cfg: DictConfig, method_cls: type[DistillationModule], student
     if student_fields is not None and hasattr(student, "integer_report") and profiled:
         student_fields = None  # its int8 model's numbers are measured
     hparams = plain(cfg.method)
-    has_teacher = method_cls.requires_teacher(hparams) or method_cls.teacher_trainable or method_cls.trains_own_teacher
+    has_teacher = method_cls.requires_teacher(hparams) or method_cls.teacher_use.trained_with_student
     known: dict[str, set[str] | None] = {"run": None, "test_metrics": None, "student": student_fields}
     known["teacher"] = (None if other_runtimes else role) if has_teacher else set()
     known["comparison"] = (None if other_runtimes else {*comparison({}, {}), "agreement_top1"}) if has_teacher else set()
@@ -191,7 +191,7 @@ def check_optimized_metric(cfg: DictConfig, method_cls: type[DistillationModule]
     known = result_fields(cfg, method_cls, student)
     own_sections = (
         method_cls.summarize is not DistillationModule.summarize or method_cls.members_field
-        or method_cls.chain_runner or method_cls.step_runner
+        or method_cls.chain is not None
     )
     if (section in known and known[section] is None) or (section not in known and own_sections):
         return  # known only once the run has finished (entry.optimized_value checks it then)

@@ -1,8 +1,8 @@
 """Chains of runs (Born-Again): run 0 is the teacher; run k+1 is a fresh student taught by run k.
 
-Generic over any method that declares ``chain_runner`` and ``chain_links`` (each run's student
-model, e.g. Born-Again's copies of the student or a chain through teacher assistants), and
-``chain_step`` / ``chain_folder`` (what a run is called, its sub-folder). Each run is a full single run
+Generic over any method that declares a plain ``chain`` (kdexp.methods.declarations.Chain: what a
+run is called, its sub-folder, whether to report the ensemble) and ``chain_links`` (each run's
+student model, e.g. Born-Again's copies of the student or a chain through teacher assistants). Each run is a full single run
 (:func:`kdexp.runner.single.fit_and_report`) in ``<run>/<folder><k>/`` with its own checkpoints,
 curves and results.json, so a chain can be inspected and resumed run by run; the chain's
 results.json adds every run's numbers and the ensemble of the students.
@@ -80,20 +80,21 @@ def run_step(
 ):
     """Run ``step`` of the chain (or reuse it if it finished): (its student, its results).
     ``link``: the step's student model config (None: the run's own student)."""
-    sub = step_cfg(cfg, cls.chain_folder, step, link)
+    declared = cls.chain
+    sub = step_cfg(cfg, declared.folder, step, link)
     step_dir = Path(sub.paths.output_dir)
     pl.seed_everything(sub.seed, workers=True)
     datamodule = prep.datamodule
     student = build_model(plain(sub.student), datamodule.num_classes, datamodule.input_shape[0], datamodule.input_shape)
     done = finished_step(step_dir)
     if done is not None:
-        log.info("%s %d already finished in %s: reusing it", cls.chain_step, step, step_dir)
+        log.info("%s %d already finished in %s: reusing it", declared.step, step, step_dir)
         student.module.load_state_dict(read_torch(step_dir / "student.pt"))
         return student, done
-    teacher_info = {"source": f"{cls.chain_step} {step - 1}", "model": teacher.name} if step > 1 else prep.teacher_info
+    teacher_info = {"source": f"{declared.step} {step - 1}", "model": teacher.name} if step > 1 else prep.teacher_info
     step_prep = Prepared(datamodule, student, teacher, teacher_info)
     module = make_module(sub, step_prep)
-    part = {cls.chain_step: step, "chain_step": cls.chain_step}
+    part = {declared.step: step, "chain_step": declared.step}  # "chain_step": a results.json field
     return student, fit_and_report(sub, step_prep, module, part, chained=True)
 
 
@@ -114,11 +115,12 @@ def run_steps(
 def run_chain(cfg: DictConfig) -> dict[str, Any]:
     """Train the chain's students in sequence; report each and their ensemble."""
     cls = method_of(cfg)
+    declared = cls.chain
     prep = prepare(cfg)  # validates everything; provides run 0 (the teacher)
     links = cls.chain_links(plain(cfg.method))  # cfg stays unresolved: each run moves its paths
     done = run_steps(prep.teacher, len(links), lambda k, teacher: run_step(cfg, cls, prep, teacher, k, links[k - 1]))
     steps = [  # results are empty on DDP ranks other than 0, which train but do not report
-        {cls.chain_step: step, "model": student.name, **results["student"], "teacher_stats": results.get("teacher", {})}
+        {declared.step: step, "model": student.name, **results["student"], "teacher_stats": results.get("teacher", {})}
         for step, student, results in done if results
     ]
     students = [student.module for _, student, _ in done]
@@ -133,15 +135,15 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
             **run_header(cfg, prep, prep.student.name),
             cls.members_field: len(links),
             "chain": [prep.teacher.name, *(s["model"] for s in steps)],  # each run's model, teacher first
-            "members_field": cls.members_field, "member_key": cls.chain_step, "member_label": cls.chain_folder,
+            "members_field": cls.members_field, "member_key": declared.step, "member_label": declared.folder,
         },
         "teacher": first_teacher,
         "student": steps[-1],
-        cls.members_field: [{cls.chain_step: 0, "model": prep.teacher.name, **first_teacher}, *steps],
+        cls.members_field: [{declared.step: 0, "model": prep.teacher.name, **first_teacher}, *steps],
     }
-    if cls.chain_ensemble:  # students of one architecture: their averaged softmax
+    if declared.ensemble:  # students of one architecture: their averaged softmax
         chain["ensemble"] = {
-            "members": [s[cls.chain_step] for s in steps],
+            "members": [s[declared.step] for s in steps],
             "acc_top1": ensemble_accuracy(students, prep.datamodule, device),
         }
     chain["comparison"] = comparison(chain["teacher"], chain["student"])

@@ -13,14 +13,15 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     results.json). Errors are KdexpErrors with their exit codes."""
     from kdexp import phases
     from kdexp.runner.build import method_of
+    from kdexp.runner.kinds import runs_own_steps
     from kdexp.runner.signals import reported_errors
 
     phases.begin_run()
     with reported_errors():  # write errors and signals: clear messages, not tracebacks
         cls = method_of(cfg)
-        if cls.step_runner or cfg.get("incremental"):  # a method that runs its own chain of steps
+        if runs_own_steps(cls) or cfg.get("incremental"):  # a method that runs its own chain of steps
             return step_runner(cls, cfg)(cfg)
-        if cls.chain_runner:
+        if cls.chain is not None:  # a plain chain of runs
             from kdexp.runner.chain import run_chain
 
             return run_chain(cfg)
@@ -31,16 +32,16 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
 
 def step_runner(cls: type, cfg: DictConfig) -> Any:
-    """The runner a method's ``step_runner`` names (kdexp.runner.kinds.STEP_RUNNERS)."""
+    """The runner a method's ``chain.runner`` names (kdexp.runner.kinds.STEP_RUNNERS)."""
     from kdexp.errors import SetupError
     from kdexp.methods import METHODS
     from kdexp.runner import incremental  # noqa: F401 - registers "incremental_steps"
-    from kdexp.runner.kinds import STEP_RUNNERS
+    from kdexp.runner.kinds import STEP_RUNNERS, runs_own_steps
 
-    if not cls.step_runner:
-        runners = [name for name in METHODS.names() if METHODS.get(name).step_runner]
+    if not runs_own_steps(cls):
+        runners = [name for name in METHODS.names() if runs_own_steps(METHODS.get(name))]
         raise SetupError(
             f"incremental runs train with a class-incremental method; method={cfg.method.name} is not "
             f"one: choose one of {', '.join(runners)}"
         )
-    return STEP_RUNNERS.get(cls.step_runner)
+    return STEP_RUNNERS.get(cls.chain.runner)

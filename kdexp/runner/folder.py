@@ -122,7 +122,7 @@ def save_models(output_dir: Path, module: Any, datamodule: Any, data_name: str, 
     """A finished run's models: ``<role>.pt`` for each trained one, and the model cards beside
     them (``<role>.json``, ``teacher.json``; kdexp.models.card)."""
     for role, model in module.report_models().items():
-        if role != "teacher" or type(module).teacher_trainable:  # a jointly trained teacher is a result too
+        if role != "teacher" or type(module).teacher_use.trained_with_student:  # a jointly trained teacher is a result too
             save_weights(model.state_dict(), output_dir / f"{role}.pt")
     write_model_cards(output_dir, module, datamodule, data_name, teacher_info)
 
@@ -182,7 +182,7 @@ def write_model_cards(output_dir: str | Path, module: Any, datamodule: Any, data
     normalization = {"mean": list(mean), "std": list(std)} if mean is not None else None
     common = {"data": data_name, "normalization": normalization, "module_class": type(module).__name__}
     for role, info in model_infos(module).items():
-        saved = role != "teacher" or type(module).teacher_trainable  # a jointly trained teacher: teacher.pt
+        saved = role != "teacher" or type(module).teacher_use.trained_with_student  # a jointly trained teacher: teacher.pt
         weights = f"{role}.pt" if saved else absolute(teacher_info.get("path"))
         card = model_card(role, info, datamodule.num_classes, datamodule.input_shape, weights, **common)
         write_json(output_dir / f"{role}.json", card)

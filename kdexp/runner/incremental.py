@@ -42,7 +42,7 @@ from kdexp.runner.assemble import hparams_row
 from kdexp.runner.build import Prepared, build_role, make_module, prepare
 from kdexp.tools.config import plain
 from kdexp.runner.chain import run_steps, step_cfg
-from kdexp.runner.kinds import STEP_RUNNERS
+from kdexp.runner.kinds import STEP_RUNNERS, runs_own_steps
 from kdexp.runner.single import fit_and_report
 from kdexp.run_record import earlier_failures, is_finished, read_results
 from kdexp.tools.weights import read_torch
@@ -51,7 +51,7 @@ log = logging.getLogger("kdexp")
 
 
 def incremental_methods() -> list[str]:
-    return [name for name in METHODS.names() if METHODS.get(name).step_runner]
+    return [name for name in METHODS.names() if runs_own_steps(METHODS.get(name))]
 
 
 def check_run(cfg: DictConfig) -> type[DistillationModule]:
@@ -64,7 +64,7 @@ def check_run(cfg: DictConfig) -> type[DistillationModule]:
             f"(e.g. incremental=fashion_mnist_5; presets in configs/incremental/)"
         )
     cls = method_class(name)
-    if not cls.step_runner:
+    if not runs_own_steps(cls):
         raise ValueError(
             f"incremental runs train with a class-incremental method; method={name} is not one: "
             f"choose one of {', '.join(incremental_methods())}"

@@ -1,4 +1,4 @@
-"""The kinds of run a method may declare it runs as, by name: a method's ``step_runner`` names the
+"""The kinds of run a method may declare it runs as, by name: a method's ``chain.runner`` names the
 runner of its own chain of steps (class-incremental: ``incremental_steps``, kdexp.runner.incremental),
 so the run layer finds it here, never by a method's name or a module path."""
 
@@ -8,4 +8,10 @@ from typing import Any, Callable
 
 from kdexp.registry import Registry
 
-STEP_RUNNERS: Registry[Callable[[Any], dict[str, Any]]] = Registry("step runner", key="step_runner")
+STEP_RUNNERS: Registry[Callable[[Any], dict[str, Any]]] = Registry("step runner", key="chain.runner")
+
+
+def runs_own_steps(method_cls: Any) -> bool:
+    """Whether a method's whole run is its own chain of steps, run by the step runner its
+    ``chain`` names (not the plain chain of kdexp.runner.chain)."""
+    return method_cls.chain is not None and not method_cls.chain.plain

@@ -33,7 +33,7 @@ def check_performance(perf: dict[str, Any], method_cls, method_cfg: dict[str, An
             raise ValueError(f"performance.{key}={perf[key]!r} is not one of {', '.join(allowed)}")
     if method_cls.requires_teacher(method_cfg):
         grid = getattr(datamodule, "view_grid", None)
-        exact = method_cls.teacher_logits_only
+        exact = method_cls.teacher_use.logits_only
         resolve_cache(perf, method_cfg["name"], exact, None, grid, datamodule.name)
 
 

@@ -167,7 +167,7 @@ def _artifact_from_checkpoint(path: Path, role: str) -> Artifact:
         "input_shape": hp["input_shape"],
         "checkpoint": str(path),
     }
-    trained_with_student = checkpoint_method(path, hp).teacher_trainable
+    trained_with_student = checkpoint_method(path, hp).teacher_use.trained_with_student
     if role == "teacher" and not trained_with_student:
         cfg = hp["models"].get("teacher")
         if cfg is None:

@@ -353,7 +353,7 @@ def build_cache(
 def attach_output_cache(module: Any, datamodule: Any, perf: dict[str, Any], method_name: str, run_dir: str | Path) -> None:
     """The teacher-output cache on ``module`` where ``performance.teacher_cache`` and exactness allow."""
     grid = getattr(datamodule, "view_grid", None)
-    on = resolve_cache(perf, method_name, type(module).teacher_logits_only, module.teacher, grid, datamodule.name)
+    on = resolve_cache(perf, method_name, type(module).teacher_use.logits_only, module.teacher, grid, datamodule.name)
     if on:
         module.teacher_outputs = build_cache(perf, grid, datamodule.num_classes, run_dir)
         cache = module.teacher_outputs

@@ -28,20 +28,20 @@ def provide_run_teacher(
     cfg: DictConfig, method_cls: Any, architecture: BuiltModel, datamodule: Any
 ) -> tuple[BuiltModel, dict[str, Any]]:
     """The run's teacher, as the method declares it: a route of anchors (``route_epochs``), a
-    fresh trainable teacher (``teacher_trainable``), or the frozen, cached teacher."""
+    fresh trainable teacher (``teacher_use.trained_with_student``), or the frozen, cached teacher."""
     epochs = int(cfg.trainer.get("max_epochs") or 0)
     route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs)
     if route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
         raise ValueError(
             f"teacher.checkpoint is a list (a teacher's route): method={cfg.method.name} takes one path"
         )
-    if not method_cls.teacher_trainable and not cfg.teacher.get("checkpoint"):
+    if not method_cls.teacher_use.trained_with_student and not cfg.teacher.get("checkpoint"):
         check_cache_writable(cfg.paths.cache_dir)
     # logger=none: no curves for the teacher either
     request = TeacherRequest(
         architecture, plain(cfg.teacher), plain(cfg.data), datamodule, plain(cfg.trainer), cfg.paths.cache_dir,
         log_dir=Path(cfg.paths.output_dir) / "teacher" if cfg.get("logger") else None,
-        route_epochs=route, trainable=bool(method_cls.teacher_trainable), method=str(cfg.method.name),
+        route_epochs=route, trainable=method_cls.teacher_use.trained_with_student, method=str(cfg.method.name),
     )
     return provide_teacher(request)
 
