@@ -277,7 +277,7 @@ def test_other_ranks_stop_waiting_when_rank_zero_fails(tmp_path: Path, clean_env
 def test_a_crash_mid_write_leaves_no_entry(tmp_path: Path, clean_env, fake_training) -> None:
     """A process killed while it writes the entry: later runs find no entry (only a stray temp file)."""
     script = (
-        "import os, sys; sys.path.insert(0, 'tests'); import test_distributed as t; from kdexp import teachers\n"
+        "import os, sys; sys.path.insert(0, 'tests'); import test_distributed as t; from kdexp.teacher import cache as teachers\n"
         "teachers.train_teacher = lambda *a, **k: {'test_acc': 0.5}\n"
         "def fsync(fd):\n"
         "    os._exit(9)  # killed after the bytes went to the temporary file, before the rename\n"
@@ -322,7 +322,7 @@ def test_an_entry_without_digest_from_older_versions_is_reused(tmp_path: Path, c
 def test_concurrent_processes_share_the_cache(tmp_path: Path, clean_env) -> None:
     """Two separate processes (not threads), rank 0 each: the file lock lets one of them train."""
     script = (
-        "import sys, time; sys.path.insert(0, 'tests'); import test_distributed as t; from kdexp import teachers\n"
+        "import sys, time; sys.path.insert(0, 'tests'); import test_distributed as t; from kdexp.teacher import cache as teachers\n"
         "teachers.train_teacher = lambda *a, **k: (time.sleep(1.0), {'test_acc': 0.5})[1]\n"
         "from pathlib import Path; print(t.provide(Path(sys.argv[1]), Path(sys.argv[1]) / 'log')[1]['source'])\n"
     )
