@@ -98,6 +98,15 @@ def _stop_env() -> tuple[int, Path] | None:
     return (int(pid), Path(folder)) if pid.isdigit() and folder else None
 
 
+_RUN_STOPPED: list[str] = []  # a signal this worker's run already handled (kdexp.runner.signals)
+
+
+def note_run_stopped(signal_name: str) -> None:
+    """The run in this worker took a signal: a later one (the launcher passes it on, a terminal's
+    Ctrl-C reaches the worker too) must not cut short the record the run is writing."""
+    _RUN_STOPPED.append(signal_name)
+
+
 def in_sweep_worker() -> bool:
     """Whether this process is a worker of a parallel sweep (its launching process owns the signals)."""
     env = _stop_env()
@@ -182,7 +191,7 @@ def sweep_job(grace_s: float = 5.0) -> Iterator[None]:
     received: list[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        if received:  # the first one is being handled
+        if received or _RUN_STOPPED:  # the first one is being handled (here, or by the run)
             return
         received.append(signal.Signals(signum).name)
         raise RunInterrupted(

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 
 from kdexp.callbacks import is_write_error
 from kdexp.errors import OutputError, RunInterrupted
-from kdexp.sweep import in_sweep_worker
+from kdexp.sweep import in_sweep_worker, note_run_stopped
 
 
 class Signals:
@@ -29,6 +29,8 @@ class Signals:
         if cls.received is not None and in_sweep_worker():
             return  # the same stop, passed on by the sweep's launching process
         cls.received = signal.Signals(signum).name
+        if in_sweep_worker():
+            note_run_stopped(cls.received)
         if signum == signal.SIGINT and not in_sweep_worker():
             signal.signal(signum, signal.default_int_handler)
         if cls.trainer is not None:
