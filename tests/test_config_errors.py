@@ -273,19 +273,20 @@ def test_optimized_metric_is_checked_before_any_training(tmp_path: Path) -> None
 
 def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
     from kdexp.models import build_model
-    from kdexp.runner.build import check_optimized_metric, method_of, result_fields
+    from kdexp.runner.build import check_optimized_metric, result_fields
+    from kdexp.runner.spec import RunSpec
 
     student = build_model({"name": "cnn_tiny"}, 10, 1).module
-    known = result_fields(tiny_cfg, method_of(tiny_cfg), student)
+    known = result_fields(RunSpec.read(tiny_cfg), student)
     assert {"acc_top1", "val_acc_top1", "latency_ms_b1", "size_mb", "macs"} <= known["student"]
     assert {"speedup_latency_b1", "agreement_top1", "compression_params"} <= known["comparison"]
     for section in ("student", "teacher", "comparison"):
         for field in known[section]:
             tiny_cfg.optimized_metric = f"{section}.{field}"
-            check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)
+            check_optimized_metric(RunSpec.read(tiny_cfg), student)
     tiny_cfg.optimized_metric = "rocket.anything"  # a section of a method's own is known only afterwards
     with pytest.raises(ValueError, match="will have no number rocket.anything"):
-        check_optimized_metric(tiny_cfg, method_of(tiny_cfg), student)
+        check_optimized_metric(RunSpec.read(tiny_cfg), student)
 
 
 def test_logit_standardization_without_a_logit_term_is_refused(tmp_path: Path) -> None:

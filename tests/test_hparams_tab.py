@@ -15,10 +15,15 @@ def _default_columns(columns: list[tuple[str, list[Any], bool]], metrics: list[s
 
 def test_a_vanilla_run_logs_its_effective_loss_weights() -> None:
     from kdexp.runner.assemble import hparams_row
+    from kdexp.runner.spec import RunSpec
 
-    row = hparams_row(compose_config("method=vanilla"), None)
+    def row_of(override: str, teacher: str | None) -> dict[str, Any]:
+        cfg = compose_config(override)
+        return hparams_row(cfg, RunSpec.read(cfg).method, teacher)
+
+    row = row_of("method=vanilla", None)
     assert (row["method"], row["method.ce_weight"], row["method.kd_weight"]) == ("vanilla", 1.0, 0.0)
-    kd = hparams_row(compose_config("method=kd"), "cnn_large")
+    kd = row_of("method=kd", "cnn_large")
     assert (kd["method.ce_weight"], kd["method.kd_weight"]) == (0.1, 0.9)  # kd.yaml's, not the defaults
     assert kd.keys() >= row.keys()
 

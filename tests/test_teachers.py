@@ -154,12 +154,13 @@ def test_teacher_quantize_is_refused_before_any_work(tmp_path: Path, tiny_cfg) -
 
     from kdexp.errors import SetupError
     from kdexp.runner.build import prepare
+    from kdexp.runner.spec import RunSpec
 
     with open_dict(tiny_cfg):
         tiny_cfg.teacher.quantize = {"weight_bits": 4}
     with pytest.raises(SetupError, match=r"teacher\.quantize=\{'weight_bits': 4\} is not supported.*must be absent"
                                          r".*student\.quantize\.weight_bits in \[2, 4, 8\]"):
-        prepare(tiny_cfg)
+        prepare(RunSpec.read(tiny_cfg))
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.pt"))  # no teacher trained
     with pytest.raises(ValueError, match=r"teacher\.quantize"):  # the Python API's way in, too
         _provide(tmp_path, {"max_epochs": 1}, {**TEACHER, "quantize": {"weight_bits": 4, "activation_bits": 8}})

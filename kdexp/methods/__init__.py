@@ -37,30 +37,60 @@ def allowed_hparams(cls: type[DistillationModule]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls.Options)]
 
 
+@dataclasses.dataclass(frozen=True)
+class MethodChoice:
+    """A config's ``method``, read once: the class it names, its parsed ``Options`` (defaults
+    filled in) and the keys the config gave (what results and the HParams row call its own)."""
+
+    cls: type[DistillationModule]
+    options: Any
+    given: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.cls.method_name
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.cls.requires_teacher(self.options)
+
+    def given_values(self) -> dict[str, Any]:
+        """The options the config gave, as parsed (converted, checked)."""
+        return {key: getattr(self.options, key) for key in self.given}
+
+
+def choose_method(cfg: dict[str, Any]) -> MethodChoice:
+    """The method ``cfg['name']`` names, with the rest of ``cfg`` parsed as its options, or a
+    clear ValueError naming the unknown or out-of-range key; no data, model or teacher needed."""
+    values = dict(cfg)
+    cls = method_class(values.pop("name"))
+    return MethodChoice(cls, parse_options(cls.Options, values, cls.method_name), tuple(values))
+
+
 def check_method_cfg(cfg: dict[str, Any]) -> tuple[type[DistillationModule], dict[str, Any]]:
-    """The method's class and its checked options (the keys given, converted), or a clear error
-    naming the unknown or out-of-range key; no data, model or teacher needed."""
-    hparams = dict(cfg)
-    cls = method_class(hparams.pop("name"))
-    options = parse_options(cls.Options, hparams, cls.method_name)
-    return cls, {key: getattr(options, key) for key in hparams}
+    """The method's class and its checked options (the keys given, converted)."""
+    choice = choose_method(cfg)
+    return choice.cls, choice.given_values()
 
 
 RUN_ARGUMENTS = ("num_classes", "input_shape", "optimizer", "scheduler")  # after student, teacher
 
 
-def build_method(cfg: dict[str, Any], student: BuiltModel, teacher: BuiltModel | None, *run: Any) -> DistillationModule:
-    """Instantiate the method named by ``cfg['name']`` with the rest of ``cfg`` as its options;
+def build_method(
+    method: MethodChoice | dict[str, Any], student: BuiltModel, teacher: BuiltModel | None, *run: Any
+) -> DistillationModule:
+    """Instantiate the method ``method`` names (a MethodChoice, or a config dict, parsed here);
     ``run``: DistillationModule's run arguments (num_classes, input_shape, optimizer, scheduler),
     in that order (passed by name: a method's own ``__init__`` takes them as keywords)."""
-    cls, hparams = check_method_cfg(cfg)
+    choice = method if isinstance(method, MethodChoice) else choose_method(method)
     if len(run) != len(RUN_ARGUMENTS):
         raise TypeError(f"build_method takes cfg, student, teacher, {', '.join(RUN_ARGUMENTS)}")
-    return cls(student, teacher, **dict(zip(RUN_ARGUMENTS, run)), **hparams)
+    return choice.cls(student, teacher, **dict(zip(RUN_ARGUMENTS, run)), options=choice.options)
 
 
 __all__ = [
     "METHODS",
+    "MethodChoice",
     "AttentionTransferModule",
     "BornAgainModule",
     "DMLModule",
@@ -73,6 +103,7 @@ __all__ = [
     "allowed_hparams",
     "build_method",
     "check_method_cfg",
+    "choose_method",
     "method_class",
     "register_method",
     "search_space",

@@ -32,7 +32,7 @@ class ApprenticeFinetuneModule(KDModule):
         temperature: float = positive(1.0, "the softmax temperature T divides the logits", search=(1.0, 10.0))
 
     @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, options: Any) -> None:
         if not hasattr(student.module, "set_quantization"):
             raise ValueError(
                 "method=apprentice_finetune (Apprentice scheme C) quantises the student after "
@@ -41,11 +41,11 @@ class ApprenticeFinetuneModule(KDModule):
             )
 
     @classmethod
-    def route_epochs(cls, hparams: dict[str, Any], teacher_cfg: dict[str, Any], student_epochs: int) -> None:
+    def route_epochs(cls, options: Any, teacher_cfg: dict[str, Any], student_epochs: int) -> None:
         """No route (the converged teacher only); called with the student's epochs before any teacher
         work, so a schedule that never quantises is refused here: the run would report a
         full-precision student as the quantised one."""
-        fp_epochs = cls.options_from(hparams).fp_epochs
+        fp_epochs = cls.options_from(options).fp_epochs
         if student_epochs and fp_epochs >= student_epochs:
             raise ValueError(
                 f"method.fp_epochs={fp_epochs} >= trainer.max_epochs={student_epochs}: method=apprentice_finetune "

@@ -96,7 +96,7 @@ class DistillationModule(pl.LightningModule):
         **options: Any,
     ) -> None:
         super().__init__()
-        self.options = parse_options(type(self).Options, options, self.method_name)
+        self.options = self.options_in(options)
         if self.options.kd_weight > 0 and teacher is None and not self.teacher_use.trained_with_student:
             raise ValueError("method.kd_weight > 0 needs a teacher")
         self.save_hyperparameters(
@@ -137,29 +137,41 @@ class DistillationModule(pl.LightningModule):
         return module_from_checkpoint(checkpoint_path, map_location=map_location, strict=strict, expected=cls, **kwargs)
 
     @classmethod
-    def options_from(cls, values: dict[str, Any]) -> Any:
-        """This method's ``Options`` from ``values`` (other keys, e.g. num_classes, ignored)."""
+    def options_from(cls, values: Any) -> Any:
+        """This method's ``Options``: ``values`` itself where it already is one (a run parses its
+        options once, kdexp.methods.MethodChoice), else parsed from a dict (other keys, e.g.
+        num_classes, ignored)."""
+        if isinstance(values, cls.Options):
+            return values
         names = {f.name for f in dataclasses.fields(cls.Options)}
         return parse_options(cls.Options, {k: v for k, v in values.items() if k in names}, cls.method_name)
 
     @classmethod
-    def requires_teacher(cls, hparams: dict[str, Any]) -> bool:
-        """Whether a run of this method with options ``hparams`` needs a teacher."""
-        return cls.teacher_use.needed or float(hparams.get("kd_weight", cls.Options().kd_weight)) > 0
+    def options_in(cls, kwargs: dict[str, Any]) -> Any:
+        """The options a constructor was given: ``options=`` (parsed already, by build_method) or
+        the option keys themselves (a direct call, load_from_checkpoint)."""
+        given = kwargs.get("options")
+        return cls.options_from(given if given is not None else kwargs)
 
     @classmethod
-    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+    def requires_teacher(cls, options: Any) -> bool:
+        """Whether a run of this method with ``options`` (its Options, or a dict) needs a teacher."""
+        return cls.teacher_use.needed or float(cls.options_from(options).kd_weight) > 0
+
+    @classmethod
+    def chain_links(cls, options: Any) -> list[dict[str, Any] | None]:
         """Chain methods: the student model config of each run after the teacher, in order
         (None = the run's own ``student``). Each run is distilled from the one before it."""
         raise NotImplementedError(f"{cls.__name__} is not a chain method")
 
     @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
-        """Checks that need only the architectures; run before any teacher is trained."""
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, options: Any) -> None:
+        """Checks that need only the architectures (``options``: the method's Options, or a dict);
+        run before any teacher is trained."""
 
     @classmethod
     def route_epochs(
-        cls, hparams: dict[str, Any], teacher_cfg: dict[str, Any], student_epochs: int
+        cls, options: Any, teacher_cfg: dict[str, Any], student_epochs: int
     ) -> list[int] | None:
         """The teacher epochs whose checkpoints (its training route) this method needs, or None
         for methods that need only the converged teacher (RCO). Raises ValueError on bad input."""

@@ -40,9 +40,9 @@ class BornAgainModule(DistillationModule):
     members_field = "generations"
 
     @classmethod
-    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+    def chain_links(cls, options: Any) -> list[dict[str, Any] | None]:
         """``generations`` students of the run's own architecture."""
-        return [None] * cls.options_from(hparams).generations
+        return [None] * cls.options_from(options).generations
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         shared = {id(p) for p in student.module.parameters()} & {id(p) for p in teacher.module.parameters()}

@@ -55,7 +55,7 @@ class DMLModule(DistillationModule):
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel | None, **kwargs: Any) -> None:
         num_classes, channels = kwargs["num_classes"], kwargs["input_shape"][0]
-        options = self.options_from(kwargs)
+        options = self.options_in(kwargs)
 
         def fresh(cfg: dict[str, Any], index: int) -> BuiltModel:
             # Each member gets its own initialisation: identical peers would stay identical.

@@ -111,9 +111,10 @@ class FeatureDistillationModule(DistillationModule):
 
     # --- layers and hooks ----------------------------------------------------------------------
     @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, options: Any) -> None:
         if teacher is not None:
-            cls.resolve_layers(student, teacher, hparams.get("student_layers"), hparams.get("teacher_layers"))
+            options = cls.options_from(options)
+            cls.resolve_layers(student, teacher, options.student_layers, options.teacher_layers)
 
     @classmethod
     def resolve_layers(

@@ -92,16 +92,11 @@ class RCOModule(DistillationModule):
         self.switches: list[dict[str, int]] = []  # (student epoch, anchor) as they happened, this process
 
     @classmethod
-    def route_epochs(cls, hparams: dict[str, Any], teacher_cfg: dict[str, Any], student_epochs: int) -> list[int]:
+    def route_epochs(cls, options: Any, teacher_cfg: dict[str, Any], student_epochs: int) -> list[int]:
         """The anchors' teacher epochs (``[]`` when ``teacher.checkpoint`` lists them); ValueError on
         an empty list, epochs the teacher never reached, or fewer student epochs than anchors."""
-        anchors, given = hparams.get("anchors"), teacher_cfg.get("checkpoint")
-        schedule = hparams.get("schedule", "equal")
-        if schedule not in SCHEDULES:
-            raise ValueError(
-                f"method.schedule={schedule!r} is not one of {', '.join(SCHEDULES)} (the paper's "
-                "equal-epoch-interval strategy; its greedy search is not implemented)"
-            )
+        options = cls.options_from(options)  # checks method.schedule
+        anchors, given = options.anchors, teacher_cfg.get("checkpoint")
         if given:
             paths = [given] if isinstance(given, str) else list(given)
             if anchors is not None:
@@ -118,7 +113,7 @@ class RCOModule(DistillationModule):
                 f"must be a positive integer, got {teacher_epochs!r}"
             )
         if anchors is None:
-            n = hparams.get("num_anchors", 4)
+            n = options.num_anchors
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= teacher_epochs:
                 raise ValueError(
                     f"method.num_anchors must be an integer from 1 to teacher.train.max_epochs="

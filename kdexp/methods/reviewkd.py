@@ -73,10 +73,10 @@ class ReviewKDModule(FeatureDistillationModule):
         self._pooled: tuple[FeatureHooks, FeatureHooks] | None = None
 
     @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, options: Any) -> None:
         if teacher is not None:
             _pooled_dim(student, "student"), _pooled_dim(teacher, "teacher")
-        super().check_models(student, teacher, hparams)
+        super().check_models(student, teacher, options)
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:

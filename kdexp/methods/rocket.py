@@ -111,7 +111,7 @@ class RocketModule(DistillationModule):
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         if teacher is None:
             raise ValueError("method=rocket needs a booster net: set teacher=<model name>")
-        count = self.options_from(kwargs).shared_stages
+        count = self.options_in(kwargs).shared_stages
         shared = share_stages(student, teacher, count, tuple(kwargs["input_shape"]))
         super().__init__(student, teacher, **kwargs)
         # The booster is a registered child: optimizer, checkpoint, DDP; not the base's frozen box.
@@ -120,9 +120,9 @@ class RocketModule(DistillationModule):
         self.shared = shared
 
     @classmethod
-    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, hparams: dict[str, Any]) -> None:
+    def check_models(cls, student: BuiltModel, teacher: BuiltModel | None, options: Any) -> None:
         """Shared stages must fit, checked on copies of the bare architectures before training."""
-        count = cls.options_from(hparams).shared_stages
+        count = cls.options_from(options).shared_stages
         if teacher is not None and count > 0:
             light, booster = copy.deepcopy(student), copy.deepcopy(teacher)
             share_stages(light, booster, count, _probe_shape(light.module))

@@ -46,6 +46,6 @@ class TAKDModule(KDModule):
     members_field = "generations"  # every link's student, the teacher as generation 0
 
     @classmethod
-    def chain_links(cls, hparams: dict[str, Any]) -> list[dict[str, Any] | None]:
+    def chain_links(cls, options: Any) -> list[dict[str, Any] | None]:
         """One link per assistant, then the run's own student."""
-        return [{"source": "kdexp", "name": name} for name in cls.options_from(hparams).assistants] + [None]
+        return [{"source": "kdexp", "name": name} for name in cls.options_from(options).assistants] + [None]

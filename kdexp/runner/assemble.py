@@ -19,10 +19,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from kdexp import phases
-from kdexp.methods import DistillationModule, method_class
+from kdexp.methods import DistillationModule, MethodChoice
 from kdexp.metric_names import accuracies, metric_name
 from kdexp.results import comparison, hparams_metrics, log_final, override_hparams, print_results, write_results
 from kdexp.runner.build import Prepared
+from kdexp.runner.spec import RunSpec
 from kdexp.tools.config import plain
 from kdexp.runtimes import profile_runtimes  # kdexp.profile (eager), + ONNX Runtime if asked
 from kdexp.threads import started_threads
@@ -36,7 +37,7 @@ def run_tags(cfg: DictConfig) -> list[str]:
     return [str(tags)] if isinstance(tags, str) else [str(t) for t in tags]
 
 
-def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
+def hparams_row(cfg: DictConfig, method: MethodChoice, teacher: str | None) -> dict[str, Any]:
     """What distinguishes this run from its neighbours, flat, for the TensorBoard HParams tab."""
     row: dict[str, Any] = {
         "data": cfg.data.name,
@@ -50,11 +51,12 @@ def hparams_row(cfg: DictConfig, teacher: str | None) -> dict[str, Any]:
         "scheduler": cfg.scheduler.name,
         "tags": ",".join(run_tags(cfg)),
     }
-    method = plain(cfg.method)
     # Every option's effective value, defaults included (a vanilla run: ce_weight 1, kd_weight 0), so
-    # no run lacks a method column and TensorBoard's parallel-coordinates view draws every run.
-    options = dataclasses.asdict(method_class(method["name"]).options_from(method))
-    for key, value in {**method, **{k: v for k, v in options.items() if k not in method}}.items():
+    # no run lacks a method column and TensorBoard's parallel-coordinates view draws every run;
+    # the options the config gave first.
+    options = dataclasses.asdict(method.options)
+    given = {"name": method.name, **{k: options[k] for k in method.given}}
+    for key, value in {**given, **{k: v for k, v in options.items() if k not in given}}.items():
         name = "method" if key == "name" else f"method.{key}"
         row[name] = str(value) if isinstance(value, (list, dict)) else value
     if HydraConfig.initialized():  # every command-line override is a column too
@@ -134,10 +136,11 @@ def assemble(
 
 
 def complete(
-    cfg: DictConfig, results: dict[str, Any], models: dict[str, nn.Module], device: Any, datamodule: Any, started: float
+    spec: RunSpec, results: dict[str, Any], models: dict[str, nn.Module], device: Any, datamodule: Any, started: float
 ) -> dict[str, Any]:
     """Add profiles (and what students declare about their stored form), the comparison and the
     duration; write results.json as complete."""
+    cfg = spec.cfg
     output_dir = Path(cfg.paths.output_dir)
     write_results(results, output_dir)  # the accuracies are safe before profiling starts
     with phases.phase("profiling"):
@@ -151,7 +154,7 @@ def complete(
         results["comparison"]["agreement_top1"] = float(agreement)
     results["run"]["duration_s"] = round(time.time() - started, 1)
     results["run"]["phases_s"] = phases.seconds()  # where the wall time went (kdexp.phases)
-    results["run"]["hparams"] = hparams_row(cfg, results["run"]["teacher"])  # kdexp-report's HParams columns
+    results["run"]["hparams"] = hparams_row(cfg, spec.method, results["run"]["teacher"])  # kdexp-report's HParams columns
     return mark_complete(results, output_dir)
 
 

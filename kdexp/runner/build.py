@@ -20,14 +20,14 @@ from kdexp.checks import check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg
 from kdexp.errors import SetupError, TrainingFailed
-from kdexp.methods import DistillationModule, build_method, check_method_cfg
+from kdexp.methods import DistillationModule, build_method
 from kdexp.models import BuiltModel, architecture_cfg, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.phases import phase
-from kdexp.runner.folder import resolve_ckpt_path
 from kdexp.runner.performance import apply_performance, check_performance, data_options
 from kdexp.runner.resume import FingerprintCheckpoint
+from kdexp.runner.spec import CONFIG_ERRORS, RunSpec
 from kdexp.runtimes import check_runtimes
 from kdexp.teacher.provide import attach_stores, provide_run_teacher, record_teacher_weights
 from kdexp.tools.config import plain
@@ -35,9 +35,6 @@ from kdexp.tools.trainer import build_trainer
 from kdexp.tools.weights import load_student_weights
 
 log = logging.getLogger("kdexp")
-
-# Problems in the config that are reported as one clear paragraph, without a traceback.
-CONFIG_ERRORS = (ValueError, FileNotFoundError, ImportError, KeyError)
 
 
 @dataclass
@@ -48,25 +45,16 @@ class Prepared:
     teacher_info: dict[str, Any] = field(default_factory=dict)
 
 
-def method_of(cfg: DictConfig) -> type[DistillationModule]:
-    """The method class ``cfg.method`` names, its options checked (a SetupError otherwise)."""
-    try:
-        return check_method_cfg(plain(cfg.method))[0]
-    except CONFIG_ERRORS as err:
-        raise SetupError(str(err)) from err
-
-
-def check_config(cfg: DictConfig) -> type[DistillationModule]:
+def check_config(spec: RunSpec) -> None:
     """Cheap checks of trainer, data, seed, method, optimizer and scheduler, before any data or
-    teacher work."""
+    teacher work (the method's options were checked when ``spec`` was read)."""
+    cfg = spec.cfg
     check_run_options(cfg)
-    method_cls, _ = check_method_cfg(plain(cfg.method))
-    check_logit_standardization(method_cls, plain(cfg.method))
+    check_logit_standardization(spec)
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
-    needs_teacher = method_cls.requires_teacher(plain(cfg.method))
-    resolve_ckpt_path(cfg, needs_teacher, missing_ok=method_cls.chain is not None)
+    spec.ckpt_path(missing_ok=spec.method_cls.chain is not None)
     check_runtimes(cfg.profile.get("runtimes"))  # profile.runtimes: known, and installed
     if cfg.get("init_weights"):
         if cfg.get("ckpt_path"):
@@ -75,7 +63,6 @@ def check_config(cfg: DictConfig) -> type[DistillationModule]:
                 "new one from a checkpoint's weights; give one of them"
             )
         load_student_weights(cfg.init_weights)
-    return method_cls
 
 
 def _names_kd_logits(cls: type) -> bool:
@@ -88,15 +75,16 @@ def _names_kd_logits(cls: type) -> bool:
     return any(names(f.__code__) for k in own for f in vars(k).values() if hasattr(f, "__code__"))
 
 
-def check_logit_standardization(method_cls: type[DistillationModule], method: dict[str, Any]) -> None:
+def check_logit_standardization(spec: RunSpec) -> None:
     """``method.logit_standardization=true`` z-scores the logits of a temperature-softmax term; a
     method with no such term at its weights would run unchanged, so say so (ValueError)."""
-    if not method.get("logit_standardization") or _names_kd_logits(method_cls):
+    options = spec.options
+    if not options.logit_standardization or _names_kd_logits(spec.method_cls):
         return
-    kd_weight = method.get("kd_weight", method_cls.Options().kd_weight)
+    kd_weight = options.kd_weight
     if kd_weight > 0:
         return
-    name = method.get("name")
+    name = spec.method.name
     raise ValueError(
         f"method.logit_standardization=true changes nothing for method={name}: it z-scores the logits of the "
         f"temperature-softmax KD term, and method={name} has none at these weights (method.kd_weight={kd_weight}). "
@@ -117,37 +105,38 @@ def build_role(
         raise ValueError(f"{role} ({role}.source={cfg.get('source', 'kdexp')!r}, {role}.name={cfg.get('name')!r}): {err}") from None
 
 
-def build_data(cfg: DictConfig, method_cls: type[DistillationModule]) -> ImageDataModule:
+def build_data(spec: RunSpec) -> ImageDataModule:
     """The data module, set up for fitting, with the performance switches that suit the method."""
-    datamodule = build_datamodule(plain(cfg.data), **data_options(plain(cfg.get("performance"))))
+    perf = plain(spec.cfg.get("performance"))
+    datamodule = build_datamodule(plain(spec.cfg.data), **data_options(perf))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    check_performance(plain(cfg.get("performance")), method_cls, plain(cfg.method), datamodule)
+    check_performance(perf, spec.method, datamodule)
     return datamodule
 
 
-def prepare(cfg: DictConfig) -> Prepared:
+def prepare(spec: RunSpec) -> Prepared:
     """Data, a freshly initialised student and (if the method needs one) the frozen teacher."""
+    cfg, method_cls = spec.cfg, spec.method_cls
     try:
-        method_cls = check_config(cfg)
+        check_config(spec)
         pl.seed_everything(cfg.seed, workers=True)
         with phase("data"):
-            datamodule = build_data(cfg, method_cls)
+            datamodule = build_data(spec)
         num_classes, channels = datamodule.num_classes, datamodule.input_shape[0]
         student = build_role("student", plain(cfg.student), num_classes, channels, datamodule.input_shape)
-        check_optimized_metric(cfg, method_cls, student.module)  # before a teacher trains, not after the run
+        check_optimized_metric(spec, student.module)  # before a teacher trains, not after the run
         teacher, teacher_info = None, {}
-        needs_teacher = method_cls.requires_teacher(plain(cfg.method))
         # Layer paths etc. are checked on the bare architectures, before a teacher is trained.
         teacher_arch = (
             build_role("teacher", architecture_cfg(plain(cfg.teacher)), num_classes, channels, datamodule.input_shape)
-            if needs_teacher
+            if spec.needs_teacher
             else None
         )
-        method_cls.check_models(student, teacher_arch, plain(cfg.method))
-        if needs_teacher:
+        method_cls.check_models(student, teacher_arch, spec.options)
+        if spec.needs_teacher:
             with phase("teacher"):
-                teacher, teacher_info = provide_run_teacher(cfg, method_cls, teacher_arch, datamodule)
+                teacher, teacher_info = provide_run_teacher(cfg, spec.method, teacher_arch, datamodule)
     except CONFIG_ERRORS as err:
         raise SetupError(str(err)) from err
     except NonFiniteLossError as err:  # the teacher's own training diverged (the same guard)
@@ -155,7 +144,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     return Prepared(datamodule, student, teacher, teacher_info)
 
 
-def result_fields(cfg: DictConfig, method_cls: type[DistillationModule], student: Any) -> dict[str, set[str] | None]:
+def result_fields(spec: RunSpec, student: Any) -> dict[str, set[str] | None]:
     """The numbers a single run's results.json will have, by section, as far as they are known
     before the run (None: a section whose fields are only known afterwards). Sections of their
     own that a method adds (``summarize``, cohorts, chains) are not listed."""
@@ -165,6 +154,7 @@ def result_fields(cfg: DictConfig, method_cls: type[DistillationModule], student
     from kdexp.profile import ModelProfile
     from kdexp.results import comparison
 
+    cfg, method_cls = spec.cfg, spec.method_cls
     profiled = bool(cfg.profile.get("enabled", True))
     other_runtimes = profiled and any(str(r) != "torch" for r in cfg.profile.get("runtimes") or [])
     role = set(ACCURACY_FIELDS)
@@ -175,20 +165,20 @@ def result_fields(cfg: DictConfig, method_cls: type[DistillationModule], student
         student_fields |= set(student.memory_report())
     if student_fields is not None and hasattr(student, "integer_report") and profiled:
         student_fields = None  # its int8 model's numbers are measured
-    hparams = plain(cfg.method)
-    has_teacher = method_cls.requires_teacher(hparams) or method_cls.teacher_use.trained_with_student
+    has_teacher = spec.needs_teacher or method_cls.teacher_use.trained_with_student
     known: dict[str, set[str] | None] = {"run": None, "test_metrics": None, "student": student_fields}
     known["teacher"] = (None if other_runtimes else role) if has_teacher else set()
     known["comparison"] = (None if other_runtimes else {*comparison({}, {}), "agreement_top1"}) if has_teacher else set()
     return known
 
 
-def check_optimized_metric(cfg: DictConfig, method_cls: type[DistillationModule], student: Any) -> None:
+def check_optimized_metric(spec: RunSpec, student: Any) -> None:
     """``optimized_metric`` must name a number this run's results.json will have: checked before
     any teacher trains (ValueError naming the key and the numbers there will be)."""
+    cfg, method_cls = spec.cfg, spec.method_cls
     key = str(cfg.get("optimized_metric") or "student.val_acc_top1")
     section, _, field = key.partition(".")
-    known = result_fields(cfg, method_cls, student)
+    known = result_fields(spec, student)
     own_sections = (
         method_cls.summarize is not DistillationModule.summarize or method_cls.members_field
         or method_cls.chain is not None
@@ -209,10 +199,11 @@ def check_optimized_metric(cfg: DictConfig, method_cls: type[DistillationModule]
     )
 
 
-def make_module(cfg: DictConfig, prep: Prepared) -> DistillationModule:
+def make_module(spec: RunSpec, prep: Prepared) -> DistillationModule:
+    cfg = spec.cfg
     try:
         module = build_method(
-            plain(cfg.method), prep.student, prep.teacher, prep.datamodule.num_classes,
+            spec.method, prep.student, prep.teacher, prep.datamodule.num_classes,
             prep.datamodule.input_shape, plain(cfg.optimizer), plain(cfg.scheduler),
         )
         record_teacher_weights(module, prep.teacher_info)  # load_from_checkpoint rebuilds the teacher

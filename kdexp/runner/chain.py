@@ -21,12 +21,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from kdexp.methods import DistillationModule
 from kdexp.methods.base import accuracy_metrics, ensemble_probabilities
 from kdexp.models import BuiltModel, build_model
 from kdexp.results import comparison, print_results
 from kdexp.runner.assemble import mark_complete, run_header
-from kdexp.runner.build import Prepared, make_module, method_of, prepare
+from kdexp.runner.build import Prepared, make_module, prepare
+from kdexp.runner.spec import RunSpec
 from kdexp.tools.config import plain
 from kdexp.runner.single import fit_and_report
 from kdexp.run_record import is_finished, read_results
@@ -75,13 +75,11 @@ def ensemble_accuracy(models: list[torch.nn.Module], datamodule, device: torch.d
     return float(metric.compute()["acc"]) if metric is not None else 0.0
 
 
-def run_step(
-    cfg: DictConfig, cls: type[DistillationModule], prep: Prepared, teacher: BuiltModel, step: int, link: dict | None
-):
+def run_step(spec: RunSpec, prep: Prepared, teacher: BuiltModel, step: int, link: dict | None):
     """Run ``step`` of the chain (or reuse it if it finished): (its student, its results).
     ``link``: the step's student model config (None: the run's own student)."""
-    declared = cls.chain
-    sub = step_cfg(cfg, declared.folder, step, link)
+    declared = spec.method_cls.chain
+    sub = step_cfg(spec.cfg, declared.folder, step, link)
     step_dir = Path(sub.paths.output_dir)
     pl.seed_everything(sub.seed, workers=True)
     datamodule = prep.datamodule
@@ -93,9 +91,10 @@ def run_step(
         return student, done
     teacher_info = {"source": f"{declared.step} {step - 1}", "model": teacher.name} if step > 1 else prep.teacher_info
     step_prep = Prepared(datamodule, student, teacher, teacher_info)
-    module = make_module(sub, step_prep)
+    step_spec = spec.for_step(sub)
+    module = make_module(step_spec, step_prep)
     part = {declared.step: step, "chain_step": declared.step}  # "chain_step": a results.json field
-    return student, fit_and_report(sub, step_prep, module, part, chained=True)
+    return student, fit_and_report(step_spec, step_prep, module, part, chained=True)
 
 
 def run_steps(
@@ -112,13 +111,13 @@ def run_steps(
     return done
 
 
-def run_chain(cfg: DictConfig) -> dict[str, Any]:
+def run_chain(spec: RunSpec) -> dict[str, Any]:
     """Train the chain's students in sequence; report each and their ensemble."""
-    cls = method_of(cfg)
+    cfg, cls = spec.cfg, spec.method_cls  # cfg stays unresolved: each run moves its paths
     declared = cls.chain
-    prep = prepare(cfg)  # validates everything; provides run 0 (the teacher)
-    links = cls.chain_links(plain(cfg.method))  # cfg stays unresolved: each run moves its paths
-    done = run_steps(prep.teacher, len(links), lambda k, teacher: run_step(cfg, cls, prep, teacher, k, links[k - 1]))
+    prep = prepare(spec)  # validates everything; provides run 0 (the teacher)
+    links = cls.chain_links(spec.options)
+    done = run_steps(prep.teacher, len(links), lambda k, teacher: run_step(spec, prep, teacher, k, links[k - 1]))
     steps = [  # results are empty on DDP ranks other than 0, which train but do not report
         {declared.step: step, "model": student.name, **results["student"], "teacher_stats": results.get("teacher", {})}
         for step, student, results in done if results

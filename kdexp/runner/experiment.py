@@ -12,23 +12,24 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """Run what ``cfg`` describes (a single run or a chain); returns the results (also in
     results.json). Errors are KdexpErrors with their exit codes."""
     from kdexp import phases
-    from kdexp.runner.build import method_of
     from kdexp.runner.kinds import runs_own_steps
     from kdexp.runner.signals import reported_errors
+    from kdexp.runner.spec import RunSpec
 
     phases.begin_run()
     with reported_errors():  # write errors and signals: clear messages, not tracebacks
-        cls = method_of(cfg)
+        spec = RunSpec.read(cfg)  # the method and its options, parsed once for the whole run
+        cls = spec.method_cls
         if runs_own_steps(cls) or cfg.get("incremental"):  # a method that runs its own chain of steps
-            return step_runner(cls, cfg)(cfg)
+            return step_runner(cls, cfg)(spec)
         if cls.chain is not None:  # a plain chain of runs
             from kdexp.runner.chain import run_chain
 
-            return run_chain(cfg)
+            return run_chain(spec)
         from kdexp.runner.single import run_single
 
         OmegaConf.resolve(cfg)
-        return run_single(cfg)
+        return run_single(spec)
 
 
 def step_runner(cls: type, cfg: DictConfig) -> Any:
@@ -44,4 +45,4 @@ def step_runner(cls: type, cfg: DictConfig) -> Any:
             f"incremental runs train with a class-incremental method; method={cfg.method.name} is not "
             f"one: choose one of {', '.join(runners)}"
         )
-    return STEP_RUNNERS.get(cls.chain.runner)
+    return STEP_RUNNERS.get(cls.chain.runner)  # called with the RunSpec

@@ -19,15 +19,18 @@ from kdexp.methods import DistillationModule
 from kdexp.phases import phase
 from kdexp.runner.resume import check_resume
 from kdexp.runner.build import Prepared
-from kdexp.runner.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path, resolve_ckpt_path
+from kdexp.runner.folder import describe_last_checkpoint, last_checkpoint, last_checkpoint_path
+from kdexp.runner.spec import RunSpec
 from kdexp.runner.signals import Signals
 from kdexp.tools.weights import read_torch
 
 
-def resume_from(cfg: DictConfig, prep: Prepared, chained: bool) -> str | None:
-    """The checkpoint ``fit`` continues from: ``ckpt_path``, or (auto-resume, e.g. a requeued
-    SLURM job) this folder's newest checkpoint, checked against this run's settings."""
-    ckpt_path = resolve_ckpt_path(cfg, prep.teacher is not None, missing_ok=chained)
+def resume_from(spec: RunSpec, prep: Prepared, chained: bool) -> str | None:
+    """The checkpoint ``fit`` continues from: ``ckpt_path`` (read when the run was checked), or
+    (auto-resume, e.g. a requeued SLURM job) this folder's newest checkpoint, checked against
+    this run's settings."""
+    cfg = spec.cfg
+    ckpt_path = spec.ckpt_path(missing_ok=chained)
     if ckpt_path is not None:
         return ckpt_path
     ckpt_path = resume_checkpoint(

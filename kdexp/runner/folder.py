@@ -60,7 +60,14 @@ def describe_last_checkpoint(cfg: DictConfig) -> str:
 
 
 def resolve_ckpt_path(cfg: DictConfig, needs_teacher: bool, missing_ok: bool = False) -> str | None:
-    """``ckpt_path``: null, ``last`` (this run folder's last.ckpt) or a file path.
+    """``ckpt_path``: null, ``last`` (this run folder's last.ckpt) or a file path (read_ckpt)."""
+    found = read_ckpt(cfg, needs_teacher, missing_ok)
+    return found[0] if found else None
+
+
+def read_ckpt(cfg: DictConfig, needs_teacher: bool, missing_ok: bool = False) -> tuple[str, int] | None:
+    """The checkpoint ``ckpt_path`` names (null, ``last``: this run folder's last.ckpt, or a file
+    path) and the 0-based epoch it ends, read once (mmap: its structure, not its tensors).
 
     Fails before any training if the checkpoint is missing or is not a Lightning training
     checkpoint of this run's settings; with ``missing_ok`` a missing ``last`` means "start afresh"
@@ -95,7 +102,7 @@ def resolve_ckpt_path(cfg: DictConfig, needs_teacher: bool, missing_ok: bool = F
             "weights go in teacher.checkpoint"
         )
     check_resume(cfg, checkpoint, needs_teacher, str(path))
-    return str(path)
+    return str(path), int(checkpoint["epoch"])
 
 
 def archive_finished(output_dir: Path) -> None:

@@ -35,7 +35,7 @@ from kdexp.incremental.protocol import (
     class_split,
     expected_num_classes,
 )
-from kdexp.methods import METHODS, DistillationModule, method_class
+from kdexp.methods import METHODS, DistillationModule
 from kdexp.models import BuiltModel
 from kdexp.results import log_final, write_results
 from kdexp.runner.assemble import hparams_row
@@ -44,6 +44,7 @@ from kdexp.tools.config import plain
 from kdexp.runner.chain import run_steps, step_cfg
 from kdexp.runner.kinds import STEP_RUNNERS, runs_own_steps
 from kdexp.runner.single import fit_and_report
+from kdexp.runner.spec import RunSpec
 from kdexp.run_record import earlier_failures, is_finished, read_results
 from kdexp.tools.weights import read_torch
 
@@ -54,8 +55,9 @@ def incremental_methods() -> list[str]:
     return [name for name in METHODS.names() if runs_own_steps(METHODS.get(name))]
 
 
-def check_run(cfg: DictConfig) -> type[DistillationModule]:
+def check_run(spec: RunSpec) -> type[DistillationModule]:
     """The method and ``incremental`` options, before any data is loaded."""
+    cfg = spec.cfg
     inc = cfg.get("incremental")
     name = cfg.method.name
     if not inc:
@@ -63,7 +65,7 @@ def check_run(cfg: DictConfig) -> type[DistillationModule]:
             f"method={name} is a class-incremental method: choose a protocol with incremental=<preset> "
             f"(e.g. incremental=fashion_mnist_5; presets in configs/incremental/)"
         )
-    cls = method_class(name)
+    cls = spec.method_cls
     if not runs_own_steps(cls):
         raise ValueError(
             f"incremental runs train with a class-incremental method; method={name} is not one: "
@@ -77,10 +79,11 @@ class IncrementalSteps:
     """What the chain needs to know about each step: its data and model, whether it already
     finished, and what to measure after it (memory update, the accuracy-matrix row)."""
 
-    def __init__(self, cfg: DictConfig, data: IncrementalData, method: type[DistillationModule]) -> None:
-        self.cfg, self.data, self.method = cfg, data, method
+    def __init__(self, spec: RunSpec, data: IncrementalData) -> None:
+        self.spec, self.cfg, self.data, self.method = spec, spec.cfg, data, spec.method_cls
         self.split = data.split
-        self.memory = ExemplarMemory(int(cfg.incremental.get("memory", 0))) if method.uses_memory else None
+        uses_memory = self.method.uses_memory
+        self.memory = ExemplarMemory(int(self.cfg.incremental.get("memory", 0))) if uses_memory else None
 
     def run_one(self, k: int, teacher: BuiltModel | None) -> tuple[BuiltModel, dict[str, Any]]:
         """Step k (a sub-run ``step<k>/``): trained, or reused if it finished; then measured."""
@@ -95,7 +98,8 @@ class IncrementalSteps:
             results = done
         else:
             part = {"step": k, "chain_step": "step"}  # kdexp-report reports the run, not its steps
-            results = fit_and_report(sub, prep, make_module(sub, prep), part, chained=True)
+            step_spec = self.spec.for_step(sub)
+            results = fit_and_report(step_spec, prep, make_module(step_spec, prep), part, chained=True)
         return prep.student, self.after_step(k, sub, prep, results, done is not None)
 
     def step_prep(self, k: int, sub: DictConfig, teacher: BuiltModel | None) -> Prepared:
@@ -173,26 +177,27 @@ class IncrementalSteps:
 
 
 @STEP_RUNNERS.register("incremental_steps")
-def run_incremental(cfg: DictConfig) -> dict[str, Any]:
+def run_incremental(spec: RunSpec) -> dict[str, Any]:
     """Train ``incremental.tasks`` steps with ``method``; report the accuracy matrix and summaries."""
+    cfg = spec.cfg
     try:
-        method = check_run(cfg)
+        method = check_run(spec)
     except ValueError as err:
         raise SetupError(str(err)) from err
     if cfg.get("performance") is not None:  # steps train on subsets of the per-sample datasets
         with open_dict(cfg):
             cfg.performance.lean_data = False
-    prep = prepare(cfg)  # validates models, optimizer, data; no teacher: each step's is the previous model
+    prep = prepare(spec)  # validates models, optimizer, data; no teacher: each step's is the previous model
     try:
         check_incremental_cfg(plain(cfg.incremental), prep.datamodule.num_classes, method.uses_memory)
     except ValueError as err:
         raise SetupError(str(err)) from err
     split = class_split(plain(cfg.incremental), prep.datamodule.num_classes)
-    steps = IncrementalSteps(cfg, IncrementalData(prep.datamodule, split), method)
+    steps = IncrementalSteps(spec, IncrementalData(prep.datamodule, split))
     done = run_steps(None, split.tasks, steps.run_one)
     if rank_zero_only.rank != 0:
         return {}
-    results = assemble(cfg, split, method, [r for _, _, r in done])
+    results = assemble(spec, split, [r for _, _, r in done])
     failures = earlier_failures(cfg.paths.output_dir)  # an attempt that failed in a step, resumed here
     if failures:
         results["run"]["earlier_failures"] = failures
@@ -208,9 +213,10 @@ def classifier_summary(step_results: list[dict[str, Any]], name: str) -> dict[st
     return summary(matrix, seen)
 
 
-def assemble(cfg: DictConfig, split: ClassSplit, method: type[DistillationModule], step_results: list[dict[str, Any]]) -> dict[str, Any]:
+def assemble(spec: RunSpec, split: ClassSplit, step_results: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's results.json: the last step's model as ``student``, with ``acc_top1`` the final
     accuracy of the method's classifier (NME for iCaRL, else the head)."""
+    cfg, method = spec.cfg, spec.method_cls
     primary = "nme" if method.uses_memory else "head"
     classifiers = {name: classifier_summary(step_results, name) for name in ("head", "nme") if name in step_results[-1]["incremental"]}
     last = dict(step_results[-1].get("student", {}))
@@ -229,7 +235,7 @@ def assemble(cfg: DictConfig, split: ClassSplit, method: type[DistillationModule
         "output_dir": cfg.paths.output_dir,
         "complete": True,
         "status": "complete",
-        "hparams": hparams_row(cfg, None),  # kdexp-report's HParams columns
+        "hparams": hparams_row(cfg, spec.method, None),  # kdexp-report's HParams columns
     }
     if method.uses_memory:
         run["memory"] = int(cfg.incremental.memory)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from kdexp.data import ImageDataModule
+from kdexp.methods import MethodChoice
 from kdexp.teacher.outputs import attach_output_cache, resolve_cache
 
 
@@ -24,17 +25,17 @@ def data_options(perf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_performance(perf: dict[str, Any], method_cls, method_cfg: dict[str, Any], datamodule) -> None:
+def check_performance(perf: dict[str, Any], method: MethodChoice, datamodule) -> None:
     """Option values, and ``teacher_cache=on`` where it cannot be exact: before any teacher work."""
     from kdexp.teacher.outputs import DTYPES, STORAGES
 
     for key, allowed in (("teacher_cache_dtype", DTYPES), ("teacher_cache_storage", STORAGES)):
         if key in perf and str(perf[key]) not in allowed:
             raise ValueError(f"performance.{key}={perf[key]!r} is not one of {', '.join(allowed)}")
-    if method_cls.requires_teacher(method_cfg):
+    if method.needs_teacher:
         grid = getattr(datamodule, "view_grid", None)
-        exact = method_cls.teacher_use.logits_only
-        resolve_cache(perf, method_cfg["name"], exact, None, grid, datamodule.name)
+        exact = method.cls.teacher_use.logits_only
+        resolve_cache(perf, method.name, exact, None, grid, datamodule.name)
 
 
 def apply_performance(

@@ -8,25 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
 
 from kdexp.errors import SetupError
 from kdexp.methods import DistillationModule
 from kdexp.teacher.outputs import finish_cache
 from kdexp.phases import phase
-from kdexp.runner.resume import checkpoint_epoch, run_fingerprint
+from kdexp.runner.resume import run_fingerprint
 from kdexp.runner.assemble import assemble, complete, publish
-from kdexp.runner.build import Prepared, init_student, make_module, make_trainer, method_of, prepare
-from kdexp.tools.config import plain
+from kdexp.runner.build import Prepared, init_student, make_module, make_trainer, prepare
+from kdexp.runner.spec import RunSpec
 from kdexp.runner.fit import resume_from, test_best_checkpoint, train_and_test
-from kdexp.runner.folder import archive_finished, resolve_ckpt_path, save_models, write_pictures
+from kdexp.runner.folder import archive_finished, save_models, write_pictures
 from kdexp.run_record import earlier_failures, is_finished, read_results
 
 log = logging.getLogger("kdexp")
 
 
 def fit_and_report(
-    cfg: DictConfig,
+    spec: RunSpec,
     prep: Prepared,
     module: DistillationModule,
     extra_run: dict[str, Any] | None = None,
@@ -34,12 +33,13 @@ def fit_and_report(
 ) -> dict[str, Any]:
     """Fit, test, write results.json (accuracies first, then profiles), log HParams, print.
     ``chained``: one run of a chain (a missing ``ckpt_path=last`` starts it afresh)."""
+    cfg = spec.cfg
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     prep.datamodule.shuffle_seed = int(cfg.seed)  # each epoch's order from (seed, epoch): exact resume
     trainer = make_trainer(cfg, run_fingerprint(cfg, prep.teacher is not None))
-    resumed_from = resume_from(cfg, prep, chained)
+    resumed_from = resume_from(spec, prep, chained)
     metrics, last_val = train_and_test(cfg, trainer, module, prep, resumed_from)
     best_epoch, best = test_best_checkpoint(trainer, module, prep.datamodule, metrics)
     cache_summary = finish_cache(module)  # after fit and test: the test ran the teacher online
@@ -55,24 +55,25 @@ def fit_and_report(
         save_models(output_dir, module, prep.datamodule, cfg.data.name, prep.teacher_info)  # weights + cards
     models = module.report_models()
     results = assemble(cfg, prep, module, fitted, extra_run)
-    complete(cfg, results, models, trainer.strategy.root_device, prep.datamodule, started)
+    complete(spec, results, models, trainer.strategy.root_device, prep.datamodule, started)
     write_pictures(models, prep.datamodule, output_dir, trainer.loggers)  # e.g. a soft tree's filters
     publish(results, trainer.loggers, trainer.global_step)
     return results
 
 
-def finished_run(cfg: DictConfig) -> dict[str, Any] | None:
+def finished_run(spec: RunSpec) -> dict[str, Any] | None:
     """``ckpt_path`` whose checkpoint has already trained every epoch of ``trainer.max_epochs``:
     there is nothing to train. In the folder of that finished run: its results, kept as they are
     (None otherwise: the run trains). A finished checkpoint without its run's results here is a
     configuration error (an extension needs a larger ``trainer.max_epochs``)."""
+    cfg = spec.cfg
     if not cfg.get("ckpt_path"):
         return None
     try:
-        path = resolve_ckpt_path(cfg, method_of(cfg).requires_teacher(plain(cfg.method)))  # this run's checkpoint?
+        path, epoch = spec.ckpt_path(), spec.ckpt_epoch()  # this run's checkpoint? (read once, kept)
     except (ValueError, FileNotFoundError) as err:
         raise SetupError(str(err)) from None
-    epoch, max_epochs = checkpoint_epoch(path), int(cfg.trainer.max_epochs)
+    max_epochs = int(cfg.trainer.max_epochs)
     if path is None or epoch is None or epoch + 1 < max_epochs:
         return None
     output_dir = Path(cfg.paths.output_dir)
@@ -90,13 +91,13 @@ def finished_run(cfg: DictConfig) -> dict[str, Any] | None:
     )
 
 
-def run_single(cfg: DictConfig) -> dict[str, Any]:
+def run_single(spec: RunSpec) -> dict[str, Any]:
     """One experiment, start to finish. Returns the results dict (also in results.json)."""
-    finished = finished_run(cfg)  # ckpt_path=last in a finished run's folder: nothing to train
+    finished = finished_run(spec)  # ckpt_path=last in a finished run's folder: nothing to train
     if finished is not None:
         return finished
-    prep = prepare(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # data order: the same whether the teacher was cached
-    module = make_module(cfg, prep)
-    init_student(cfg, module)
-    return fit_and_report(cfg, prep, module)
+    prep = prepare(spec)
+    pl.seed_everything(spec.cfg.seed, workers=True, verbose=False)  # data order: the same whether the teacher was cached
+    module = make_module(spec, prep)
+    init_student(spec.cfg, module)
+    return fit_and_report(spec, prep, module)

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from kdexp.checks import check_cache_writable
+from kdexp.methods import MethodChoice
 from kdexp.models import BuiltModel
 from kdexp.teacher.cache import TeacherRequest
 from kdexp.teacher.cache import provide_teacher as cached_teacher
@@ -25,12 +26,13 @@ log = logging.getLogger("kdexp")
 
 
 def provide_run_teacher(
-    cfg: DictConfig, method_cls: Any, architecture: BuiltModel, datamodule: Any
+    cfg: DictConfig, method: MethodChoice, architecture: BuiltModel, datamodule: Any
 ) -> tuple[BuiltModel, dict[str, Any]]:
     """The run's teacher, as the method declares it: a route of anchors (``route_epochs``), a
     fresh trainable teacher (``teacher_use.trained_with_student``), or the frozen, cached teacher."""
     epochs = int(cfg.trainer.get("max_epochs") or 0)
-    route = method_cls.route_epochs(plain(cfg.method), plain(cfg.teacher), epochs)
+    method_cls = method.cls
+    route = method_cls.route_epochs(method.options, plain(cfg.teacher), epochs)
     if route is None and isinstance(cfg.teacher.get("checkpoint"), ListConfig):
         raise ValueError(
             f"teacher.checkpoint is a list (a teacher's route): method={cfg.method.name} takes one path"
@@ -115,7 +117,7 @@ def store_teacher_train_logits(cfg: DictConfig, prep: Any, module: Any) -> None:
         return
     if not stores_teacher_outputs(cfg, prep, "teacher_train_logits"):
         return
-    if type(module).route_epochs(plain(cfg.method), plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
+    if type(module).route_epochs(module.options, plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
         return
     data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train",
             "content": data_fingerprint(prep.datamodule.train_set)}  # the files, not only the config
