@@ -2,6 +2,7 @@
 
     entry.py       what the kdexp command does: job checks, failures and exit codes, sweep value
     experiment.py  what a config describes: a single run, a chain, or a method's own steps
+    spec.py        the run's config read once: the method, its parsed options, its checkpoint
     build.py       config → checks, data, models (teacher provided), method module, trainers
     fit.py         fit (resuming where asked) and test; signals and NaN losses become clear errors
     assemble.py    results by role, profiles, comparison, HParams row → results.json, the table
@@ -15,7 +16,8 @@
     resume.py      what defines a run (its checkpoints' fingerprint), checked when a run resumes
 
 No method is named here: what a method needs (a teacher, a chain, extra result fields) it
-declares on its class (kdexp.methods.base.DistillationModule). Importing this package is light;
+declares on its class (kdexp.methods.base.DistillationModule). The floors inside this package are
+an import-linter contract in pyproject.toml ("run-layer"). Importing this package is light;
 torch and Lightning load with the modules that need them. ``kdexp.run`` is not this package but the
 Python API's function (kdexp.api.run).
 """
