@@ -291,16 +291,16 @@ def test_every_listed_optimized_metric_is_accepted(tiny_cfg) -> None:
 
 def test_logit_standardization_without_a_logit_term_is_refused(tmp_path: Path) -> None:
     """Round 3, item 6: method=crd (no KD term at its default weights) ran unchanged and said nothing."""
-    from kdexp.methods import method_class
+    from kdexp.methods import choose_method
     from kdexp.runner.build import check_logit_standardization
 
     message = setup_error(tmp_path, "method=crd", "method.logit_standardization=true")
     assert "method.logit_standardization=true changes nothing for method=crd" in message
     assert "(method.kd_weight=0)" in message and "method.kd_weight > 0" in message
     for name, options in (("kd", {}), ("dml", {}), ("dist", {}), ("dkd", {}), ("crd", {"kd_weight": 0.5})):
-        check_logit_standardization(method_class(name), {"name": name, "logit_standardization": True, **options})
+        check_logit_standardization(choose_method({"name": name, "logit_standardization": True, **options}))
     with pytest.raises(ValueError, match="method=hints has none at these weights"):
-        check_logit_standardization(method_class("hints"), {"name": "hints", "logit_standardization": True})
+        check_logit_standardization(choose_method({"name": "hints", "logit_standardization": True}))
 
 
 @pytest.mark.parametrize(

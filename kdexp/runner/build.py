@@ -20,7 +20,7 @@ from kdexp.checks import check_run_options
 from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg
 from kdexp.errors import SetupError, TrainingFailed
-from kdexp.methods import DistillationModule, build_method
+from kdexp.methods import DistillationModule, MethodChoice, build_method
 from kdexp.models import BuiltModel, architecture_cfg, build_model
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
@@ -50,7 +50,7 @@ def check_config(spec: RunSpec) -> None:
     teacher work (the method's options were checked when ``spec`` was read)."""
     cfg = spec.cfg
     check_run_options(cfg)
-    check_logit_standardization(spec)
+    check_logit_standardization(spec.method)
     check_distributed_cfg(plain(cfg.trainer), cfg.get("auto_resume", "slurm"))
     probe = build_optimizer([torch.zeros(1, requires_grad=True)], plain(cfg.optimizer))
     build_scheduler(probe, plain(cfg.scheduler), max_epochs=1, total_steps=1)
@@ -75,20 +75,17 @@ def _names_kd_logits(cls: type) -> bool:
     return any(names(f.__code__) for k in own for f in vars(k).values() if hasattr(f, "__code__"))
 
 
-def check_logit_standardization(spec: RunSpec) -> None:
+def check_logit_standardization(method: MethodChoice) -> None:
     """``method.logit_standardization=true`` z-scores the logits of a temperature-softmax term; a
     method with no such term at its weights would run unchanged, so say so (ValueError)."""
-    options = spec.options
-    if not options.logit_standardization or _names_kd_logits(spec.method_cls):
+    options = method.options
+    if not options.logit_standardization or _names_kd_logits(method.cls) or options.kd_weight > 0:
         return
-    kd_weight = options.kd_weight
-    if kd_weight > 0:
-        return
-    name = spec.method.name
     raise ValueError(
-        f"method.logit_standardization=true changes nothing for method={name}: it z-scores the logits of the "
-        f"temperature-softmax KD term, and method={name} has none at these weights (method.kd_weight={kd_weight}). "
-        "Give method.kd_weight > 0 to add a KD term to standardise, or leave logit_standardization=false"
+        f"method.logit_standardization=true changes nothing for method={method.name}: it z-scores the logits of "
+        f"the temperature-softmax KD term, and method={method.name} has none at these weights (method.kd_weight="
+        f"{options.kd_weight:g}). Give method.kd_weight > 0 to add a KD term to standardise, or leave "
+        "logit_standardization=false"
     )
 
 
