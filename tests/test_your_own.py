@@ -18,7 +18,7 @@ import torch
 from conftest import REPO, TINY_RUN
 
 DOC = REPO / "docs" / "your_own.md"
-SPEED = ("profile.min_run_time=0.05", "profile.throughput_batch=8")  # the test's only additions to the doc
+SPEED = ("trainer.max_epochs=3", "profile.min_run_time=0.05", "profile.throughput_batch=8")  # the test's only additions to the doc
 # A second data file of the user's, for what the doc's image folder does not show: tensors, a
 # LightningDataModule, and the mistakes a data target can make.
 USERDATA = '''
@@ -69,7 +69,10 @@ def doc_session(doc: str) -> tuple[list[str], list[str]]:
 
 
 def table_rows(text: str) -> list[str]:
-    return [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    """The first cells of the results table's rows (after its ┡ rule; the config tree above has │ too)."""
+    lines = text.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("┡"))
+    return [line.split("│")[1].strip() for line in lines[start:] if line.startswith("│")]
 
 
 def write_project(folder: Path) -> Path:
