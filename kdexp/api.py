@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def _record_config(job: DictConfig, overrides: Sequence[str]) -> None:
-    """``<run>/.hydra/{config,overrides}.yaml``, as Hydra's launcher writes (kdexp-eval reads them)."""
+    """``<run>/.hydra/{config,overrides,hydra}.yaml``, as Hydra's launcher writes (kdexp-eval reads
+    them: the overrides, and the user's config folders among hydra.runtime.config_sources)."""
     from hydra.core.hydra_config import HydraConfig
 
     from kdexp.tools.files import write_atomic
@@ -30,11 +31,17 @@ def _record_config(job: DictConfig, overrides: Sequence[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "config.yaml", OmegaConf.to_yaml(job))
     write_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    write_atomic(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": HydraConfig.get()})))
 
 
-def run(overrides: str | Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
+def run(
+    overrides: str | Sequence[str] = (), output_dir: str | Path | None = None,
+    config_dir: str | Path | Sequence[str | Path] | None = None,
+) -> dict[str, Any]:
     """Run one experiment, as ``kdexp <overrides>`` does, and return its results dict.
     ``overrides``: a list (``["method=kd", "seed=1"]``) or one string read as a command line.
+    ``config_dir``: a folder of your own configs (or several), as ``kdexp --config-dir`` adds it
+    (docs/your_own.md).
 
     ``output_dir``: the run folder (default ``outputs/<date>/<time>``); ``results.json``,
     ``student.pt``/``student.json`` and checkpoints go there. Bad input raises
@@ -49,7 +56,8 @@ def run(overrides: str | Sequence[str] = (), output_dir: str | Path | None = Non
 
     quiet_library_noise()
     overrides = as_overrides(overrides)
-    with compose_context(overrides, output_dir) as job:
+    dirs = [config_dir] if isinstance(config_dir, (str, Path)) else list(config_dir or ())
+    with compose_context(overrides, output_dir, config_dirs=dirs) as job:
         _record_config(job, overrides)
         try:
             return run_checked(job)  # the kdexp command's checks and run (kdexp.runner.entry)

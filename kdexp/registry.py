@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+TARGET = "_target_"  # Hydra's key for an import path: a user's own model or data (locate)
 
 
 class UnknownName(ValueError):
@@ -139,3 +140,36 @@ def import_submodules(package: str) -> None:
     root = importlib.import_module(package)
     for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
         importlib.import_module(info.name)
+
+
+def locate(path: str) -> Callable[..., Any]:
+    """The object ``path`` (``package.module.Name``, ``package.module.function``) names; a
+    ValueError saying why it cannot be imported."""
+    if not isinstance(path, str) or not path.strip() or path.startswith(".") or " " in path:
+        raise ValueError(f"_target_={path!r} is not an import path such as mymodels.TinyNet")
+    import importlib
+
+    parts = path.split(".")
+    problem: Exception | None = None
+    for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as err:
+            problem = problem or err
+            prefix = ".".join(parts[:cut])
+            if err.name is not None and not (prefix == err.name or prefix.startswith(err.name + ".")):
+                raise ValueError(f"_target_={path!r}: importing it failed: {err}") from None  # inside it
+            continue
+        except Exception as err:  # noqa: BLE001 - the user's module raised while importing
+            raise ValueError(f"_target_={path!r}: importing {'.'.join(parts[:cut])} failed: {type(err).__name__}: {err}") from None
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                raise ValueError(f"_target_={path!r}: {'.'.join(parts[:cut])} has no attribute {attr!r}")
+            obj = getattr(obj, attr)
+        if not callable(obj):
+            raise ValueError(f"_target_={path!r} is a {type(obj).__name__}, not a class or function")
+        return obj
+    raise ValueError(
+        f"_target_={path!r} cannot be imported ({problem}): the folder that holds {parts[0]!r} must be on "
+        "PYTHONPATH (e.g. run kdexp from your project folder with PYTHONPATH=.), or the package installed"
+    )

@@ -278,7 +278,7 @@ class InProcess:
 
     def __call__(
         self, *overrides: str, run_dir: Path | str | None = None, cache_dir: Path | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, config_dir: Path | str | None = None,
     ) -> Outcome:
         """Run; ``run_dir`` None: a new folder in ``tmp``; HYDRA_RUN_DIR: the composed one."""
         import pytorch_lightning  # noqa: F401 - its loggers exist before KeptGlobalState notes them
@@ -301,7 +301,7 @@ class InProcess:
             logging.getLogger().addHandler(handler)
             logging.getLogger().setLevel(logging.INFO)
             try:
-                results, error = kdexp.run(list(overrides), output_dir=run_dir), None
+                results, error = kdexp.run(list(overrides), output_dir=run_dir, config_dir=config_dir), None
             except Exception as err:  # noqa: BLE001 - a KdexpError, Hydra's, or a crash: the test judges
                 results, error = None, err
             message = cli_message(error) if error is not None else ""

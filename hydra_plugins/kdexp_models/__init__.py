@@ -8,7 +8,13 @@ a misspelt name fails with the list of registered models; composing a config nee
 Listing the choices (``--help``, tab completion) reads the registry itself.
 
 :class:`ModelSearchPath` puts this source on every search path Hydra builds, the one ``--help``
-lists config groups from included, after the ``configs/`` folder (whose files win).
+lists config groups from included, after the ``configs/`` folder and after the user's own config
+folders (``kdexp --config-dir``, kdexp.tools.config): their files win, so a user's
+``student/<name>.yaml`` is found before this catch-all.
+
+It also serves ``teacher/recipe/<data>`` for a data set that has no recipe file (a user's own
+data): the short Fashion-MNIST recipe (``defaults: [fashion_mnist]``); a user's
+``teacher/recipe/<data>.yaml`` wins.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
 ROLES = ("teacher", "student")
+RECIPES = "teacher/recipe"
+FALLBACK_RECIPE = "fashion_mnist"  # configs/teacher/recipe/: a short recipe (4 epochs), for data without one
 
 
 class ModelConfigSource(ConfigSource):
@@ -39,20 +47,29 @@ class ModelConfigSource(ConfigSource):
         role, _, name = path.partition("/")
         return role, name
 
+    @staticmethod
+    def _recipe(config_path: str) -> str | None:
+        """The data name of ``teacher/recipe/<data>``, else None."""
+        role, name = ModelConfigSource._split(config_path)
+        group, _, data = name.partition("/")
+        return data if role == "teacher" and group == "recipe" and data and "/" not in data else None
+
     def is_group(self, config_path: str) -> bool:
         role, name = self._split(config_path)
         return role in ROLES and not name
 
     def is_config(self, config_path: str) -> bool:
         role, name = self._split(config_path)
-        return role in ROLES and bool(name) and "/" not in name
+        model = role in ROLES and bool(name) and "/" not in name and name != "recipe"
+        return model or self._recipe(config_path) not in (None, FALLBACK_RECIPE)
 
     def load_config(self, config_path: str) -> ConfigResult:
         if not self.is_config(config_path):
             raise ConfigLoadError(f"kdexp-models: {config_path} is not a model config")
         _, name = self._split(config_path)
+        recipe = self._recipe(config_path) is not None
         return ConfigResult(
-            config=OmegaConf.create({"source": "kdexp", "name": name}),
+            config=OmegaConf.create({"defaults": [FALLBACK_RECIPE]} if recipe else {"source": "kdexp", "name": name}),
             path=f"{self.scheme()}://{self.path}",
             provider=self.provider,
             header={"package": None},
@@ -67,8 +84,15 @@ class ModelConfigSource(ConfigSource):
 
 
 class ModelSearchPath(SearchPathPlugin):
-    """``kdexp-models://kdexp`` on every search path (runs, the Python API, ``--help``)."""
+    """``kdexp-models://kdexp`` on every search path (runs, the Python API, ``--help``), after the
+    user's config folders (``--config-dir``), which kdexp places here rather than Hydra."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from kdexp.tools.config import user_config_dirs
+
+        present = {element.path for element in search_path.get_path()}
+        for folder in user_config_dirs():
+            if f"file://{folder}" not in present:
+                search_path.append(provider="command-line", path=f"file://{folder}")
         if not any(element.path == "kdexp-models://kdexp" for element in search_path.get_path()):
             search_path.append(provider="kdexp-models", path="kdexp-models://kdexp")

@@ -20,12 +20,13 @@ from kdexp.models.external import (
     timm_stages,
     torchvision_stages,
 )
+from kdexp.models.imported import TARGET, build_python_model
 from kdexp.models.registry import ModelSpec, available_models, create_model, get_spec, register_model
 from kdexp.registry import choose_one_of, import_submodules
 
 import_submodules(__name__)  # every model module registers itself: a new model is one file
 
-SOURCES = ("kdexp", "torchvision", "timm")
+SOURCES = ("kdexp", "torchvision", "timm", "python")  # python: a user's _target_ (kdexp.models.imported)
 # Model-config keys that are not a kdexp constructor's options (where the weights come from etc.).
 NOT_OPTIONS = {"source", "name", "weights", "pretrained", "checkpoint", "train", "seed", "quantize"}
 
@@ -39,6 +40,12 @@ class BuiltModel:
     cfg: dict[str, Any] = field(default_factory=dict)  # the config that builds it afresh
 
 
+def model_source(cfg: dict[str, Any]) -> str:
+    """Where a model config's model comes from: ``python`` for a ``_target_`` (a user's own
+    callable), else its ``source`` (default ``kdexp``, the registry)."""
+    return "python" if TARGET in cfg else str(cfg.get("source", "kdexp"))
+
+
 def build_model(
     cfg: dict[str, Any], num_classes: int, in_channels: int, input_shape: tuple[int, ...] | None = None
 ) -> BuiltModel:
@@ -48,8 +55,12 @@ def build_model(
     ``depth``), and ``input_shape`` (C, H, W) reaches constructors that take it. ``quantize``
     (weight_bits, activation_bits) makes any model a quantisation-aware one (kdexp.quantize).
     """
-    source, name = choose_one_of("source", cfg.get("source", "kdexp"), SOURCES), cfg["name"]
-    cfg = dict(cfg)
+    source = choose_one_of("source", model_source(cfg), SOURCES)
+    if source == "python" and TARGET not in cfg:
+        raise ValueError("source: python needs _target_: <import path of a callable returning an nn.Module>")
+    if source == "python" and cfg.get("source", "python") != "python":
+        raise ValueError(f"source={cfg['source']!r} and _target_={cfg[TARGET]!r}: give one (a _target_ is source python)")
+    name, cfg = cfg.get("name"), dict(cfg)
     if cfg.get("quantize"):
         from kdexp.quantize import check_quantize_cfg, quantize_model
 
@@ -64,6 +75,9 @@ def build_model(
         bits = built.module.weight_bits, built.module.activation_bits
         built.name = f"{name}-w{bits[0]}a{bits[1]}"  # e.g. cnn_tiny-w4a8: its own row in reports
         return built
+    if source == "python":
+        module, stages, classifier = build_python_model(cfg, num_classes, NOT_OPTIONS)
+        return BuiltModel(module, str(cfg["name"]), stages, classifier, cfg)
     if source == "kdexp":
         spec = get_spec(name)
         options = {k: v for k, v in cfg.items() if k not in NOT_OPTIONS}
@@ -90,6 +104,7 @@ __all__ = [
     "ModelSpec",
     "available_models",
     "build_model",
+    "model_source",
     "create_model",
     "get_spec",
     "register_model",

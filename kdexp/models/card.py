@@ -19,13 +19,15 @@ def model_card(
     role: str, info: BuiltModel, num_classes: int, input_shape: tuple[int, ...], weights: str | None, **extra: Any
 ) -> dict[str, Any]:
     """What rebuilds ``info`` without the run's config: source, name, options, classes, input."""
+    from kdexp.models import model_source  # this package imports every module of it first
+
     cfg = dict(info.cfg or {"name": info.name})
     param = next(info.module.parameters(), None)
     return {
         "format": CARD_FORMAT,
         "role": role,
         "name": info.name,
-        "source": cfg.get("source", "kdexp"),
+        "source": model_source(cfg),  # python: config._target_ is imported again to rebuild it
         "config": cfg,
         "num_classes": int(num_classes),
         "input_shape": [int(v) for v in input_shape],

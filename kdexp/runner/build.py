@@ -21,7 +21,7 @@ from kdexp.data import ImageDataModule, build_datamodule
 from kdexp.distributed import check_distributed_cfg
 from kdexp.errors import SetupError, TrainingFailed
 from kdexp.methods import DistillationModule, MethodChoice, build_method
-from kdexp.models import BuiltModel, architecture_cfg, build_model
+from kdexp.models import BuiltModel, architecture_cfg, build_model, model_source
 from kdexp.models.registry import UnknownModelError
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.phases import phase
@@ -99,7 +99,7 @@ def build_role(
     except UnknownModelError as err:
         raise ValueError(f"{role}.name={err.name!r} is not a registered model; registered models are: {err.choices}") from None
     except ValueError as err:
-        raise ValueError(f"{role} ({role}.source={cfg.get('source', 'kdexp')!r}, {role}.name={cfg.get('name')!r}): {err}") from None
+        raise ValueError(f"{role} ({role}.source={model_source(cfg)!r}, {role}.name={cfg.get('name')!r}): {err}") from None
 
 
 def build_data(spec: RunSpec) -> ImageDataModule:

@@ -19,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from kdexp.data import data_identity
 from kdexp.tools.weights import read_torch
 
 # Data options that do not change what is trained on (where it is read from, how fast).
@@ -33,7 +34,7 @@ def _plain(node: Any) -> Any:
 
 def run_fingerprint(cfg: DictConfig, needs_teacher: bool) -> dict[str, Any]:
     """The options that define the run's numbers (a plain dict, stored in every checkpoint)."""
-    data = {k: v for k, v in (_plain(cfg.data) or {}).items() if k not in DATA_RUNTIME_KEYS}
+    data = {k: v for k, v in data_identity(_plain(cfg.data) or {}).items() if k not in DATA_RUNTIME_KEYS}
     teacher = _plain(cfg.teacher) if needs_teacher else None
     if isinstance(teacher, dict):
         teacher = {k: v for k, v in teacher.items() if k not in ("cache",)}

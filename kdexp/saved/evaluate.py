@@ -60,13 +60,26 @@ def merged_overrides(run_dir: Path | None, overrides: Sequence[str]) -> list[str
     return kept + list(overrides)
 
 
+def user_config_dirs(run_dir: Path | None) -> list[str]:
+    """The user's own config folders the run composed with (``kdexp --config-dir``,
+    ``kdexp.run(config_dir=)``), as its ``.hydra/hydra.yaml`` records them; those still there."""
+    record = run_dir / ".hydra" / "hydra.yaml" if run_dir is not None else None
+    if record is None or not record.is_file():
+        return []
+    sources = OmegaConf.select(OmegaConf.load(record), "hydra.runtime.config_sources") or []
+    dirs = [str(s.path).removeprefix("file://") for s in sources if s.get("provider") == "command-line"]
+    return [d for d in dirs if Path(d).is_dir()]
+
+
 def load_config(run: str | Path, overrides: Sequence[str] = ()) -> Any:
-    """The composed run config (data, profile, paths) for evaluating ``run`` with ``overrides``."""
+    """The composed run config (data, profile, paths) for evaluating ``run`` with ``overrides``,
+    with the user's config folders the run had (its data may be theirs)."""
     from kdexp.tools.config import compose_context
 
     run_dir = run_folder(run)
     source = config_folder(run_dir)
-    with compose_context(merged_overrides(source, overrides), output_dir=source or Path(run).parent) as job:
+    output_dir = source or Path(run).parent
+    with compose_context(merged_overrides(source, overrides), output_dir, user_config_dirs(source)) as job:
         cfg = OmegaConf.create({
             key: OmegaConf.to_container(job[key], resolve=True) if job.get(key) is not None else None
             for key in ("data", "profile", "incremental")

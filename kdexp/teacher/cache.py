@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 
 from kdexp.callbacks import EpochLogLines
-from kdexp.data import ImageDataModule
+from kdexp.data import ImageDataModule, data_identity
 from kdexp.distributed import discard_hpc_checkpoints, env_is_global_zero
 from kdexp.metric_names import metric_prefix
 from kdexp.models import BuiltModel, architecture_cfg, build_model
@@ -70,7 +70,7 @@ def teacher_cache_key(
     trainer_cfg = trainer_cfg or {}
     identity = {
         "model": {k: v for k, v in teacher_cfg.items() if k not in _MODEL_SOURCE_KEYS},
-        "data": {k: v for k, v in data_cfg.items() if k not in _LOADER_KEYS},
+        "data": {k: v for k, v in data_identity(data_cfg).items() if k not in _LOADER_KEYS},
         "recipe": recipe,
         "seed": teacher_cfg.get("seed", 0),
         "precision": str(recipe.get("precision", trainer_cfg.get("precision", "32-true"))),

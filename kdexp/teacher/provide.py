@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from kdexp.checks import check_cache_writable
+from kdexp.data import data_identity
 from kdexp.methods import MethodChoice
 from kdexp.models import BuiltModel
 from kdexp.teacher.cache import TeacherRequest
@@ -119,7 +120,7 @@ def store_teacher_train_logits(cfg: DictConfig, prep: Any, module: Any) -> None:
         return
     if type(module).route_epochs(module.options, plain(cfg.teacher), int(cfg.trainer.get("max_epochs") or 0)):
         return
-    data = {**plain(cfg.data), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train",
+    data = {**data_identity(plain(cfg.data)), "grid": list(cache.grid), "dtype": str(cache.dtype), "split": "train",
             "content": data_fingerprint(prep.datamodule.train_set)}  # the files, not only the config
     key = store_key(state_digest(module.teacher.state_dict()), data, *store_device(cfg))
     rows = cache.load_store(Path(cfg.paths.cache_dir) / "teacher_train_logits" / f"{key}.pt")

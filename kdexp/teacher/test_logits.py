@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from kdexp.data import data_identity
 from kdexp.teacher.store import Store, key_of, state_digest
 
 log = logging.getLogger("kdexp")
@@ -70,7 +71,7 @@ def store_key(teacher_digest: str, data_cfg: dict[str, Any], device: str, precis
     decides the batches the logits were computed in)."""
     identity = {
         "teacher": teacher_digest,
-        "data": {k: v for k, v in data_cfg.items() if k not in _LOADER_KEYS},
+        "data": {k: v for k, v in data_identity(data_cfg).items() if k not in _LOADER_KEYS},
         "device": device,
         "precision": precision,
     }
@@ -135,7 +136,7 @@ def attach_teacher_test_logits(module: Any, datamodule: Any, cache_dir: str | Pa
     test_set = datamodule.test_set
     if test_set is None:
         return None
-    data = {**data_cfg, "split": "test", "content": data_fingerprint(test_set)}  # the files, not only the config
+    data = {**data_identity(data_cfg), "split": "test", "content": data_fingerprint(test_set)}  # the files, not only the config
     key_parts = {"data_cfg": data, "device": device, "precision": precision}
     store = TeacherTestLogits(Path(cache_dir) / "teacher_test_logits", key_parts, len(test_set), datamodule.num_classes)
     module.teacher_test_logits = store

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.resources
 import os
 import sys
 from collections.abc import Sequence
@@ -17,11 +18,65 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-# The repository's configs/ folder (absolute: Hydra would read "../configs" as a module). A
-# non-editable install has no configs/ (pip install -e . is the supported way).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+# kdexp's configs, found through the package: kdexp/configs (package data in a wheel; in a checkout,
+# a link to the repository's configs/). Absolute: Hydra would read a relative path as a module.
+CONFIG_DIR = str(Path(str(importlib.resources.files("kdexp") / "configs")).absolute())
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")  # Hydra's flag: a folder of the user's configs beside kdexp's
 SWEPT_ENV = "KDEXP_SWEPT_KEYS"
 MAX_DIRNAME = 120  # characters of a job folder's name (file systems allow 255 bytes)
+
+
+# The user's config folders (``kdexp --config-dir``, ``kdexp.run(config_dir=)``): on the search path
+# after kdexp's configs and before the kdexp-models source, whose catch-all ``student=<any name>``
+# would otherwise hide a user's ``student/<name>.yaml`` (hydra_plugins.kdexp_models reads this).
+_USER_DIRS: list[str] = []
+
+
+def user_config_dirs() -> list[str]:
+    """The user's config folders on this process's search path (absolute paths)."""
+    return list(_USER_DIRS)
+
+
+@contextmanager
+def user_configs(dirs: Sequence[str | Path]) -> Iterator[list[str]]:
+    """Put ``dirs`` on the search path of what is composed inside (a SetupError for a folder that
+    is not there, naming it)."""
+    found = checked_config_dirs(dirs)
+    previous = list(_USER_DIRS)
+    _USER_DIRS[:] = found
+    try:
+        yield found
+    finally:
+        _USER_DIRS[:] = previous
+
+
+def checked_config_dirs(dirs: Sequence[str | Path]) -> list[str]:
+    """``dirs`` as absolute paths; a SetupError naming the first that is not a folder."""
+    from kdexp.errors import SetupError
+
+    found = [str(Path(d).expanduser().absolute()) for d in dirs]
+    missing = [d for d in found if not Path(d).is_dir()]
+    if missing:
+        raise SetupError(
+            f"--config-dir {missing[0]}: no such folder. It names a folder of your own configs "
+            "(<dir>/student/<name>.yaml, <dir>/data/<name>.yaml, <dir>/experiment/<name>.yaml, ...; docs/your_own.md)"
+        )
+    return found
+
+
+def take_config_dirs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the folders of ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR``, the other
+    arguments): kdexp places them itself (:data:`_USER_DIRS`), where Hydra would put them after the
+    kdexp-models source."""
+    dirs, rest, args = [], [], iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            value = value if eq else next(args, "")
+            dirs.append(value)
+        else:
+            rest.append(arg)
+    return dirs, rest
 
 
 def plain(cfg: DictConfig | dict | None) -> dict[str, Any]:
@@ -96,8 +151,11 @@ def job_name(task_overrides: Any, argv: list[str] | None = None, params: Any = N
 
 
 @contextmanager
-def compose_context(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Iterator[DictConfig]:
+def compose_context(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_dirs: Sequence[str | Path] = ()
+) -> Iterator[DictConfig]:
     """Compose ``train`` with ``overrides`` and make it resolvable as inside a Hydra run.
+    ``config_dirs``: folders of the user's own configs, as ``kdexp --config-dir`` adds them.
 
     Yields the job config (without the ``hydra`` node); ``${hydra:runtime.output_dir}`` is
     ``output_dir`` (default: the composed ``hydra.run.dir``, e.g. ``outputs/<date>/<time>``).
@@ -105,12 +163,19 @@ def compose_context(overrides: Sequence[str] = (), output_dir: str | Path | None
     (``"method=kd seed=1"``). Overrides Hydra cannot compose raise SetupError, with the keys a
     misspelt key's node accepts, as the CLI says them.
     """
+    overrides = as_overrides(overrides)
+    register_resolvers()  # the resolvers configs/hydra names run folders with
+    with user_configs(config_dirs):
+        with _composed(overrides, output_dir) as job:
+            yield job
+
+
+@contextmanager
+def _composed(overrides: list[str], output_dir: str | Path | None) -> Iterator[DictConfig]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    overrides = as_overrides(overrides)
-    register_resolvers()  # the resolvers configs/hydra names run folders with
     previous_hydra = HydraConfig.instance().cfg
     was_initialized = GlobalHydra.instance().is_initialized()
     saved = GlobalHydra.instance().hydra if was_initialized else None
@@ -271,14 +336,21 @@ def with_override_hints(main: Any, config_dir: str | None = None) -> Any:
         hint = override_hint(sys.argv[1:])
         if hint:
             exit_with(SetupError(hint))
+        dirs, sys.argv[1:] = take_config_dirs(sys.argv[1:])  # --config-dir: placed by kdexp (_USER_DIRS)
         try:
-            return main(*args, **kwargs)
+            checked_config_dirs(dirs)
+        except SetupError as err:
+            exit_with(err)
+        try:
+            with user_configs(dirs):
+                return main(*args, **kwargs)
         except BrokenPipeError:  # `kdexp --help | head -1`: the reader has all it wanted
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
             exit_status(141)  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
         except SystemExit as stop:
-            hint = unknown_key_hint(config_dir, sys.argv[1:]) if stop.code == 1 and config_dir else None
+            with user_configs(dirs):
+                hint = unknown_key_hint(config_dir, sys.argv[1:]) if stop.code == 1 and config_dir else None
             if hint:
                 exit_with(SetupError(hint))
             raise
