@@ -43,9 +43,12 @@ class OptunaSweeper(Sweeper):
         self.params, self.search, self.heartbeat_s, self.plots = params, search, int(heartbeat_s), bool(plots)
         self.config: DictConfig | None = None
         self.launcher: Any = None
+        self.pruner_plain: dict[str, Any] | None = None  # the pruner's config, handed to each trial's run
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        pruner = OmegaConf.select(config, "hydra.sweeper.pruner")
+        self.pruner_plain = OmegaConf.to_container(pruner, resolve=True) if isinstance(pruner, DictConfig) else None
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -96,7 +99,7 @@ class OptunaSweeper(Sweeper):
                 break
             for group in _contiguous(trials):
                 jobs = [[*fixed, *(_override(k, v) for k, v in t.params.items()),
-                         f"++hydra.job.env_set.{st.TRIAL_ENV}={_quoted(st.trial_env(spec, t))}"] for t in group]
+                         f"++hydra.job.env_set.{st.TRIAL_ENV}={_quoted(st.trial_env(spec, t, self.pruner_plain))}"] for t in group]
                 try:
                     with st.Heartbeat(study, group, self.heartbeat_s):
                         returns = self.launcher.launch(jobs, initial_job_idx=group[0].number)

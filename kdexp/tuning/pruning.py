@@ -38,7 +38,12 @@ class OptunaPruning(pl.Callback):
             import optuna
 
             storage = optuna.storages.RDBStorage(self.link["storage"], engine_kwargs=_engine(self.link["storage"]))
-            study = optuna.load_study(study_name=self.link["study"], storage=storage)
+            pruner = self.link.get("pruner")
+            if pruner:  # the sweep's pruner (a study's pruner is not stored with it)
+                from hydra.utils import instantiate
+
+                pruner = instantiate(pruner)
+            study = optuna.load_study(study_name=self.link["study"], storage=storage, pruner=pruner or None)
             (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == self.link["trial"]]
             self.trial = optuna.trial.Trial(study, frozen._trial_id)
             self._record({})

@@ -1,5 +1,5 @@
 """A search space: Hydra sweep overrides (``interval(1.0, 10.0)``, ``tag(log, interval(1e-3, 1))``,
-``choice(a, b)``, ``range(1, 5)``) as Optuna distributions, and ``search=auto``'s space: the
+``tag(int, interval(2, 8))``, ``choice(a, b)``, ``range(1, 5)``) as Optuna distributions, and ``search=auto``'s space: the
 ranges a method declares on its options (``search=`` in its Options) plus the optimiser's learning
 rate and weight decay.
 """
@@ -75,8 +75,8 @@ def distributions(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
                           else FloatDistribution(value.start, last, step=value.step))
         elif override.is_interval_sweep():
             log = "log" in value.tags
-            if isinstance(value.start, int) and isinstance(value.end, int) and "float" not in value.tags:
-                space[key] = IntDistribution(value.start, value.end, log=log)
+            if "int" in value.tags:  # Hydra's intervals are floats; tag(int, interval(2, 8)) searches integers
+                space[key] = IntDistribution(int(value.start), int(value.end), log=log)
             else:
                 space[key] = FloatDistribution(float(value.start), float(value.end), log=log)
         else:

@@ -14,6 +14,7 @@ same instant may run one trial more than ``n_trials`` between them.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import threading
@@ -30,7 +31,7 @@ RETRY_OF = "kdexp_retry_of"  # a queued trial: the number of the one it repeats
 PRUNED_AT = "kdexp_pruned_epoch"  # set by the run's pruning callback (kdexp.tuning.pruning)
 RUN_DIR = "kdexp_run_dir"
 # The trial a run belongs to, handed to the job through its environment (hydra.job.env_set, set
-# in the process that runs the job, whatever the launcher): {"storage", "study", "trial"}.
+# in the process that runs the job, whatever the launcher): {"storage", "study", "trial", "pruner"}.
 TRIAL_ENV = "KDEXP_OPTUNA_TRIAL"
 DB_NAME = "optuna.db"  # a sweep without a storage keeps its study in <sweep dir>/optuna.db
 
@@ -69,10 +70,15 @@ def open_storage(spec: StudySpec) -> Any:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if path is not None else None  # SQLite: wait for the writer
-    return optuna.storages.RDBStorage(
-        spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_s,
-        grace_period=2 * spec.heartbeat_s, failed_trial_callback=_requeue,
-    )
+    # Optuna 4.9 renamed the stale-trial callback; 4.0-4.8 know the old name only.
+    accepted = inspect.signature(optuna.storages.RDBStorage).parameters
+    callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in accepted else "failed_trial_callback"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
+        return optuna.storages.RDBStorage(
+            spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_s,
+            grace_period=2 * spec.heartbeat_s, **{callback: _requeue},
+        )
 
 
 def open_study(spec: StudySpec, sampler: Any = None, pruner: Any = None) -> Any:
@@ -155,9 +161,10 @@ class Heartbeat:
         self.thread.join()
 
 
-def trial_env(spec: StudySpec, trial: Any) -> str:
-    """What a trial's run needs to report to it (:data:`TRIAL_ENV`)."""
-    return json.dumps({"storage": spec.storage, "study": spec.study_name, "trial": trial.number})
+def trial_env(spec: StudySpec, trial: Any, pruner: dict[str, Any] | None) -> str:
+    """What a trial's run needs to report to it (:data:`TRIAL_ENV`): the study, the trial, and the
+    pruner's config (a study's pruner is not stored with it)."""
+    return json.dumps({"storage": spec.storage, "study": spec.study_name, "trial": trial.number, "pruner": pruner})
 
 
 def fresh(study: Any, trial: Any) -> Any:
