@@ -131,3 +131,33 @@ def test_two_processes_share_one_study_and_a_pruned_trial_shows_in_the_report(tm
     assert "Pruned trials" in (tmp_path / "a" / "report.md").read_text()
     summary = (tmp_path / "b" / "optimization_results.yaml").read_text()
     assert "COMPLETE" in summary and not math.isnan(study.best_value)
+
+
+@pytest.mark.slow  # six kdexp sweeps in child processes (about a minute on 2 cores)
+def test_compare_tunes_each_method_at_the_same_budget_and_reports_seeds(tmp_path: Path) -> None:
+    from kdexp.tuning.compare import main
+
+    tiny = ["data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32", "teacher=cnn_tiny",
+            "student=cnn_tiny", "teacher.train.max_epochs=1", "profile.enabled=false", "logger=none"]
+    os.environ["KDEXP_CACHE_DIR"] = str(tmp_path / "cache")
+    try:
+        code = main(["--methods", "kd", "--trials", "2", "--tune-epochs", "1", "--seeds", "2", "--epochs", "1",
+                     "--out", str(tmp_path / "out"), *tiny])
+    finally:
+        del os.environ["KDEXP_CACHE_DIR"]
+    assert code == 0
+    lines = (tmp_path / "out" / "compare.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["vanilla", "kd"]  # vanilla added: Δ's baseline
+    study = optuna.load_study(study_name="kd", storage=f"sqlite:///{tmp_path / 'out' / 'studies.db'}")
+    assert len(study.trials) == 2
+    for method in ("vanilla", "kd"):
+        assert len(list((tmp_path / "out" / "tuned" / method).glob("*/results.json"))) == 2
+        assert len(list((tmp_path / "out" / "default" / method).glob("*/results.json"))) == 2
+    markdown = (tmp_path / "out" / "compare.md").read_text()
+    assert "± " in markdown and "2 Optuna trials × 1 epochs" in markdown
+
+
+def test_compare_refuses_to_choose_on_the_test_set() -> None:
+    from kdexp.tuning.compare import main
+
+    assert main(["optimized_metric=student.acc_top1"]) == 2
