@@ -160,7 +160,7 @@ def caption(args: argparse.Namespace) -> str:
 
 
 def markdown(table: list[dict[str, str]], args: argparse.Namespace) -> str:
-    lines = ["| " + " | ".join(HEADERS.values()) + " |", "|---|" + "---:|" * 6 + "---|---|"]
+    lines = ["| " + " | ".join(HEADERS.values()) + " |", "|---|" + "---:|" * 5 + "---|---|---|"]
     lines += ["| " + " | ".join(row[k].replace("|", "\\|") for k in HEADERS) + " |" for row in table]
     return "\n".join(lines) + "\n\n" + caption(args) + "\n"
 
