@@ -18,6 +18,7 @@ import inspect
 import json
 import math
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +88,18 @@ def open_study(spec: StudySpec, sampler: Any = None, pruner: Any = None) -> Any:
 
     if spec.direction not in ("maximize", "minimize"):
         raise ValueError(f"hydra.sweeper.direction={spec.direction!r}: choose maximize or minimize")
-    return optuna.create_study(
-        storage=open_storage(spec), study_name=spec.study_name, sampler=sampler, pruner=pruner,
-        direction=spec.direction, load_if_exists=True,
-    )
+    for attempt in (1, 2):  # processes starting together race to create the tables: the loser loads them
+        try:
+            with _budget_lock(spec):  # SQLite: one process creates the storage and the study
+                return optuna.create_study(
+                    storage=open_storage(spec), study_name=spec.study_name, sampler=sampler, pruner=pruner,
+                    direction=spec.direction, load_if_exists=True,
+                )
+        except Exception:  # noqa: BLE001 - a database server's race (IntegrityError); a real error repeats
+            if attempt == 2:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _requeue(study: Any, trial: Any) -> None:
