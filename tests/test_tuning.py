@@ -85,7 +85,7 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_queued_again(tmp_p
     study = st.open_study(spec)
     (trial,) = st.ask(study, spec, SPACE, at_most=1)
     study._storage.record_heartbeat(trial._trial_id)  # its process beat once, then died
-    time.sleep(2.2)  # past the grace period (2 heartbeats)
+    time.sleep(3.5)  # past the grace period (2 heartbeats; the database clock counts whole seconds)
     asked = st.ask(study, spec, SPACE, at_most=1)
     assert study.trials[0].state == TrialState.FAIL
     assert [t.params for t in asked] == [trial.params]  # the retry goes first
