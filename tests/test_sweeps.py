@@ -128,7 +128,7 @@ def test_multirun_with_a_relaunching_ddp_strategy_is_refused(tmp_path: Path) -> 
 
 
 def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     sweep_dir, proc = _sweep(tmp_path, "hparams_search=kd_optuna", "hydra.sweeper.n_trials=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
@@ -136,6 +136,8 @@ def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None
     assert len(trials) == 2
     assert best.best_value == pytest.approx(max(t["student"]["val_acc_top1"] for t in trials))
     assert set(best.best_params) == {"method.temperature", "method.kd_weight", "method.ce_weight"}
+    assert dict(best.trials) == {"RUNNING": 0, "COMPLETE": 2, "PRUNED": 0, "FAIL": 0}  # kdexp's own sweeper (Optuna >= 4)
+    assert (sweep_dir / "optuna.db").is_file() and (sweep_dir / "optuna_history.png").is_file()
     for folder in (f.parent.name for f in sweep_dir.glob("*/results.json")):  # named by the searched values
         number, _, name = folder.partition("_")
         assert {item.split("=")[0] for item in name.split(",")} == set(best.best_params), folder

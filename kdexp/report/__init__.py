@@ -96,10 +96,30 @@ def find_runs(paths: list[Path]) -> list[dict[str, Any]]:
             results["_method_options"] = method_options
             results["_settings"] = run_settings(file.parent, overrides, str(run.get("method")))
             results["_command_line"] = command_line(file.parent)
+            results["_trial"] = optuna_trial(file.parent)
             runs.append(results)
     mark_varying(runs)
     unify_timings(runs)
     return runs
+
+
+TRIAL_FILE = "optuna_trial.json"  # written by kdexp.tuning.pruning in an Optuna trial's run folder
+
+
+def optuna_trial(run_dir: Path) -> dict[str, Any]:
+    """The Optuna trial a run was (its study, number, and whether it was pruned), or {}."""
+    try:
+        return json.loads((run_dir / TRIAL_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def pruned_note(results: dict[str, Any]) -> str | None:
+    """``<run dir>: Optuna trial 3 pruned after epoch 2`` for a pruned trial's run, else None."""
+    trial = results.get("_trial") or {}
+    if trial.get("state") != "pruned":
+        return None
+    return f"{results['_dir']}: Optuna trial {trial.get('trial')} pruned after epoch {int(trial.get('pruned_epoch', 0)) + 1}"
 
 
 # --- one timing per architecture ---------------------------------------------------------------
@@ -326,6 +346,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["seeds"] = sorted(m["run"].get("seed") for m in done)
         row["failed"] = len(members) - len(done)
         row["errors"] = [f"{m['_dir']}: {m['run'].get('error', '')}" for m in members if failed(m)]
+        row["pruned"] = [note for m in done if (note := pruned_note(m))]  # stopped early by the study's pruner
         for name, path in MEAN_STD.items():
             values = [v for m in done if (v := _get(m, path)) is not None]
             row[f"{name}_mean"] = statistics.fmean(values) if values else None
@@ -532,6 +553,7 @@ def shared_options(rows: list[dict[str, Any]]) -> list[str]:
 def row_cells(row: dict[str, Any], shared: list[str] = ()) -> list[str]:
     models = row["student"] if row["teacher"] == "—" else f"{row['teacher']} → {row['student']}"
     seeds = str(row["n"]) + (f" ({row['failed']} failed)" if row["failed"] else "")
+    seeds += f" ({len(row['pruned'])} pruned)" if row.get("pruned") else ""
     options = " ".join(o for o in row["options"].split() if o not in shared)
     return [
         models,
@@ -596,6 +618,9 @@ def rows_markdown(rows: list[dict[str, Any]], notes: list[str] | None = None) ->
     errors = [e for row in rows for e in row["errors"]]
     if errors:
         lines += ["", "Failed runs:", ""] + [f"- {e}" for e in errors]
+    pruned = [p for row in rows for p in row.get("pruned", [])]
+    if pruned:
+        lines += ["", "Pruned trials (training stopped early by the Optuna study's pruner):", ""] + [f"- {p}" for p in pruned]
     return "\n".join(lines) + "\n"
 
 
@@ -604,7 +629,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"])} for row in rows)
+    writer.writerows({**row, "seeds": " ".join(map(str, row["seeds"])), "errors": " | ".join(row["errors"]),
+                      "pruned": " | ".join(row.get("pruned", []))} for row in rows)
     write_atomic(path, text.getvalue())
 
 
