@@ -140,7 +140,7 @@ DEEP = ("teacher=deep_ranker", "student=mlp_ranker", "teacher.hidden=[16,8]", "s
 @pytest.mark.parametrize("overrides", [
     ("method=vanilla",),
     ("method=listwise",),
-    ("method=pairwise", "+method.loss=bce"),
+    ("method=pairwise", "method.loss=bce"),
     ("method=rd", "method.warm_up_epochs=1"),
     ("method=rrd",),
     ("method=hints", *DEEP),
