@@ -17,7 +17,8 @@ from kdexp.ranking.methods.rd import check_top_k
 @register_ranking_method("rrd")
 class RelaxedRankingDistillation(RankingMethod):
     """The student keeps the teacher's order of its K interesting items (its top-K, training
-    positives excluded), above L items drawn uniformly from the rest, whose order is left free:
+    positives excluded), above L items drawn uniformly from all items (a rare top-K item among them
+    is left in), whose order is left free:
 
         loss = ce_weight · own(s) + kd_weight · -log P_PL(π_1 > ... > π_K > {rest})
 
