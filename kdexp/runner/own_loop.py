@@ -1,4 +1,4 @@
-"""The run of a task with its own loop (kdexp.tasks.OwnLoop: ranking): data, models, the teacher
+"""The run of a task with its own loop (kdexp.tasks.OwnLoop): data, models, the teacher
 (cached by content, like image teachers), the method's training, evaluation and timing come from
 the task's declaration; this module gives it what every run has: the run folder, results.json,
 the printed table, the loggers' curves and HParams row, the sweeper's number. No task or method
