@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# These two pins install from the local disk on the project's machines.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# MovieLens-100K for task=ranking: the example data inside recbole (data only: --no-deps, never imported)
+	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
 	touch $(STAMP)
 
 # Fashion-MNIST: Debian's package where we are root with apt-get, else torchvision's download.

@@ -69,7 +69,8 @@ def hparams_metrics(results: dict[str, Any]) -> dict[str, float]:
     for key, value in results.get("comparison", {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[f"final/{key}"] = float(value)
-    return {k: flat[k] for k in LOGGED_METRICS if k in flat}
+    wanted = [*(results.get("run", {}).get("logged_metrics") or []), *LOGGED_METRICS]  # a task's own first
+    return {k: flat[k] for k in dict.fromkeys(wanted) if k in flat}
 
 
 def override_hparams(overrides: list[str]) -> dict[str, Any]:
@@ -197,7 +198,8 @@ def results_table(results: dict[str, Any]) -> Table:
         table.add_column(header, justify="right")
     if pair:
         table.add_column("teacher / student", justify="right")
-    for label, key, kind, cmp_key in ROWS:
+    rows = [tuple(r) for r in run.get("table_rows") or ()] or ROWS  # a task declares its own (kdexp.tasks)
+    for label, key, kind, cmp_key in rows:
         if not any(key in stats for _, stats in columns):
             continue
         cells = [format_value(stats.get(key), kind) + (" (noisy)" if key == "latency_ms_b1" and stats.get("latency_noisy") else "")
@@ -207,7 +209,7 @@ def results_table(results: dict[str, Any]) -> Table:
             if ratio is None:
                 cells.append("")
             else:
-                cells.append(f"{100 * ratio:+.2f} pts" if cmp_key == "acc_gap_top1" else format_value(ratio, "x"))
+                cells.append(f"{100 * ratio:+.2f} pts" if kind == "pct" else format_value(ratio, "x"))
         table.add_row(label, *cells)
     if "agreement_top1" in cmp:
         table.add_row("top-1 agreement", *[""] * (len(columns) - 1), format_value(cmp["agreement_top1"], "pct"), "")

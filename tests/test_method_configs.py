@@ -23,6 +23,7 @@ from kdexp.methods.class_incremental import IncrementalModule
 from kdexp.methods.feature import FeatureDistillationModule
 from kdexp.methods.joint import JointModule
 from kdexp.methods.staged import InitStageModule
+from kdexp.ranking.methods import RANKING_METHODS, RankingMethod
 
 METHOD_DIR = REPO / "configs" / "method"
 METHOD_YAMLS = sorted(p.stem for p in METHOD_DIR.glob("*.yaml"))
@@ -33,6 +34,7 @@ BASES = {
     "init_stage": InitStageModule,
     "incremental": IncrementalModule,
     "joint_training": JointModule,
+    "ranking": RankingMethod,  # task=ranking's methods (kdexp/ranking/methods/)
 }
 
 
@@ -66,7 +68,8 @@ def test_every_method_config_matches_its_options(choice: str) -> None:
     """Composed, configs/method/<choice>.yaml holds exactly the options the method declares, with
     its defaults; a variant (hints_two_stage, apprentice_kd) changes values only in its own lines."""
     node = composed_method(choice)
-    cls = METHODS.get(node.pop("name"))
+    name = node.pop("name")
+    cls = METHODS.get(name) if name in METHODS else RANKING_METHODS.get(name)  # an image method, else a ranking one
     if cls.method_name == "vanilla":
         assert node == {}  # CE alone: vanilla states no option, its Options defaults apply
         return
@@ -90,7 +93,7 @@ def test_no_method_yaml_restates_what_it_builds_on(path: Path) -> None:
     another yaml pulls it in."""
     defaults, own = own_lines(path)
     if not defaults:
-        assert path.stem in ("vanilla", "distill"), f"{path.name} builds on nothing: start it with defaults"
+        assert path.stem in ("vanilla", "distill", "ranking"), f"{path.name} builds on nothing: start it with defaults"
         return
     assert len(defaults) == 2 and defaults[-1] == "_self_" and defaults[0].endswith("@_here_"), defaults
     parent = defaults[0].removesuffix("@_here_").removeprefix("/method/")  # relative to configs/method

@@ -322,6 +322,9 @@ def teacher_training_times(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _get(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    primary = (results.get("run") or {}).get("primary_metric")  # a task's own headline metric (kdexp.tasks)
+    if primary and path[-1].startswith("acc_top1"):
+        path = (*path[:-1], primary + path[-1].removeprefix("acc_top1"))
     value: Any = results
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
@@ -342,6 +345,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, members in sorted(groups.items()):
         done = [m for m in members if not failed(m)]
         row: dict[str, Any] = dict(zip(KEY_FIELDS, key))
+        row["metric"] = (members[0]["run"].get("primary_metric") or "acc_top1") if members else "acc_top1"
         row["n"] = len(done)
         row["seeds"] = sorted(m["run"].get("seed") for m in done)
         row["failed"] = len(members) - len(done)
@@ -575,7 +579,9 @@ def row_cells(row: dict[str, Any], shared: list[str] = ()) -> list[str]:
 
 def _title(rows: list[dict[str, Any]]) -> str:
     datasets = sorted({row["data"] for row in rows})
-    return "kdexp runs on " + ", ".join(datasets) + " (accuracy: mean ± std over seeds)"
+    metrics = sorted({row.get("metric", "acc_top1") for row in rows} - {"acc_top1"})
+    what = ", ".join(["accuracy"] * (len(metrics) < len({row.get("metric", "acc_top1") for row in rows})) + metrics)
+    return "kdexp runs on " + ", ".join(datasets) + f" ({what}: mean ± std over seeds)"
 
 
 def _caption(notes: list[str]) -> str:
@@ -597,11 +603,21 @@ def _notes(rows: list[dict[str, Any]], notes: list[str] | None) -> list[str]:
     return ["All rows: " + " ".join(shared) + "."] if shared else []
 
 
+def metric_headers(rows: list[dict[str, Any]], headers: list[str]) -> list[str]:
+    """The headers, with "acc" named as the rows' headline metric when it is not accuracy (a
+    task's primary metric, e.g. hr_at_10)."""
+    metrics = {row.get("metric", "acc_top1") for row in rows}
+    if len(metrics) != 1 or metrics == {"acc_top1"}:
+        return headers
+    name = metrics.pop()
+    return [h.replace("acc", name).replace(" %", f" {name} %") if h.endswith("%") or "acc" in h else h for h in headers]
+
+
 def rows_table(rows: list[dict[str, Any]], notes: list[str] | None = None) -> Table:
     shared = shared_options(rows)
     table = Table(title=_title(rows), caption=_caption(_notes(rows, notes)))
-    for header in SHORT_HEADERS + [short for _, _, short, _ in optional_columns(rows)]:
-        numeric = header not in SHORT_HEADERS[:3]
+    for header in metric_headers(rows, SHORT_HEADERS) + [short for _, _, short, _ in optional_columns(rows)]:
+        numeric = header not in SHORT_HEADERS[:3]  # the first three are text columns
         table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric, min_width=None if numeric else 8)
     for row in rows:
         table.add_row(*row_cells(row, shared), *optional_cells(rows, row), style="red" if row["failed"] and not row["n"] else None)
@@ -610,7 +626,7 @@ def rows_table(rows: list[dict[str, Any]], notes: list[str] | None = None) -> Ta
 
 def rows_markdown(rows: list[dict[str, Any]], notes: list[str] | None = None) -> str:
     shared = shared_options(rows)
-    headers = HEADERS + [header for _, header, _, _ in optional_columns(rows)]
+    headers = metric_headers(rows, HEADERS) + [header for _, header, _, _ in optional_columns(rows)]
     lines = [f"**{_title(rows)}**", "", "| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row_cells(row, shared) + optional_cells(rows, row)) + " |" for row in rows]

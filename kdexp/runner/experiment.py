@@ -20,6 +20,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     with reported_errors():  # write errors and signals: clear messages, not tracebacks
         spec = RunSpec.read(cfg)  # the method and its options, parsed once for the whole run
         cls = spec.method_cls
+        if spec.task.runner is not None:  # a task that runs its own loop (kdexp.tasks)
+            return task_runner(spec.task.runner)(spec)
         if runs_own_steps(cls) or cfg.get("incremental"):  # a method that runs its own chain of steps
             return step_runner(cls, cfg)(spec)
         if cls.chain is not None:  # a plain chain of runs
@@ -46,3 +48,11 @@ def step_runner(cls: type, cfg: DictConfig) -> Any:
             f"one: choose one of {', '.join(runners)}"
         )
     return STEP_RUNNERS.get(cls.chain.runner)  # called with the RunSpec
+
+
+def task_runner(name: str) -> Any:
+    """The runner a task's ``runner`` names (kdexp.runner.kinds.TASK_RUNNERS)."""
+    from kdexp.runner import own_loop  # noqa: F401 - registers "own_loop"
+    from kdexp.runner.kinds import TASK_RUNNERS
+
+    return TASK_RUNNERS.get(name)  # called with the RunSpec

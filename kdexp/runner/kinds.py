@@ -1,6 +1,7 @@
 """The kinds of run a method may declare it runs as, by name: a method's ``chain.runner`` names the
 runner of its own chain of steps (class-incremental: ``incremental_steps``, kdexp.runner.incremental),
-so the run layer finds it here, never by a method's name or a module path."""
+so the run layer finds it here, never by a method's name or a module path. A task's ``runner``
+(kdexp.tasks) names one of TASK_RUNNERS the same way (a task with its own loop: ``own_loop``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any, Callable
 from kdexp.registry import Registry
 
 STEP_RUNNERS: Registry[Callable[[Any], dict[str, Any]]] = Registry("step runner", key="chain.runner")
+
+TASK_RUNNERS: Registry[Callable[[Any], dict[str, Any]]] = Registry("task runner", key="task.runner")
 
 
 def runs_own_steps(method_cls: Any) -> bool:

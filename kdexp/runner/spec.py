@@ -1,4 +1,4 @@
-"""A run's config read once: the method it names with its parsed options, and the checkpoint
+"""A run's config read once: its task and the method it names with its parsed options, and the checkpoint
 ``ckpt_path`` resolves to. Built by kdexp.runner.experiment and handed down, so no later step
 parses the method's options or reads the checkpoint again."""
 
@@ -10,8 +10,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from kdexp.errors import SetupError
-from kdexp.methods import DistillationModule, MethodChoice, choose_method
+from kdexp.methods import DistillationModule, MethodChoice
 from kdexp.runner.folder import read_ckpt
+from kdexp.tasks import Task, choose_task
 from kdexp.tools.config import plain
 
 # Problems in the config that are reported as one clear paragraph, without a traceback.
@@ -24,20 +25,22 @@ class RunSpec:
 
     cfg: DictConfig
     method: MethodChoice
+    task: Task = field(default_factory=lambda: choose_task(None))  # task=<name>: what the run's data and metrics are
     _checkpoint: tuple[str, int] | None = field(default=None, repr=False)  # (path, epoch) once read
 
     @classmethod
     def read(cls, cfg: DictConfig) -> RunSpec:
         """The spec of ``cfg``; a SetupError naming the key if ``cfg.method`` is not a method's
-        config (an unknown method or option, a value out of range)."""
+        config (an unknown method or option, a value out of range) of the task ``cfg.task`` names."""
         try:
-            return cls(cfg, choose_method(plain(cfg.method)))
+            task = choose_task(plain(cfg.get("task")))
+            return cls(cfg, task.choose_method(plain(cfg.method)), task)
         except CONFIG_ERRORS as err:
             raise SetupError(str(err)) from err
 
     def for_step(self, cfg: DictConfig) -> RunSpec:
         """The spec of one run of a chain (its own folder, seed and student; the same method)."""
-        return RunSpec(cfg, self.method)
+        return RunSpec(cfg, self.method, self.task)
 
     @property
     def method_cls(self) -> type[DistillationModule]:
