@@ -58,6 +58,9 @@ class FederatedExperiment:
         datamodule.prepare_data()
         datamodule.setup("fit")
         train = dataset_tensors(plain_training_set(datamodule))
+        if settings.train_size is not None and settings.train_size < len(train[1]):  # a smaller pool, seed-independent
+            rows = torch.randperm(len(train[1]), generator=torch.Generator().manual_seed(0))[: settings.train_size].sort().values
+            train = (train[0][rows], train[1][rows])
         test = dataset_tensors(datamodule.test_set)
         val = dataset_tensors(datamodule.val_set) if int(data_cfg.get("val_size") or 0) > 0 else None
         split = split_data(

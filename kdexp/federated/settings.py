@@ -22,6 +22,7 @@ class FederatedSettings:
     client_models: tuple[dict[str, Any], ...] | None = None  # one model config per client; null = the student
     target_acc: float | None = None  # rounds-to-target: the first round whose accuracy reaches it (0-1)
     client_eval_size: int | None = None  # test images each client is scored on per round (null = all; the last round: all)
+    train_size: int | None = None  # use only this many training images (a seeded subset, the same for every seed); null = all
     engine: str = "local"
     flower: dict[str, Any] | None = None  # the Flower engine's addresses and timeouts (engine=flower)
 
@@ -60,6 +61,8 @@ class FederatedSettings:
                 )
         if self.client_eval_size is not None:
             whole("client_eval_size", 1)
+        if self.train_size is not None:
+            whole("train_size", 1)
         if self.target_acc is not None and not 0 < float(self.target_acc) <= 1:
             raise ValueError(f"federated.target_acc is a fraction in (0, 1] (0.85 = 85%), got {self.target_acc!r}")
         if self.engine not in ENGINES:
