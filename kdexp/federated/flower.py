@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-import kdexp
 from kdexp.federated.experiment import FederatedExperiment
 from kdexp.federated.rounds import RoundsState
 from kdexp.tools.files import write_atomic
@@ -77,7 +76,7 @@ def tool(name: str) -> str:
 def flower_env(home: Path) -> dict[str, str]:
     """The environment of every Flower process kdexp starts: no telemetry, its own Flower home,
     kdexp importable."""
-    source = str(Path(kdexp.__file__).resolve().parent.parent)
+    source = str(Path(__file__).resolve().parents[2])  # the folder holding the kdexp package
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
     bin_dir = str(Path(tool("flower-superlink")).parent)  # the SuperLink starts flower-superexec from PATH
     return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_HOME": str(home), "PYTHONPATH": path,
