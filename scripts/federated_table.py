@@ -56,9 +56,11 @@ def rows(out: Path) -> list[dict]:
     table = []
     for (label, alpha), runs in sorted(groups.items(), key=lambda kv: (kv[0][1] or 0, kv[0][0])):
         accs = [100 * f["final_accuracy"] for f in runs]
+        best = [100 * max(f["per_round"]["accuracy"]) for f in runs]
         table.append({
             "method": label, "alpha": alpha, "seeds": len(runs), "acc": statistics.fmean(accs),
             "std": statistics.stdev(accs) if len(accs) > 1 else float("nan"),
+            "best": statistics.fmean(best), "best_std": statistics.stdev(best) if len(best) > 1 else float("nan"),
             "bytes": statistics.fmean(f["total_bytes"] for f in runs),
             "accuracy_of": runs[0]["accuracy_of"], "target": [f["rounds_to_target"] for f in runs],
         })
@@ -66,12 +68,12 @@ def rows(out: Path) -> list[dict]:
 
 
 def markdown(table: list[dict]) -> str:
-    lines = ["| method | α | seeds | final accuracy (%) | total bytes (up + down) | accuracy of | rounds to 80% |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    lines = ["| method | α | seeds | final accuracy (%) | best round (%) | total bytes (up + down) | accuracy of | rounds to 80% |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for row in table:
         alpha = "—" if row["alpha"] is None else f"{row['alpha']:g}"
         target = ", ".join("—" if t is None else str(t) for t in row["target"])
-        lines.append(f"| {row['method']} | {alpha} | {row['seeds']} | {row['acc']:.2f} ± {row['std']:.2f} | "
+        lines.append(f"| {row['method']} | {alpha} | {row['seeds']} | {row['acc']:.2f} ± {row['std']:.2f} | {row['best']:.2f} ± {row['best_std']:.2f} | "
                      f"{row['bytes'] / 1e6:.2f} MB | {row['accuracy_of']} | {target} |")
     return "\n".join(lines) + "\n"
 
