@@ -84,12 +84,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
+    parser.add_argument("--only", default="", help="run only these sweeps (comma-separated: centralised,fedavg,...)")
     args = parser.parse_args()
     common = [*SCALE, f"federated.rounds={args.rounds}", f"seed={args.seeds}"]
+    wanted = set(args.only.split(",")) if args.only else {"centralised", *METHODS}
     if not args.table_only:
-        sweep(args.out, "centralised", [*common, "method=fedavg", "federated.clients=1", "federated.iid=true"])
+        if "centralised" in wanted:
+            sweep(args.out, "centralised", [*common, "method=fedavg", "federated.clients=1", "federated.iid=true"])
         for method, own in METHODS.items():
-            sweep(args.out, method, [*common, f"method={method}", "federated.alpha=0.1,0.5", *own])
+            if method in wanted:
+                sweep(args.out, method, [*common, f"method={method}", "federated.alpha=0.1,0.5", *own])
     text = markdown(rows(args.out))
     write_atomic(args.out / "table.md", text)
     print(text)
