@@ -146,3 +146,21 @@ def test_flower_engine_matches_the_local_engine(kdexp_run) -> None:
 
     left = subprocess.run(["pgrep", "-f", str(flower.run_dir / "flower")], capture_output=True, text=True).stdout.split()
     assert not left, f"Flower processes left running: {left}"
+
+
+def test_kdexp_report_has_a_federated_table(tmp_path) -> None:
+    from rich.console import Console
+
+    from kdexp.report.federated import write_federated_report
+
+    def run(seed: int, acc: float) -> dict:
+        fed = {"final_accuracy": acc, "total_bytes": 2e6, "iid": False, "alpha": 0.1, "clients": 10, "rounds": 5,
+               "accuracy_of": "server model", "rounds_to_target": 3 if acc > 0.7 else None, "target_acc": 0.7}
+        return {"run": {"complete": True, "seed": seed}, "federated": fed}
+
+    console = Console(width=200, record=True)
+    written = write_federated_report([run(0, 0.72), run(1, 0.68)], tmp_path, lambda r: ("fashion_mnist", "—", "cnn_tiny", "fedavg", "", ""), console)
+    text = (tmp_path / "federated.md").read_text()
+    assert written == [tmp_path / "federated.md"]
+    assert "| fashion_mnist | cnn_tiny | fedavg | Dirichlet α=0.1 | 10 | 5 | 2 | 70.00 ± 2.83 | 2.00 MB | server model | 70%: 3, — |" in text
+    assert "Federated runs" in console.export_text()
