@@ -21,6 +21,7 @@ from kdexp.methods import METHODS
 from kdexp.methods.base import DistillationModule
 from kdexp.methods.class_incremental import IncrementalModule
 from kdexp.methods.feature import FeatureDistillationModule
+from kdexp.methods.federated import FederatedModule
 from kdexp.methods.joint import JointModule
 from kdexp.methods.staged import InitStageModule
 from kdexp.ranking.methods import RANKING_METHODS, RankingMethod
@@ -33,6 +34,7 @@ BASES = {
     "feature": FeatureDistillationModule,
     "init_stage": InitStageModule,
     "incremental": IncrementalModule,
+    "federated": FederatedModule,
     "joint_training": JointModule,
     "ranking": RankingMethod,  # task=ranking's methods (kdexp/ranking/methods/)
 }

@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from kdexp.distributed import scaled_lr
 from kdexp.losses import kd_loss, standardize_logits
-from kdexp.methods.declarations import Chain, TeacherUse
+from kdexp.methods.declarations import Chain, Federated, TeacherUse
 from kdexp.methods.options import option, parse_options, positive, weight
 from kdexp.metric_names import metric_name, metric_prefix
 from kdexp.models import BuiltModel
@@ -75,6 +75,8 @@ class DistillationModule(pl.LightningModule):
     needs_sample_indices: ClassVar[bool] = False
     # A run that is a chain of runs (Born-Again, TAKD, class-incremental): see chain_links.
     chain: ClassVar[Chain | None] = None
+    # A federated method (kdexp.methods.federated): its run is rounds of clients and a server.
+    federated: ClassVar[Federated | None] = None
     # The results.json field that lists a method's several students, if it has several
     # ("cohort": DML's members, "generations": a chain's students); read by results and report.
     members_field: ClassVar[str | None] = None

@@ -45,3 +45,28 @@ class Chain:
     def plain(self) -> bool:
         """Run by kdexp.runner.chain over ``chain_links``, not by a step runner of its own."""
         return self.runner == PLAIN_CHAIN
+
+
+FEDERATED_RUNNER = "federated_rounds"
+"""``Federated.runner``: kdexp.runner.federated, the rounds of clients and a server."""
+
+
+@dataclass(frozen=True)
+class Federated:
+    """A method whose run is a federated experiment (kdexp.federated): clients train on their own
+    shard of the data, a server combines what they send, for rounds.
+
+    ``algorithm``: the key of its server and client steps in kdexp.federated.algorithms.ALGORITHMS.
+    ``shares``: what crosses the network, in words ("weights", "logits on public data", "per-class
+    logits"). ``public_data``: it needs the unlabelled public set (``federated.public_size`` > 0).
+    ``global_model``: the server holds one model (its accuracy is the run's); otherwise each
+    client keeps its own and the run's accuracy is the clients' mean. ``heterogeneous``: clients
+    may have different architectures (``federated.client_models``). ``runner``: the step runner
+    (kdexp.runner.kinds.STEP_RUNNERS) that runs it."""
+
+    algorithm: str
+    shares: str
+    public_data: bool = False
+    global_model: bool = True
+    heterogeneous: bool = False
+    runner: str = FEDERATED_RUNNER

@@ -982,6 +982,9 @@ def write_report(paths: list[Path], out: Path | None = None, console: Console | 
     from kdexp.report.incremental import write_incremental_report
 
     plots += write_incremental_report(runs, out, group_key, console)
+    from kdexp.report.federated import write_federated_report
+
+    plots += write_federated_report(runs, out, group_key, console)
     for error in (e for row in rows for e in row["errors"]):
         console.print(f"[red]failed:[/] {error}")
     console.print(f"Report: {out / 'report.md'}, {out / 'report.csv'}, {out / SETTINGS_FILE}" + "".join(f", {p}" for p in plots))

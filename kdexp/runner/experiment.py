@@ -22,6 +22,8 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         cls = spec.method_cls
         if spec.task.runner is not None:  # a task that runs its own loop (kdexp.tasks)
             return task_runner(spec.task.runner)(spec)
+        if cls.federated is not None or cfg.get("federated"):  # rounds of clients and a server
+            return federated_runner(cls)(spec)
         if runs_own_steps(cls) or cfg.get("incremental"):  # a method that runs its own chain of steps
             return step_runner(cls, cfg)(spec)
         if cls.chain is not None:  # a plain chain of runs
@@ -32,6 +34,16 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
         OmegaConf.resolve(cfg)
         return run_single(spec)
+
+
+def federated_runner(cls: type) -> Any:
+    """The runner a federated method's declaration names (kdexp.runner.kinds.STEP_RUNNERS); for
+    another method with ``federated=`` set, the federated runner, which says it is not one."""
+    from kdexp.methods.declarations import FEDERATED_RUNNER
+    from kdexp.runner import federated  # noqa: F401 - registers the federated runner
+    from kdexp.runner.kinds import STEP_RUNNERS
+
+    return STEP_RUNNERS.get(cls.federated.runner if cls.federated is not None else FEDERATED_RUNNER)
 
 
 def step_runner(cls: type, cfg: DictConfig) -> Any:

@@ -1,6 +1,7 @@
 """The kinds of run a method may declare it runs as, by name: a method's ``chain.runner`` names the
 runner of its own chain of steps (class-incremental: ``incremental_steps``, kdexp.runner.incremental),
-so the run layer finds it here, never by a method's name or a module path. A task's ``runner``
+a federated method's ``federated.runner`` the rounds of clients and a server (``federated_rounds``,
+kdexp.runner.federated), so the run layer finds it here, never by a method's name or a module path. A task's ``runner``
 (kdexp.tasks) names one of TASK_RUNNERS the same way (a task with its own loop: ``own_loop``)."""
 
 from __future__ import annotations
