@@ -29,13 +29,14 @@ def test_cli_answers_without_importing_lightning(flag: str, heavy: str) -> None:
 def test_help_says_kdexp_and_lists_the_registered_models() -> None:
     """Round 3, 25.9: the help said "train is powered by Hydra" and listed no model under student:/teacher:."""
     from kdexp.models import available_models
+    from kdexp.ranking.models import RANKING_MODELS
 
     proc = subprocess.run([sys.executable, "-m", "kdexp.train", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("kdexp: knowledge distillation"), proc.stdout[:500]
     assert "train is powered by Hydra" not in proc.stdout
     groups = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith(("student: ", "teacher: ")))
     for role in ("student", "teacher"):
-        assert set(groups[role].split(", ")) == {*available_models(), "timm", "torchvision"}
+        assert set(groups[role].split(", ")) == {*available_models(), "timm", "torchvision", *RANKING_MODELS.names()}
 
 
 def test_a_reader_that_leaves_early_gets_no_traceback() -> None:

@@ -157,9 +157,14 @@ def test_metric_names() -> None:
 
 # --- configs: models from the registry, the recipe from the data -------------------------------
 def test_no_twin_model_configs() -> None:
+    """Image models come from the registry (the kdexp-models config source), never a second yaml; the
+    files there are the other sources and the ranking task's models (their own registry, with options)."""
+    from kdexp.ranking.models import RANKING_MODELS
+
     for role in ("teacher", "student"):
         files = {p.stem for p in (REPO / "configs" / role).glob("*.yaml")}
-        assert files <= {"timm", "torchvision"}, (role, files)
+        assert files <= {"timm", "torchvision", *RANKING_MODELS.names()}, (role, files)
+        assert not files & set(available_models()), (role, files & set(available_models()))
 
 
 def test_any_registered_model_is_a_teacher_or_student_with_the_datas_recipe() -> None:
