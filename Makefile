@@ -33,10 +33,10 @@ run: $(STAMP) data
 	$(BIN)/kdexp $(ARGS)
 
 test: $(STAMP) data  ## lint-imports first: kdexp's floors only look down (docs/architecture.md)
-	$(BIN)/lint-imports && $(BIN)/python -m pytest -q
+	$(BIN)/lint-imports && $(BIN)/python -m pytest -q -n 2
 
 test-all: $(STAMP) data  ## includes the slow tests
-	$(BIN)/lint-imports && $(BIN)/python -m pytest -q -m ''
+	$(BIN)/lint-imports && $(BIN)/python -m pytest -q -n 2 -m ''
 
 clean:
 	rm -rf $(VENV) .pytest_cache

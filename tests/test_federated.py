@@ -98,8 +98,11 @@ def test_every_method_runs_and_records_its_rounds(kdexp_run, method: str) -> Non
 
 def test_a_killed_run_resumes_at_its_last_round_with_the_same_numbers(kdexp_run, monkeypatch, tmp_path) -> None:
     """Round 2 of 3 finishes, the run is killed (a signal mid-round 3); ``ckpt_path=last`` resumes
-    at round 3 and ends exactly as an uninterrupted run."""
-    straight = kdexp_run(*TINY, "method=fd", "federated.rounds=3").results["federated"]
+    at round 3 and ends exactly as an uninterrupted run. One thread for all: bit-equal sums need the
+    same thread count (runtime.threads=auto re-divides the cores among the runs alive, e.g. a parallel
+    test suite's)."""
+    one = ("runtime.threads=1",)
+    straight = kdexp_run(*TINY, *one, "method=fd", "federated.rounds=3").results["federated"]
     from kdexp.federated import rounds
 
     real = rounds.LocalClients.__call__
@@ -111,14 +114,14 @@ def test_a_killed_run_resumes_at_its_last_round_with_the_same_numbers(kdexp_run,
 
     monkeypatch.setattr(rounds.LocalClients, "__call__", killed_in_round_3)
     run_dir = tmp_path / "killed"
-    assert kdexp_run(*TINY, "method=fd", "federated.rounds=3", run_dir=run_dir).exit_code == 130
+    assert kdexp_run(*TINY, *one, "method=fd", "federated.rounds=3", run_dir=run_dir).exit_code == 130
     monkeypatch.setattr(rounds.LocalClients, "__call__", real)
-    resumed = kdexp_run(*TINY, "method=fd", "federated.rounds=3", "ckpt_path=last", run_dir=run_dir)
+    resumed = kdexp_run(*TINY, *one, "method=fd", "federated.rounds=3", "ckpt_path=last", run_dir=run_dir)
     assert "Resuming the federated run after round 2" in resumed.output
     fed = resumed.results["federated"]
     for key in ("accuracy", "client_acc_mean", "bytes_total", "client_loss_mean"):
         assert fed["per_round"][key] == straight["per_round"][key], key
-    other = kdexp_run(*TINY, "method=fd", "federated.rounds=3", "ckpt_path=last", "seed=1", run_dir=run_dir)
+    other = kdexp_run(*TINY, *one, "method=fd", "federated.rounds=3", "ckpt_path=last", "seed=1", run_dir=run_dir)
     assert other.exit_code == 2 and "other settings" in other.message
 
 
