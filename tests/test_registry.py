@@ -134,6 +134,31 @@ def test_run_layer_reads_declarations_not_names() -> None:
         "method.ce_weight": (0.0, 1.0), "method.kd_weight": (0.0, 1.0), "method.temperature": (1.0, 10.0)}
 
 
+COMPARED = ("kd", "hints", "at", "sp", "rkd", "crd", "pkt", "vid", "cc", "nst", "ft", "ab", "fsp", "dkd", "dist",
+            "reviewkd")  # the methods of the fair comparison (docs/comparison.md)
+NOT_SEARCHED = {  # weights a search would only duplicate or that do not weigh a distillation term
+    "rkd_weight": "β multiplies distance_weight and angle_weight, which are searched",
+    "paraphraser_weight": "FT's stage-1 reconstruction loss, not the distillation term",
+}
+
+
+@pytest.mark.parametrize("name", COMPARED)
+def test_every_compared_method_declares_a_search_range_around_its_published_weights(name) -> None:
+    """hparams_search=auto tunes what a method declares: each loss weight of its own (not CE/KD, which
+    the base declares) has a range, and the published default lies inside it."""
+    import dataclasses
+
+    options = METHODS.get(name).Options
+    space = search_space(options)
+    own = [f for f in dataclasses.fields(options)
+           if f.name.endswith("_weight") and f.default not in (None, 0.0) and f.name not in NOT_SEARCHED]
+    assert own, name
+    for field in own:
+        low, high, *scale = space[f"method.{field.name}"]
+        assert low <= field.default <= high, (name, field.name)
+        assert scale == ["log"] or low == 0.0, (name, field.name)
+
+
 def test_dml_summarize_picks_the_best_member_on_validation() -> None:
     module = make_method("dml", teacher=None, cohort_size=3)
     results = {"run": {}, **{member_role(i): {"acc_top1": a} for i, a in enumerate([0.5, 0.6, 0.7])}}

@@ -42,7 +42,7 @@ class ActivationBoundariesModule(InitStageModule):
 
     @dataclass
     class Options(InitStageModule.Options):  # init_epochs (30) inherited
-        ab_weight: float = weight(1.0)
+        ab_weight: float = weight(1.0, search=(0.1, 10.0, "log"))
         margin: float = positive(1.0, "the hinge margin m; the paper uses 1")
 
     @classmethod

@@ -38,7 +38,7 @@ class CorrelationCongruenceModule(EmbeddingDistillationModule):
 
     @dataclass
     class Options(EmbeddingDistillationModule.Options):
-        cc_weight: float = weight(0.02)  # β
+        cc_weight: float = weight(0.02, search=(2e-3, 0.2, "log"))  # β
         feat_dim: int = at_least(128, 1, "the embedding size; RepDistiller 128")
         form: str = option("reference", f"one of {list(FORMS)}; reference = RepDistiller's code")
         gamma: float = positive(0.4, "the RBF's γ; form=gaussian only")

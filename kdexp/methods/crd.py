@@ -56,7 +56,7 @@ class CRDModule(EmbeddingDistillationModule):
 
     @dataclass
     class Options(EmbeddingDistillationModule.Options):
-        crd_weight: float = weight(0.8)  # β
+        crd_weight: float = weight(0.8, search=(0.08, 8.0, "log"))  # β
         feat_dim: int = at_least(128, 1, "the embedding size; RepDistiller 128")
         nce_negatives: int = at_least(16384, 1, "negatives per sample K; RepDistiller 16384")
         nce_temperature: float = positive(0.07, "τ; RepDistiller 0.07")

@@ -31,8 +31,8 @@ class DISTModule(LogitDistillationModule):
 
     @dataclass
     class Options(LogitDistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature (τ) 4 inherited
-        inter_weight: float = weight(2.0)  # β
-        intra_weight: float = weight(2.0)  # γ
+        inter_weight: float = weight(2.0, search=(0.2, 20.0, "log"))  # β
+        intra_weight: float = weight(2.0, search=(0.2, 20.0, "log"))  # γ
 
     def logit_losses(self, s: Tensor, t: Tensor, y: Tensor) -> dict[str, tuple[float, Tensor]]:
         return {

@@ -37,8 +37,8 @@ class DKDModule(LogitDistillationModule):
 
     @dataclass
     class Options(LogitDistillationModule.Options):  # ce_weight 1, kd_weight 0, temperature 4 inherited
-        tckd_weight: float = weight(1.0)  # α
-        nckd_weight: float = weight(8.0)  # β
+        tckd_weight: float = weight(1.0, search=(0.1, 10.0, "log"))  # α
+        nckd_weight: float = weight(8.0, search=(0.8, 80.0, "log"))  # β
         warmup_epochs: int = at_least(20, 0, WARMUP_WHY)
 
     def logit_losses(self, s: Tensor, t: Tensor, y: Tensor) -> dict[str, tuple[float, Tensor]]:

@@ -43,7 +43,7 @@ class FSPModule(InitStageModule):
 
     @dataclass
     class Options(InitStageModule.Options):  # init_epochs (30) inherited
-        fsp_weight: float = weight(1.0)
+        fsp_weight: float = weight(1.0, search=(0.1, 10.0, "log"))
 
     @classmethod
     def default_layers(cls, model: BuiltModel) -> tuple[list[str], bool]:

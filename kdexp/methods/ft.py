@@ -43,7 +43,7 @@ class FactorTransferModule(InitStageModule):
 
     @dataclass
     class Options(InitStageModule.Options):  # init_epochs (30) inherited
-        ft_weight: float = weight(200.0)  # β
+        ft_weight: float = weight(200.0, search=(20.0, 2000.0, "log"))  # β
         paraphraser_weight: float = weight(1.0, "the weight of stage 1's reconstruction loss; >= 0")
         rate: float = option(
             0.5, "the paraphraser's factor rate k; RepDistiller 0.5", low=0.0, high=1.0, strict=True

@@ -27,7 +27,7 @@ class NSTModule(FeatureDistillationModule):
 
     @dataclass
     class Options(FeatureDistillationModule.Options):
-        nst_weight: float = weight(50.0)  # β
+        nst_weight: float = weight(50.0, search=(5.0, 500.0, "log"))  # β
 
     def check_features(self, student_shapes: list[Shape], teacher_shapes: list[Shape]) -> None:
         self.require_feature_maps(student_shapes, teacher_shapes)

@@ -27,7 +27,7 @@ class PKTModule(EmbeddingDistillationModule):
 
     @dataclass
     class Options(EmbeddingDistillationModule.Options):
-        pkt_weight: float = weight(30000.0)  # β
+        pkt_weight: float = weight(30000.0, search=(3e3, 3e5, "log"))  # β
 
     def feature_losses(
         self, student_feats: list[Tensor], teacher_feats: list[Tensor]

@@ -52,7 +52,7 @@ class ReviewKDModule(FeatureDistillationModule):
 
     @dataclass
     class Options(FeatureDistillationModule.Options):
-        reviewkd_weight: float = weight(5.0)
+        reviewkd_weight: float = weight(5.0, search=(0.5, 50.0, "log"))
         warmup_epochs: int = at_least(20, 0, WARMUP_WHY)
         max_mid_channels: int = at_least(
             512, 1, "the ABFs' channels: min(this, the student's pooled size); mdistiller 512"

@@ -33,7 +33,7 @@ class VIDModule(FeatureDistillationModule):
 
     @dataclass
     class Options(FeatureDistillationModule.Options):
-        vid_weight: float = weight(1.0)  # β
+        vid_weight: float = weight(1.0, search=(0.1, 10.0, "log"))  # β
 
     def __init__(self, student: BuiltModel, teacher: BuiltModel, **kwargs: Any) -> None:
         super().__init__(student, teacher, **kwargs)
