@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from kdexp.optim import build_optimizer, build_scheduler
 from kdexp.ranking.data import RANKING_DATA

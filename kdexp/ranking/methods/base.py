@@ -134,3 +134,22 @@ class RankingMethod(nn.Module):
 
             scores, teacher = standardize_logits(scores), standardize_logits(teacher)
         return listwise_loss(scores, teacher, self.options.temperature)
+
+
+class TopKDistillation(RankingMethod):
+    """A method whose term reads the teacher's top ``options.topk`` items of each user in the batch
+    (RD, RRD): the student's own loss on the batch, plus ``kd_weight · distill_top(users, top)``."""
+
+    def loss(self, users: Tensor, items: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        own = self.own_loss(self.student(users, items))
+        total, terms = self.options.ce_weight * own, {"own": own}
+        if self.options.kd_weight > 0:
+            distinct = torch.unique(users)
+            top = self.teacher_top(self.options.topk)[distinct.cpu()].to(users.device)
+            terms["kd"] = self.distill_top(distinct, top)
+            total = total + self.options.kd_weight * terms["kd"]
+        return total, terms
+
+    def distill_top(self, users: Tensor, top: Tensor) -> Tensor:
+        """The term on ``users`` (each once) and their teacher's top items ``top`` (users, K)."""
+        raise NotImplementedError

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from kdexp.methods.options import at_least, positive, weight
 from kdexp.ranking.losses import discrepancy_weights, position_weights, rd_loss
-from kdexp.ranking.methods.base import RankingMethod, register_ranking_method
+from kdexp.ranking.methods.base import TopKDistillation, register_ranking_method
 from kdexp.ranking.models import score_all
 
 
@@ -25,7 +25,7 @@ def check_top_k(key: str, k: int, data: Any) -> None:
 
 
 @register_ranking_method("rd")
-class RankingDistillation(RankingMethod):
+class RankingDistillation(TopKDistillation):
     """The teacher's top-K items (training positives excluded) as extra positives of the student:
 
         loss = ce_weight · own(s) + kd_weight · (-Σ_r w_r log σ(s_{π_r})),  r = 1..K
@@ -37,7 +37,7 @@ class RankingDistillation(RankingMethod):
     code (graytowne/rank_distill): K = 10, λ = 1, μ = 0.1, dynamic weights from epoch 10, α = 1."""
 
     @dataclass
-    class Options(RankingMethod.Options):
+    class Options(TopKDistillation.Options):
         kd_weight: float = weight(1.0)  # α: the distillation term
         topk: int = at_least(10, 1, "the teacher's top-K items per user")
         lam: float = positive(1.0, "λ: how fast the position weight exp(-r/λ) falls")
@@ -58,18 +58,9 @@ class RankingDistillation(RankingMethod):
             own = torch.gather(scores, 1, top)
             self.student_rank = (scores.unsqueeze(1) > own.unsqueeze(2)).sum(2)  # (users, K): 0-based ranks
 
-    def loss(self, users: Tensor, items: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        scores = self.student(users, items)
-        own = self.own_loss(scores)
-        total, terms = self.options.ce_weight * own, {"own": own}
-        if self.options.kd_weight > 0:
-            distinct = torch.unique(users)
-            top = self.teacher_top(self.options.topk)[distinct.cpu()].to(users.device)
-            weights = position_weights(self.options.topk, self.options.lam).to(scores.device).expand(len(distinct), -1)
-            if self.student_rank is not None:
-                dynamic = discrepancy_weights(self.student_rank[distinct.cpu()], self.options.mu).to(scores.device)
-                weights = (weights + dynamic) / 2
-            distill = rd_loss(self.student(distinct, top), weights)
-            terms["kd"] = distill
-            total = total + self.options.kd_weight * distill
-        return total, terms
+    def distill_top(self, users: Tensor, top: Tensor) -> Tensor:
+        weights = position_weights(self.options.topk, self.options.lam).to(top.device).expand(len(users), -1)
+        if self.student_rank is not None:
+            dynamic = discrepancy_weights(self.student_rank[users.cpu()], self.options.mu).to(top.device)
+            weights = (weights + dynamic) / 2
+        return rd_loss(self.student(users, top), weights)

@@ -10,12 +10,12 @@ from torch import Tensor
 
 from kdexp.methods.options import at_least, weight
 from kdexp.ranking.losses import rrd_loss
-from kdexp.ranking.methods.base import RankingMethod, register_ranking_method
+from kdexp.ranking.methods.base import TopKDistillation, register_ranking_method
 from kdexp.ranking.methods.rd import check_top_k
 
 
 @register_ranking_method("rrd")
-class RelaxedRankingDistillation(RankingMethod):
+class RelaxedRankingDistillation(TopKDistillation):
     """The student keeps the teacher's order of its K interesting items (its top-K, training
     positives excluded), above L items drawn uniformly from all items (a rare top-K item among them
     is left in), whose order is left free:
@@ -27,7 +27,7 @@ class RelaxedRankingDistillation(RankingMethod):
     deterministic choice). K = 10 and L = 40 are kdexp's choices for MovieLens-100K, not the paper's."""
 
     @dataclass
-    class Options(RankingMethod.Options):
+    class Options(TopKDistillation.Options):
         kd_weight: float = weight(1.0)
         topk: int = at_least(10, 1, "the K interesting items: the teacher's top-K per user")
         uninteresting: int = at_least(40, 1, "L: items sampled from outside the top-K per user and step")
@@ -37,16 +37,7 @@ class RelaxedRankingDistillation(RankingMethod):
         check_top_k("topk", options.topk, data)
         return super().check_models(options, student, teacher, data)
 
-    def loss(self, users: Tensor, items: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        scores = self.student(users, items)
-        own = self.own_loss(scores)
-        total, terms = self.options.ce_weight * own, {"own": own}
-        if self.options.kd_weight > 0:
-            distinct = torch.unique(users)
-            top = self.teacher_top(self.options.topk)[distinct.cpu()].to(users.device)
-            rest = torch.randint(0, self.n_items, (len(distinct), self.options.uninteresting), device=users.device)
-            both = self.student(distinct, torch.cat([top, rest], dim=1))
-            distill = rrd_loss(both[:, : self.options.topk], both[:, self.options.topk:])
-            terms["kd"] = distill
-            total = total + self.options.kd_weight * distill
-        return total, terms
+    def distill_top(self, users: Tensor, top: Tensor) -> Tensor:
+        rest = torch.randint(0, self.n_items, (len(users), self.options.uninteresting), device=users.device)
+        both = self.student(users, torch.cat([top, rest], dim=1))
+        return rrd_loss(both[:, : self.options.topk], both[:, self.options.topk:])
