@@ -5,13 +5,13 @@ report.md."""
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from kdexp.report.groups import finished_groups, mean_std
 from kdexp.tools.files import write_atomic
 
 HEADERS = ["data", "model", "method", "split", "clients", "rounds", "seeds", "final acc (%)", "total bytes", "accuracy of", "rounds to target"]
@@ -21,19 +21,15 @@ CAPTION = ("Final accuracy: the server model's test accuracy after the last roun
 
 def federated_rows(runs: list[dict[str, Any]], group_key) -> list[dict[str, Any]]:
     """One row per group of finished federated runs (``group_key`` as kdexp-report's)."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for results in runs:
-        if "federated" in results and results.get("run", {}).get("complete"):
-            groups[group_key(results)].append(results)
     rows = []
-    for key, members in sorted(groups.items()):
+    for key, members in finished_groups(runs, "federated", group_key):
         fed = [m["federated"] for m in members]
         accs = [100 * f["final_accuracy"] for f in fed]
         rows.append({
             "data": key[0], "model": key[2], "method": key[3],
             "split": "IID" if fed[0]["iid"] else f"Dirichlet α={fed[0]['alpha']:g}",
             "clients": fed[0]["clients"], "rounds": fed[0]["rounds"], "n": len(members),
-            "acc": (statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else None),
+            "acc": mean_std(accs),
             "bytes": statistics.fmean(f["total_bytes"] for f in fed), "accuracy_of": fed[0]["accuracy_of"],
             "target": [f["rounds_to_target"] for f in fed], "target_acc": fed[0]["target_acc"],
         })

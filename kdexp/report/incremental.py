@@ -4,14 +4,13 @@ Writes ``incremental.md`` and ``incremental_accuracy.png`` beside report.md."""
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from kdexp.report.groups import finished_groups, mean_std
 from kdexp.tools.files import write_atomic
 
 METRICS = (  # (column, key in results.json's "incremental")
@@ -21,31 +20,21 @@ METRICS = (  # (column, key in results.json's "incremental")
 )
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None  # one seed: no spread
-
-
 def incremental_rows(runs: list[dict[str, Any]], group_key) -> list[dict[str, Any]]:
     """One row per group of finished incremental runs (``group_key`` as kdexp-report's)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for results in runs:
-        if "incremental" in results and results.get("run", {}).get("complete"):
-            groups[group_key(results)].append(results)
     rows = []
-    for key, members in sorted(groups.items()):
+    for key, members in finished_groups(runs, "incremental", group_key):
         inc = [m["incremental"] for m in members]
         row: dict[str, Any] = {
             "data": key[0], "student": key[2], "method": key[3], "options": key[4], "setting": key[5],
             "n": len(members), "tasks": members[0]["run"].get("tasks"), "classifier": inc[0]["classifier"],
         }
         for _, name in METRICS:
-            row[name] = _mean_std([i[name] for i in inc if i.get(name) is not None])
+            row[name] = mean_std([i[name] for i in inc if i.get(name) is not None])
         heads = [i["classifiers"]["head"]["final_accuracy"] for i in inc if "nme" in i.get("classifiers", {})]
-        row["head_final_accuracy"] = _mean_std(heads)
+        row["head_final_accuracy"] = mean_std(heads)
         curves = [i["accuracy_seen"] for i in inc]
-        row["curve"] = [_mean_std([c[s] for c in curves if s < len(c)]) for s in range(max(map(len, curves)))]
+        row["curve"] = [mean_std([c[s] for c in curves if s < len(c)]) for s in range(max(map(len, curves)))]
         rows.append(row)
     return rows
 
