@@ -49,11 +49,29 @@ def test_split_errors_name_the_key(args, message) -> None:
     ({"engine": "ray"}, "federated.engine='ray' is not one of local, flower"),
     ({"clients_per_round": 11}, "clients_per_round=11 exceeds federated.clients=10"),
     ({"colour": 1}, "federated has no key(s) ['colour']"),
+    ({"local_epochs": -0.5}, "federated.local_epochs must be a number >= 0"),
 ])
 def test_settings_errors_name_the_key(node, message) -> None:
     with pytest.raises(ValueError) as err:
         FederatedSettings.read(node)
     assert message in str(err.value)
+
+
+def test_a_fraction_of_a_local_epoch_takes_that_part_of_its_batches() -> None:
+    """local_epochs=0.2 on 100 images in batches of 10: 2 of an epoch's 10 batches; 1.5: 15, the
+    first 10 being exactly the whole epoch's (a whole number of epochs is unchanged)."""
+    import torch
+
+    from kdexp.federated.local import batches, epoch_batches, epoch_steps
+
+    assert [epoch_steps(100, 10, e) for e in (0, 0.01, 0.2, 1, 1.5, 2)] == [0, 1, 2, 10, 15, 20]
+    fifth = list(epoch_batches(100, 10, 0.2, torch.Generator().manual_seed(3)))
+    assert [len(epoch) for epoch in fifth] == [2]
+    one_and_half = list(epoch_batches(100, 10, 1.5, torch.Generator().manual_seed(3)))
+    assert [len(epoch) for epoch in one_and_half] == [10, 5]
+    whole = batches(100, 10, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(one_and_half[0], whole))
+    assert torch.equal(fifth[0][0], whole[0])
 
 
 def test_method_checks_name_the_key(monkeypatch) -> None:

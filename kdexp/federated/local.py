@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -32,23 +32,34 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]
     return parts[:-1] if len(parts) > 1 and len(parts[-1]) == 1 else parts
 
 
+def epoch_batches(n: int, batch_size: int, epochs: float, generator: torch.Generator) -> Iterator[list[Tensor]]:
+    """The index batches of ``epochs`` passes over ``n`` images, one list per (shuffled) epoch; a
+    fractional ``epochs`` (0.2) ends with that part of one more epoch's batches (rounded, at least one)."""
+    steps = epoch_steps(n, batch_size, epochs)
+    while steps > 0:
+        part = batches(n, batch_size, generator)[:steps]
+        steps -= len(part)
+        yield part
+
+
 def train_epochs(
-    module: nn.Module, x: Tensor, y: Tensor, epochs: int, batch_size: int,
+    module: nn.Module, x: Tensor, y: Tensor, epochs: float, batch_size: int,
     optimizer_cfg: dict, scheduler_cfg: dict, seed: int,
 ) -> float:
-    """Train ``module.student`` for ``epochs`` on (x, y) with the module's own loss
-    (``training_losses``: name → (weight, term)); returns the mean loss of the last epoch."""
+    """Train ``module.student`` for ``epochs`` (a fraction: that part of an epoch's batches) on
+    (x, y) with the module's own loss (``training_losses``: name → (weight, term)); returns the
+    mean loss of the last epoch."""
     student = module.student
     student.train()
     optimizer = build_optimizer([p for p in student.parameters() if p.requires_grad], optimizer_cfg)
     generator = torch.Generator().manual_seed(seed)
-    per_epoch = len(batches(len(x), batch_size, torch.Generator().manual_seed(0)))
-    schedule = build_scheduler(optimizer, scheduler_cfg, max_epochs=epochs, total_steps=max(epochs * per_epoch, 1))
+    total_steps = epoch_steps(len(x), batch_size, epochs)
+    schedule = build_scheduler(optimizer, scheduler_cfg, max_epochs=max(math.ceil(epochs), 1), total_steps=max(total_steps, 1))
     scheduler, interval = (schedule["scheduler"], schedule.get("interval", "epoch")) if schedule else (None, None)
     mean = math.nan
-    for _ in range(epochs):
+    for epoch in epoch_batches(len(x), batch_size, epochs, generator):
         total, count = 0.0, 0
-        for index in batches(len(x), batch_size, generator):
+        for index in epoch:
             _, terms = module.training_losses(x[index], y[index])
             loss = functools.reduce(operator.add, [w * v for w, v in terms.values()])
             if not torch.isfinite(loss):
@@ -89,9 +100,11 @@ def fit_logits(
         optimizer.step()
 
 
-def epoch_steps(n: int, batch_size: int, epochs: int) -> int:
-    """Steps of ``epochs`` passes over ``n`` images in batches of ``batch_size``."""
-    return epochs * len(batches(n, batch_size, torch.Generator().manual_seed(0)))
+def epoch_steps(n: int, batch_size: int, epochs: float) -> int:
+    """Steps of ``epochs`` passes over ``n`` images in batches of ``batch_size`` (a fraction of
+    an epoch: that part of its batches, rounded, at least one)."""
+    per_epoch = len(batches(n, batch_size, torch.Generator().manual_seed(0)))
+    return max(round(epochs * per_epoch), 1) if epochs > 0 and n > 0 else 0
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ class FederatedSettings:
     alpha: float = 0.5  # Dirichlet concentration over labels; small = more non-IID
     iid: bool = False  # True: an even random split (alpha unused)
     rounds: int = 20
-    local_epochs: int = 1
+    local_epochs: float = 1  # a fraction (0.2) = that part of an epoch's batches, a fresh shuffle each round
     clients_per_round: int | None = None  # null = every client every round
     public_size: int = 0  # training images held out as the unlabelled public set
     client_models: tuple[dict[str, Any], ...] | None = None  # one model config per client; null = the student
@@ -46,8 +46,13 @@ class FederatedSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"federated.{key} must be an integer >= {low}, got {value!r}")
 
-        for key, low in (("clients", 1), ("rounds", 1), ("local_epochs", 0), ("public_size", 0)):
+        for key, low in (("clients", 1), ("rounds", 1), ("public_size", 0)):
             whole(key, low)
+        if isinstance(self.local_epochs, bool) or not isinstance(self.local_epochs, (int, float)) or not self.local_epochs >= 0:
+            raise ValueError(
+                f"federated.local_epochs must be a number >= 0 (1 = one pass over a client's data per round, 0.2 = a "
+                f"fifth of its batches), got {self.local_epochs!r}"
+            )
         if not self.iid and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0):
             raise ValueError(
                 f"federated.alpha must be > 0 (the Dirichlet concentration over labels: 0.1 very non-IID, 100 nearly "
