@@ -4,6 +4,8 @@ one SQLite study."""
 
 from __future__ import annotations
 
+import csv
+
 import json
 import math
 import os
@@ -142,13 +144,15 @@ def test_compare_tunes_each_method_at_the_same_budget_and_reports_seeds(tmp_path
             "student=cnn_tiny", "teacher.train.max_epochs=1", "profile.enabled=false", "logger=none"]
     os.environ["KDEXP_CACHE_DIR"] = str(tmp_path / "cache")
     try:
-        code = main(["--methods", "kd", "--trials", "2", "--tune-epochs", "1", "--seeds", "2", "--epochs", "1",
+        code = main(["--methods", "kd", "--trials", "2", "--tune-epochs", "1", "--seeds", "2", "--epochs", "1", "--jobs", "2",
                      "--out", str(tmp_path / "out"), *tiny])
     finally:
         del os.environ["KDEXP_CACHE_DIR"]
     assert code == 0
     lines = (tmp_path / "out" / "compare.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["vanilla", "kd"]  # vanilla added: Δ's baseline
+    rows = list(csv.DictReader(lines))
+    assert all(float(row["cost"].split(" wall h, ")[1].split(" CPU h")[0]) > 0 for row in rows)  # each child's own CPU time
     study = optuna.load_study(study_name="kd", storage=f"sqlite:///{tmp_path / 'out' / 'studies.db'}")
     assert len(study.trials) == 2
     for method in ("vanilla", "kd"):

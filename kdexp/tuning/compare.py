@@ -17,11 +17,12 @@ import argparse
 import csv
 import io
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NoReturn
@@ -60,17 +61,21 @@ class MethodResult:
     note: str = ""
 
 
-Runner = Callable[[list[str]], int]
+Runner = Callable[[list[str]], tuple[int, float]]
 
 
-def run_kdexp(args: list[str]) -> int:
-    """``kdexp <args>`` in a child process (each sweep its own Hydra); its exit status."""
-    return subprocess.run([sys.executable, "-m", "kdexp.train", *args], check=False).returncode
-
-
-def _cpu_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def run_kdexp(args: list[str]) -> tuple[int, float]:
+    """``kdexp <args>`` in a child process (each sweep its own Hydra): its exit status and the CPU
+    seconds it and its children used (its own rusage: exact while other methods run beside it)."""
+    child = subprocess.Popen([sys.executable, "-m", "kdexp.train", *args])
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return child.returncode, usage.ru_utime + usage.ru_stime
 
 
 def accuracies(folder: Path) -> list[float]:
@@ -93,9 +98,9 @@ def compare_method(method: str, args: argparse.Namespace, out: Path, run: Runner
     tune = ["-m", "hparams_search=auto", f"method={method}", *args.overrides, f"trainer.max_epochs={args.tune_epochs}",
             f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={method}",
             f"hydra/sweeper/pruner={args.pruner}", f"optimized_metric={METRIC}", f"hydra.sweep.dir={out / 'tune' / method}"]
-    started, cpu = time.monotonic(), _cpu_children()
-    run(tune)
-    result.wall_s, result.cpu_s = time.monotonic() - started, _cpu_children() - cpu
+    started = time.monotonic()
+    _, result.cpu_s = run(tune)
+    result.wall_s = time.monotonic() - started
     study = optuna.load_study(study_name=method, storage=storage)
     result.trials = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState
                      if s != optuna.trial.TrialState.WAITING and any(t.state == s for t in study.trials)}
@@ -155,7 +160,8 @@ def caption(args: argparse.Namespace) -> str:
         f"ranges + optimizer.lr and weight_decay; {args.pruner} pruning), chosen on the validation accuracy only. Then the "
         f"published defaults and the best point, {args.seeds} seeds each, "
         f"{f'{args.epochs} epochs' if args.epochs else 'the configured epochs'}; test accuracy at the last epoch, mean ± std. "
-        f"Overrides: {' '.join(args.overrides) or 'none'}. Cost: the tuning's wall hours (on one GPU: its GPU hours) and CPU hours."
+        f"Overrides: {' '.join(args.overrides) or 'none'}. Cost: the tuning's wall hours (on one GPU: its GPU hours) and CPU hours"
+        f"{f' ({args.jobs} methods at once: their wall hours overlap, CPU hours do not)' if args.jobs > 1 else ''}."
     )
 
 
@@ -202,10 +208,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the default and the tuned runs (default 3)")
     parser.add_argument("--epochs", type=int, help="epochs of the default and tuned runs (default: trainer.max_epochs)")
     parser.add_argument("--pruner", default="median", help="hydra/sweeper/pruner: median | hyperband | threshold | none")
+    parser.add_argument("--jobs", type=int, default=1, help="methods compared at once (default 1; runtime.threads=auto divides the cores)")
     parser.add_argument("--out", type=Path, help="where the sweeps and the report go (default outputs/compare/<time>)")
     parser.add_argument("overrides", nargs="*", help="kdexp overrides shared by every run, e.g. data=cifar100 teacher=resnet56")
     args = parser.parse_args(argv)
-    for name in ("trials", "tune_epochs", "seeds"):
+    for name in ("trials", "tune_epochs", "seeds", "jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     for item in args.overrides:
@@ -226,7 +233,8 @@ def _main(argv: list[str], run: Runner = run_kdexp) -> None:
         methods = ["vanilla", *methods]  # Δ is against the tuned student alone
     out = args.out or Path("outputs") / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
-    results = [compare_method(m, args, out, run) for m in methods]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each method's sweeps are child processes
+        results = list(pool.map(lambda m: compare_method(m, args, out, run), methods))
     write_report(results, args, out)
 
 
