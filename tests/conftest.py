@@ -330,3 +330,9 @@ def kdexp_run(tmp_path: Path, capfd) -> InProcess:
 def kdexp_runs(tmp_path_factory) -> InProcess:
     """Like ``kdexp_run``, for a module fixture that runs once for several tests (no output capture)."""
     return InProcess(tmp_path_factory.mktemp("runs"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``starts_first`` go to the front (a stable sort): under ``-n 2`` a long test
+    that waits on other processes then overlaps the rest instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("starts_first") is None)

@@ -1,7 +1,7 @@
 """Federated runs (kdexp.federated, kdexp.runner.federated): the split, the checks that name their
 key, every method end to end on the tiny preset, resume after a kill, and the Flower engine
-against the local one (slow, `make test-all`: about a minute, mostly waiting on a SuperLink and three SuperNodes
-on 127.0.0.1)."""
+against the local one (about a minute, mostly waiting on a SuperLink and three SuperNodes on
+127.0.0.1: it starts first, beside the rest of the suite)."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_a_federated_preset_needs_a_federated_method(kdexp_run) -> None:
     assert out.exit_code == 2 and "federated.public_size=0" in out.message
 
 
-@pytest.mark.slow  # ~70 s, mostly waiting on Flower's processes: it held one of make test's two workers
+@pytest.mark.starts_first  # ~70 s, mostly waiting on Flower's processes (3 s polls, a process per message)
 def test_flower_engine_matches_the_local_engine(kdexp_run) -> None:
     """2 rounds, 3 clients on Flower's deployment runtime (a SuperLink and 3 SuperNodes on
     127.0.0.1, ``flwr run``) and on the local engine: the same client and server functions, the

@@ -138,6 +138,7 @@ def test_rocket_refuses_a_torchscript_teacher_before_training(kdexp_run, tmp_pat
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.starts_first
 def test_rocket_under_cpu_ddp_trains_the_booster_in_the_wrapper(tmp_path: Path) -> None:
     """Two gloo processes: every booster and light-net parameter gets a gradient (no 'unused
     parameters' error), and both ranks end with the same booster (DDP synchronised it)."""

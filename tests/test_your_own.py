@@ -217,6 +217,7 @@ def install_wheel(tmp: Path) -> Path:
 
 
 @pytest.mark.wheel
+@pytest.mark.starts_first
 def test_the_wheel_runs_the_walkthrough_outside_the_repository(tmp_path: Path) -> None:
     venv = install_wheel(tmp_path)
     user = tmp_path / "home"

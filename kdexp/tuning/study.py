@@ -138,6 +138,8 @@ def ask(study: Any, spec: StudySpec, space: dict[str, Any], at_most: int) -> lis
 
     with _budget_lock(spec), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # fail_stale_trials: stable since 2.9
+        # Optuna warns that heartbeats are meant for Study.optimize; ask-and-tell beats them itself (Heartbeat)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         optuna.storages.fail_stale_trials(study)  # a dead process's trials: failed, queued again
         n = min(at_most, remaining(study, spec.n_trials))
         return [study.ask(space) for _ in range(max(n, 0))]
