@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,39 @@ def _sweep_cmd(sweep_dir: Path, storage: str, n_trials: int, *extra: str) -> lis
             "optimizer.lr=tag(log, interval(0.01, 0.5))", f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=shared", f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.plots=false",
             f"hydra.sweep.dir={sweep_dir}", *extra]
+
+
+def test_a_sweep_killed_mid_trial_resumes_with_its_finished_trials_kept(tmp_path: Path) -> None:
+    """kill -9 a sweep while its second trial trains; the same command again notices the dead
+    trial (its heartbeat went stale), runs it again with the same values, and finishes the study:
+    three trials complete, the first one kept as it was (not run again)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+    held = tmp_path / "held"
+    hold = ("+callbacks.hold._target_=tuning_helpers.HoldOnceAnyFinished", f"+callbacks.hold.finished={tmp_path}/sweep/*/results.json",
+            f"+callbacks.hold.held={held}")
+    first = subprocess.Popen(_sweep_cmd(tmp_path / "sweep", storage, 3, "hydra.sweeper.heartbeat_s=1", *hold), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not held.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held.exists(), f"the second trial never started (exit {first.poll()})"
+    os.killpg(first.pid, signal.SIGKILL)  # mid-trial: no handler runs, the trial is left RUNNING
+    first.wait()
+    study = optuna.load_study(study_name="shared", storage=storage)
+    done, killed = study.trials
+    assert (done.state, killed.state) == (TrialState.COMPLETE, TrialState.RUNNING)
+
+    again = subprocess.run(_sweep_cmd(tmp_path / "sweep", storage, 3, "hydra.sweeper.heartbeat_s=1"), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 3 and study.trials[1].state == TrialState.FAIL, states
+    assert study.trials[0].value == done.value  # kept, not run again
+    assert study.trials[2].params == killed.params  # the killed trial's values, run again first
+    assert len(list((tmp_path / "sweep").glob("*/results.json"))) == 3
 
 
 def test_two_processes_share_one_study_and_a_pruned_trial_shows_in_the_report(tmp_path: Path) -> None:

@@ -19,3 +19,16 @@ class WaitFor(pl.Callback):
         deadline = time.monotonic() + self.limit_s
         while not glob.glob(self.pattern) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+class HoldOnceAnyFinished(pl.Callback):
+    """At the start of training, if a run matching ``finished`` has finished, touch ``held`` and
+    wait (at most ``limit_s``): a sweep's second trial hangs mid-trial, to be killed there."""
+
+    def __init__(self, finished: str, held: str, limit_s: float = 120.0) -> None:
+        self.finished, self.held, self.limit_s = finished, held, limit_s
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if glob.glob(self.finished):
+            open(self.held, "w").close()
+            time.sleep(self.limit_s)
