@@ -172,7 +172,7 @@ def test_two_processes_share_one_study_and_a_pruned_trial_shows_in_the_report(tm
 
 @pytest.mark.slow  # six kdexp sweeps in child processes (about a minute on 2 cores)
 def test_compare_tunes_each_method_at_the_same_budget_and_reports_seeds(tmp_path: Path) -> None:
-    from kdexp.tuning.compare import main
+    from kdexp.tuning.compare import _main, main
 
     tiny = ["data=fake", "data.image_shape=[1,28,28]", "data.train_size=64", "data.test_size=32", "teacher=cnn_tiny",
             "student=cnn_tiny", "teacher.train.max_epochs=1", "profile.enabled=false", "logger=none"]
@@ -194,6 +194,13 @@ def test_compare_tunes_each_method_at_the_same_budget_and_reports_seeds(tmp_path
         assert len(list((tmp_path / "out" / "default" / method).glob("*/results.json"))) == 2
     markdown = (tmp_path / "out" / "compare.md").read_text()
     assert "± " in markdown and "2 Optuna trials × 1 epochs" in markdown
+
+    def nothing_left(args: list[str]) -> tuple[int, float]:
+        raise AssertionError(f"a finished comparison ran {args}")
+
+    _main(["--methods", "kd", "--trials", "2", "--tune-epochs", "1", "--seeds", "2", "--epochs", "1",  # again: resumes,
+           "--out", str(tmp_path / "out"), *tiny], run=nothing_left)  # and has nothing left to run
+    assert (tmp_path / "out" / "compare.csv").read_text().splitlines() == lines
 
 
 def test_compare_refuses_to_choose_on_the_test_set() -> None:

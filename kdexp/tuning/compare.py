@@ -88,25 +88,66 @@ def accuracies(folder: Path) -> list[float]:
     return values
 
 
+def storage_url(out: Path) -> str:
+    return f"sqlite:///{(out / STORAGE_FILE).resolve()}"
+
+
+def finished_seeds(folder: Path) -> set[int]:
+    """The seeds whose run under ``folder`` finished."""
+    seeds = set()
+    for file in folder.glob("*/results.json"):
+        run = json.loads(file.read_text()).get("run", {})
+        if run.get("status", "complete") == "complete" and "seed" in run:
+            seeds.add(int(run["seed"]))
+    return seeds
+
+
+def run_seeds(run: Runner, overrides: list[str], seeds: int, folder: Path) -> list[float]:
+    """The seeds 0..N-1 not yet finished under ``folder`` as one sweep; every finished seed's accuracy."""
+    missing = [s for s in range(seeds) if s not in finished_seeds(folder)]
+    if missing:
+        run(["-m", *overrides, f"seed={','.join(str(s) for s in missing)}", f"hydra.sweep.dir={folder}"])
+    return accuracies(folder)
+
+
+def tuning_cost(folder: Path, wall_s: float, cpu_s: float) -> tuple[float, float]:
+    """This invocation's tuning cost added to what earlier ones spent on the same study (kept in
+    ``<folder>/tuning_cost.json``): a resumed comparison reports the whole cost."""
+    file = folder / "tuning_cost.json"
+    spent = json.loads(file.read_text()) if file.is_file() else {"wall_s": 0.0, "cpu_s": 0.0}
+    spent = {"wall_s": spent["wall_s"] + wall_s, "cpu_s": spent["cpu_s"] + cpu_s}
+    write_atomic(file, json.dumps(spent))
+    return spent["wall_s"], spent["cpu_s"]
+
+
 def compare_method(method: str, args: argparse.Namespace, out: Path, run: Runner) -> MethodResult:
-    """Tune ``method`` within the budget, then run its defaults and its best point with N seeds."""
+    """Tune ``method`` within the budget, then run its defaults and its best point with N seeds.
+    Run again with the same ``--out``, it continues: the study's finished trials and every
+    finished seed are kept, only what is missing runs."""
     import optuna
 
+    from kdexp.tuning.study import remaining
+
     result = MethodResult(method)
-    seeds = f"seed={','.join(str(s) for s in range(args.seeds))}"
-    storage = f"sqlite:///{(out / STORAGE_FILE).resolve()}"
+    storage = storage_url(out)
+    folder = out / "tune" / method
     tune = ["-m", "hparams_search=auto", f"method={method}", *args.overrides, f"trainer.max_epochs={args.tune_epochs}",
             f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={method}",
-            f"hydra/sweeper/pruner={args.pruner}", f"optimized_metric={METRIC}", f"hydra.sweep.dir={out / 'tune' / method}"]
-    started = time.monotonic()
-    _, result.cpu_s = run(tune)
-    result.wall_s = time.monotonic() - started
+            f"hydra/sweeper/pruner={args.pruner}", f"optimized_metric={METRIC}", f"hydra.sweep.dir={folder}"]
+    try:
+        tuned_before = remaining(optuna.load_study(study_name=method, storage=storage), args.trials) <= 0
+    except KeyError:  # no such study yet
+        tuned_before = False
+    started, cpu_s = time.monotonic(), 0.0
+    if not tuned_before:
+        _, cpu_s = run(tune)
+    folder.mkdir(parents=True, exist_ok=True)
+    result.wall_s, result.cpu_s = tuning_cost(folder, time.monotonic() - started if not tuned_before else 0.0, cpu_s)
     study = optuna.load_study(study_name=method, storage=storage)
     result.trials = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState
                      if s != optuna.trial.TrialState.WAITING and any(t.state == s for t in study.trials)}
-    final = [f"method={method}", seeds, *args.overrides, *([f"trainer.max_epochs={args.epochs}"] if args.epochs else [])]
-    run(["-m", *final, f"hydra.sweep.dir={out / 'default' / method}"])
-    result.default = accuracies(out / "default" / method)
+    final = [f"method={method}", *args.overrides, *([f"trainer.max_epochs={args.epochs}"] if args.epochs else [])]
+    result.default = run_seeds(run, final, args.seeds, out / "default" / method)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         result.note = "no tuning trial finished (see tune/<method>/report.md)"
@@ -115,8 +156,7 @@ def compare_method(method: str, args: argparse.Namespace, out: Path, run: Runner
     result.chosen, result.best_val = dict(best.params), best.value
     from kdexp.tuning.space import override
 
-    run(["-m", *final, *(override(k, v) for k, v in best.params.items()), f"hydra.sweep.dir={out / 'tuned' / method}"])
-    result.tuned = accuracies(out / "tuned" / method)
+    result.tuned = run_seeds(run, [*final, *(override(k, v) for k, v in best.params.items())], args.seeds, out / "tuned" / method)
     return result
 
 
@@ -233,6 +273,9 @@ def _main(argv: list[str], run: Runner = run_kdexp) -> None:
         methods = ["vanilla", *methods]  # Δ is against the tuned student alone
     out = args.out or Path("outputs") / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
+    import optuna
+
+    optuna.storages.RDBStorage(storage_url(out))  # the schema, once: methods started together would race to create it
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each method's sweeps are child processes
         results = list(pool.map(lambda m: compare_method(m, args, out, run), methods))
     write_report(results, args, out)
