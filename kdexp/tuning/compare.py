@@ -78,42 +78,35 @@ def run_kdexp(args: list[str]) -> tuple[int, float]:
     return child.returncode, usage.ru_utime + usage.ru_stime
 
 
-def accuracies(folder: Path) -> list[float]:
-    """The finished runs' test accuracies (last epoch) under ``folder``."""
-    values = []
-    for file in sorted(folder.glob("*/results.json")):
-        results = json.loads(file.read_text())
-        if results.get("run", {}).get("status", "complete") == "complete" and "acc_top1" in results.get("student", {}):
-            values.append(float(results["student"]["acc_top1"]))
-    return values
-
-
 def storage_url(out: Path) -> str:
     return f"sqlite:///{(out / STORAGE_FILE).resolve()}"
 
 
-def finished_seeds(folder: Path) -> set[int]:
-    """The seeds whose run under ``folder`` finished."""
-    seeds = set()
-    for file in folder.glob("*/results.json"):
-        run = json.loads(file.read_text()).get("run", {})
-        if run.get("status", "complete") == "complete" and "seed" in run:
-            seeds.add(int(run["seed"]))
-    return seeds
+def finished_runs(folder: Path) -> dict[int, float]:
+    """Seed → test accuracy (last epoch) of each finished run under ``folder``."""
+    found = {}
+    for file in sorted(folder.glob("*/results.json")):
+        results = json.loads(file.read_text())
+        run = results.get("run", {})
+        if run.get("status", "complete") == "complete" and "seed" in run and "acc_top1" in results.get("student", {}):
+            found[int(run["seed"])] = float(results["student"]["acc_top1"])
+    return found
 
 
 def run_seeds(run: Runner, overrides: list[str], seeds: int, folder: Path) -> list[float]:
     """The seeds 0..N-1 not yet finished under ``folder`` as one sweep; every finished seed's accuracy."""
-    missing = [s for s in range(seeds) if s not in finished_seeds(folder)]
+    done = finished_runs(folder)
+    missing = [s for s in range(seeds) if s not in done]
     if missing:
         run(["-m", *overrides, f"seed={','.join(str(s) for s in missing)}", f"hydra.sweep.dir={folder}"])
-    return accuracies(folder)
+    return [acc for _, acc in sorted(finished_runs(folder).items())]
 
 
 def tuning_cost(folder: Path, wall_s: float, cpu_s: float) -> tuple[float, float]:
     """This invocation's tuning cost added to what earlier ones spent on the same study (kept in
     ``<folder>/tuning_cost.json``): a resumed comparison reports the whole cost."""
     file = folder / "tuning_cost.json"
+    folder.mkdir(parents=True, exist_ok=True)  # a study tuned elsewhere may have no sweep folder here
     spent = json.loads(file.read_text()) if file.is_file() else {"wall_s": 0.0, "cpu_s": 0.0}
     spent = {"wall_s": spent["wall_s"] + wall_s, "cpu_s": spent["cpu_s"] + cpu_s}
     write_atomic(file, json.dumps(spent))
@@ -138,11 +131,12 @@ def compare_method(method: str, args: argparse.Namespace, out: Path, run: Runner
         tuned_before = remaining(optuna.load_study(study_name=method, storage=storage), args.trials) <= 0
     except KeyError:  # no such study yet
         tuned_before = False
-    started, cpu_s = time.monotonic(), 0.0
+    wall_s = cpu_s = 0.0
     if not tuned_before:
+        started = time.monotonic()
         _, cpu_s = run(tune)
-    folder.mkdir(parents=True, exist_ok=True)
-    result.wall_s, result.cpu_s = tuning_cost(folder, time.monotonic() - started if not tuned_before else 0.0, cpu_s)
+        wall_s = time.monotonic() - started
+    result.wall_s, result.cpu_s = tuning_cost(folder, wall_s, cpu_s)
     study = optuna.load_study(study_name=method, storage=storage)
     result.trials = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState
                      if s != optuna.trial.TrialState.WAITING and any(t.state == s for t in study.trials)}
@@ -229,7 +223,7 @@ def write_report(results: list[MethodResult], args: argparse.Namespace, out: Pat
     for row in table:
         rich_table.add_row(*(row[k] for k in HEADERS))
     console.print(rich_table)
-    console.print(f"Report: {out / 'compare.md'}, {out / 'compare.csv'}; studies: optuna-dashboard sqlite:///{(out / STORAGE_FILE).resolve()}")
+    console.print(f"Report: {out / 'compare.md'}, {out / 'compare.csv'}; studies: optuna-dashboard {storage_url(out)}")
     return table
 
 
