@@ -5,7 +5,6 @@ one SQLite study."""
 from __future__ import annotations
 
 import csv
-
 import json
 import math
 import os
@@ -101,13 +100,18 @@ def _sweep_cmd(sweep_dir: Path, storage: str, n_trials: int, *extra: str) -> lis
             f"hydra.sweep.dir={sweep_dir}", *extra]
 
 
+def _sweep_env(tmp_path: Path) -> dict[str, str]:
+    """A sweep subprocess's environment: its own teacher cache, tests/ importable (tuning_helpers)."""
+    return {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+
+
 def test_a_sweep_killed_mid_trial_resumes_with_its_finished_trials_kept(tmp_path: Path) -> None:
     """kill -9 a sweep while its second trial trains; the same command again notices the dead
     trial (its heartbeat went stale), runs it again with the same values, and finishes the study:
     three trials complete, the first one kept as it was (not run again)."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+    env = _sweep_env(tmp_path)
     held = tmp_path / "held"
     hold = ("+callbacks.hold._target_=tuning_helpers.HoldOnceAnyFinished", f"+callbacks.hold.finished={tmp_path}/sweep/*/results.json",
             f"+callbacks.hold.held={held}")
@@ -139,8 +143,7 @@ def test_two_processes_share_one_study_and_a_pruned_trial_shows_in_the_report(tm
     first prunes every trial at its first epoch (a threshold no accuracy reaches), the second
     prunes none: pruned trials are pruned in the study and in the report."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    env = {**os.environ, "KDEXP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+    env = _sweep_env(tmp_path)
     prune_all = ("hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=2.0")
     # a's first trial waits until b has started one: both processes run trials of the study.
     wait = ("+callbacks.wait._target_=tuning_helpers.WaitFor", f"+callbacks.wait.pattern={tmp_path}/b/*_*/.hydra")
