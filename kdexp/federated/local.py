@@ -103,7 +103,9 @@ def fit_logits(
 def epoch_steps(n: int, batch_size: int, epochs: float) -> int:
     """Steps of ``epochs`` passes over ``n`` images in batches of ``batch_size`` (a fraction of
     an epoch: that part of its batches, rounded, at least one)."""
-    per_epoch = len(batches(n, batch_size, torch.Generator().manual_seed(0)))
+    per_epoch = math.ceil(n / batch_size)
+    if per_epoch > 1 and n - (per_epoch - 1) * batch_size == 1:
+        per_epoch -= 1  # batches() drops a last batch of one image
     return max(round(epochs * per_epoch), 1) if epochs > 0 and n > 0 else 0
 
 

@@ -46,14 +46,17 @@ class FederatedSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"federated.{key} must be an integer >= {low}, got {value!r}")
 
+        def number(value: Any) -> bool:
+            return not isinstance(value, bool) and isinstance(value, (int, float))
+
         for key, low in (("clients", 1), ("rounds", 1), ("public_size", 0)):
             whole(key, low)
-        if isinstance(self.local_epochs, bool) or not isinstance(self.local_epochs, (int, float)) or not self.local_epochs >= 0:
+        if not number(self.local_epochs) or not self.local_epochs >= 0:
             raise ValueError(
                 f"federated.local_epochs must be a number >= 0 (1 = one pass over a client's data per round, 0.2 = a "
                 f"fifth of its batches), got {self.local_epochs!r}"
             )
-        if not self.iid and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0):
+        if not self.iid and (not number(self.alpha) or not self.alpha > 0):
             raise ValueError(
                 f"federated.alpha must be > 0 (the Dirichlet concentration over labels: 0.1 very non-IID, 100 nearly "
                 f"IID), got {self.alpha!r}; or set federated.iid=true for an even random split"
