@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from kdexp.report.groups import finished_groups, mean_std
+from kdexp.report.groups import finished_groups, mean_std, section_table
 from kdexp.tools.files import write_atomic
 
 HEADERS = ["data", "model", "method", "split", "clients", "rounds", "seeds", "final acc (%)", "total bytes", "accuracy of", "rounds to target"]
@@ -53,10 +52,5 @@ def write_federated_report(runs: list[dict[str, Any]], out: Path, group_key, con
              "|" + "|".join("---" if i < 4 else "---:" for i in range(len(HEADERS))) + "|"]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     write_atomic(out / "federated.md", "\n".join(lines + ["", CAPTION]) + "\n")
-    table = Table(title="Federated runs (mean ± std over seeds)", caption=CAPTION)
-    for header in HEADERS:
-        table.add_column(header, justify="left" if header in HEADERS[:4] else "right")
-    for row in rows:
-        table.add_row(*_cells(row))
-    console.print(table)
+    console.print(section_table("Federated runs (mean ± std over seeds)", CAPTION, HEADERS, 4, [_cells(row) for row in rows]))
     return [out / "federated.md"]

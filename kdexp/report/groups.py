@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from rich.table import Table
+
 
 def finished_groups(
     runs: list[dict[str, Any]], section: str, group_key: Callable[[dict[str, Any]], tuple]
@@ -25,3 +27,13 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def section_table(title: str, caption: str, headers: list[str], text_columns: int, rows: list[list[str]]) -> Table:
+    """A section's console table: its first ``text_columns`` columns left-aligned, the numbers right."""
+    table = Table(title=title, caption=caption)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < text_columns else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table

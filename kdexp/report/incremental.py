@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from kdexp.report.groups import finished_groups, mean_std
+from kdexp.report.groups import finished_groups, mean_std, section_table
 from kdexp.tools.files import write_atomic
 
 METRICS = (  # (column, key in results.json's "incremental")
@@ -103,10 +102,5 @@ def write_incremental_report(runs: list[dict[str, Any]], out: Path, group_key, c
     if not rows:
         return []
     write_atomic(out / "incremental.md", incremental_markdown(rows))
-    table = Table(title="Class-incremental runs (mean ± std over seeds)", caption=CAPTION)
-    for header in HEADERS:
-        table.add_column(header, justify="left" if header in HEADERS[:3] else "right")
-    for row in rows:
-        table.add_row(*_cells(row))
-    console.print(table)
+    console.print(section_table("Class-incremental runs (mean ± std over seeds)", CAPTION, HEADERS, 3, [_cells(row) for row in rows]))
     return [out / "incremental.md", write_curve_plot(rows, out / "incremental_accuracy.png")]
