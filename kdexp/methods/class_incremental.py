@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from kdexp.methods.base import DistillationModule
 from kdexp.methods.declarations import Chain, TeacherUse
-from kdexp.methods.options import option, positive
+from kdexp.methods.options import positive, switched_off
 from kdexp.methods.registry import register_method
 
 
@@ -26,10 +26,7 @@ class IncrementalModule(DistillationModule):
 
     @dataclass
     class Options(DistillationModule.Options):
-        kd_weight: float = option(
-            0.0, "class-incremental methods distil through their own terms, e.g. lwf_weight; keep 0",
-            low=0.0, high=0.0,
-        )
+        kd_weight: float = switched_off("class-incremental methods distil through their own terms, e.g. lwf_weight; keep 0")
         temperature: float = positive(2.0, "the softmax temperature T of LwF's distillation term; unused by the others")
         # Whether the method has a distillation softmax that logit_standardization could apply to.
         distils_softmax: ClassVar[bool] = False

@@ -20,7 +20,7 @@ from torch import Tensor
 from kdexp.losses import kd_loss
 from kdexp.methods.base import DistillationModule
 from kdexp.methods.declarations import Federated, TeacherUse
-from kdexp.methods.options import at_least, option, positive, weight
+from kdexp.methods.options import at_least, positive, switched_off, weight
 from kdexp.methods.registry import register_method
 
 
@@ -29,10 +29,7 @@ class FederatedModule(DistillationModule):
 
     @dataclass
     class Options(DistillationModule.Options):
-        kd_weight: float = option(
-            0.0, "federated methods distil through their own terms (FD's fd_weight, FedDF's and FedMD's server or digest steps); keep 0",
-            low=0.0, high=0.0,
-        )
+        kd_weight: float = switched_off("federated methods distil through their own terms (FD's fd_weight, FedDF's and FedMD's server or digest steps); keep 0")
         temperature: float = positive(1.0, "T of the method's distillation softmax (FedDF's server step, FD's term): T = 1 in both papers")
 
         def __post_init__(self) -> None:

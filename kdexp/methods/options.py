@@ -48,6 +48,11 @@ def weight(default: float | None, why: str = "a loss weight; 0 switches the term
     return option(default, why, low=0.0, search=search)
 
 
+def switched_off(why: str) -> Any:
+    """A loss weight held at 0: the method learns through terms of its own, any other value is refused."""
+    return option(0.0, why, low=0.0, high=0.0)
+
+
 def positive(default: float, why: str = "", search: Search | None = None) -> Any:
     """A number > 0 (temperatures, exponents)."""
     return option(default, why, low=0.0, strict=True, search=search)
